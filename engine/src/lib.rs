@@ -1,0 +1,38 @@
+//! caskade-engine: a Bitcask-style key-value storage engine.
+//!
+//! Data lives in numbered, append-only segment files; an in-memory index maps every
+//! key to the location of its latest record. One writer thread appends and batches
+//! concurrent writers into one write and one `fdatasync` (group commit); readers go
+//! straight to the index and the (memory-mapped) files.
+//!
+//! ```
+//! use caskade_engine::{Engine, Options, WriteOptions};
+//!
+//! # fn main() -> Result<(), caskade_engine::Error> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let engine = Engine::open(dir.path(), Options::default())?;
+//! let version = engine.put(b"user/alice", b"{\"a\":1}", WriteOptions::default())?;
+//! let entry = engine.get(b"user/alice")?.expect("just written");
+//! assert_eq!(&entry.value[..], b"{\"a\":1}");
+//! assert_eq!(entry.version, version);
+//! engine.delete(b"user/alice")?;
+//! assert!(engine.get(b"user/alice")?.is_none());
+//! engine.close()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod batch;
+mod engine;
+mod error;
+mod options;
+mod types;
+
+pub use batch::{Batch, Expect, Op, WriteOptions};
+pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};
+pub use error::{Error, Result};
+pub use options::{
+    Clock, Options, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
+    SystemClock,
+};
+pub use types::{Entry, ListItem, Stats};

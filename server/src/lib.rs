@@ -1,0 +1,4 @@
+//! caskade-server: the HTTP store API of API.md over caskade-engine.
+
+pub mod problem;
+pub mod state;
