@@ -62,6 +62,15 @@ impl Engine {
         todo!()
     }
 
+    /// Submits a batch without waiting: `done` runs on the writer thread once the
+    /// batch is durable (per the sync policy) or has failed. For async callers: send
+    /// the result through a oneshot channel instead of blocking a runtime thread.
+    /// `done` must be quick and must not call back into the engine's write path.
+    pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
+        let _ = (batch, done);
+        todo!()
+    }
+
     /// Live keys starting with `prefix`, strictly after `start_after` if given, in
     /// ascending byte order, at most `limit` of them.
     pub fn list(
