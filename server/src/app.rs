@@ -1,0 +1,309 @@
+//! The request path every request takes, in API.md's stage order: request id and
+//! logging around everything, then auth (for `/v1`), then route and method from
+//! [`crate::routes::ROUTES`], then the in-flight cap and readiness, then the handler.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use caskade_engine::Engine;
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::auth::{Scope, Tokens};
+use crate::metrics::Metrics;
+use crate::problem::{ApiError, ErrorCode};
+use crate::request_id;
+use crate::routes::{self, Match, UNMATCHED};
+use crate::state::AppState;
+
+/// The server as the connections see it. Exists before the engine is open, so
+/// `/healthz` and `/readyz` answer during recovery.
+#[derive(Debug)]
+pub struct App {
+    /// `None` = no `--auth-tokens`: `/v1` is open (and only loopback is served).
+    tokens: Option<Tokens>,
+    /// Request and engine metrics.
+    metrics: Arc<Metrics>,
+    /// Permits for `/v1` requests; none left → 503 at once instead of a queue.
+    inflight: Arc<Semaphore>,
+    /// The cap, for the 503's detail.
+    inflight_max: usize,
+    /// The engine, set once recovery has finished; shared with the metrics collector.
+    engine: Arc<OnceLock<Engine>>,
+    /// The `/v1` router, built when the engine is open (its state needs the engine).
+    router: OnceLock<Router>,
+    /// Set by shutdown: `/readyz` and new `/v1` requests answer 503.
+    shutting_down: AtomicBool,
+    /// The OpenAPI document, rendered once.
+    openapi: Bytes,
+}
+
+impl App {
+    /// A server that is not ready yet: `/v1` answers 503 until [`App::set_ready`].
+    pub fn new(tokens: Option<Tokens>, inflight_max: usize) -> Arc<App> {
+        let engine = Arc::new(OnceLock::new());
+        let openapi = serde_json::to_vec(&crate::openapi::document()).unwrap_or_default();
+        Arc::new(App {
+            tokens,
+            metrics: Arc::new(Metrics::new(engine.clone())),
+            inflight: Arc::new(Semaphore::new(inflight_max)),
+            inflight_max,
+            engine,
+            router: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            openapi: Bytes::from(openapi),
+        })
+    }
+
+    /// Recovery has finished: serve `/v1` from now on.
+    pub fn set_ready(&self, state: AppState) {
+        let engine = state.engine.clone();
+        let _ = self.router.set(router(state));
+        let _ = self.engine.set(engine);
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503 so balancers drain this node.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the engine is open and until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.router.get().is_some() && !self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The open engine, for closing it at shutdown.
+    pub fn engine(&self) -> Option<Engine> {
+        self.engine.get().cloned()
+    }
+
+    /// Serves one request: never fails, every problem is an API.md error envelope.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response {
+        let started = Instant::now();
+        let id = request_id::take_or_make(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let found = routes::find(&method, &path);
+        let route = match found {
+            Match::Found(t) | Match::WrongMethod(t) => t,
+            Match::NoRoute => UNMATCHED,
+        };
+        req.extensions_mut().insert(id.clone());
+        let span = info_span!("request", request_id = %id.0);
+        let mut response = self
+            .dispatch(req, &path, found)
+            .instrument(span.clone())
+            .await;
+        if let Ok(value) = HeaderValue::from_str(&id.0) {
+            response.headers_mut().insert(request_id::HEADER, value);
+        }
+        let took = started.elapsed();
+        let status = response.status();
+        self.metrics.observe(&method, route, status, took);
+        span.in_scope(|| {
+            info!(%method, route, path, status = status.as_u16(),
+                latency_ms = took.as_secs_f64() * 1000.0, "request");
+        });
+        response
+    }
+
+    async fn dispatch(&self, req: Request<Body>, path: &str, found: Match) -> Response {
+        if is_v1(path)
+            && let Err(denied) = self.authorize(&req, path)
+        {
+            return denied.into_response();
+        }
+        let template = match found {
+            Match::NoRoute => return route_not_found(path).into_response(),
+            Match::WrongMethod(t) => return method_not_allowed(req.method(), path, t),
+            Match::Found(t) => t,
+        };
+        match template {
+            "/healthz" => ok_json(StatusCode::OK, r#"{"ok":true,"data":{"status":"alive"}}"#),
+            "/readyz" => self.readyz(path),
+            "/metrics" => self.metrics_response(path).await,
+            "/openapi.json" => json_response(self.openapi.clone()),
+            _ => self.v1(req, path).await,
+        }
+    }
+
+    fn authorize(&self, req: &Request<Body>, path: &str) -> Result<(), ApiError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(());
+        };
+        let needed = Scope::required(req.method(), path);
+        tokens
+            .authorize(req.headers(), needed)
+            .map(|_| ())
+            .map_err(|denied| ApiError::one(path, denied.code, denied.detail))
+    }
+
+    fn readyz(&self, path: &str) -> Response {
+        if self.is_ready() {
+            return ok_json(StatusCode::OK, r#"{"ok":true,"data":{"ready":true}}"#);
+        }
+        self.unavailable(path).into_response()
+    }
+
+    /// Why `/v1` cannot be served now.
+    fn unavailable(&self, path: &str) -> ApiError {
+        let detail = if self.shutting_down.load(Ordering::SeqCst) {
+            "the server is shutting down; retry on another node or after restart"
+        } else {
+            "the store is still opening (recovery); retry when /readyz answers 200"
+        };
+        ApiError::one(path, ErrorCode::Unavailable, detail)
+    }
+
+    async fn metrics_response(&self, path: &str) -> Response {
+        let metrics = self.metrics.clone();
+        match tokio::task::spawn_blocking(move || metrics.render()).await {
+            Ok(text) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                )],
+                text,
+            )
+                .into_response(),
+            Err(_) => ApiError::one(path, ErrorCode::Internal, "rendering the metrics failed")
+                .into_response(),
+        }
+    }
+
+    async fn v1(&self, req: Request<Body>, path: &str) -> Response {
+        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+            let detail = format!(
+                "too many requests in flight (limit {}); retry shortly",
+                self.inflight_max
+            );
+            return with_retry_after(ApiError::one(path, ErrorCode::Unavailable, detail));
+        };
+        let router = match self.router.get() {
+            Some(router) if !self.shutting_down.load(Ordering::SeqCst) => router.clone(),
+            _ => return with_retry_after(self.unavailable(path)),
+        };
+        let served = AssertUnwindSafe(router.oneshot(req)).catch_unwind().await;
+        match served {
+            Ok(Ok(response)) => json_405(response, path),
+            Ok(Err(never)) => match never {},
+            Err(_) => {
+                error!("the handler panicked; answering 500");
+                ApiError::one(
+                    path,
+                    ErrorCode::Internal,
+                    "an internal error occurred; quote the x-request-id header when reporting it",
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+/// The `/v1` router over the open engine: kv routes and admin routes. Bodies are not
+/// limited here: the kv routes enforce API.md's limits while the body streams in.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::kv::routes())
+        .merge(crate::admin::routes())
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Reached only when the route table lists a route the router does not serve.
+async fn fallback(uri: Uri) -> ApiError {
+    route_not_found(uri.path())
+}
+
+fn is_v1(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+fn route_not_found(path: &str) -> ApiError {
+    ApiError::one(
+        path,
+        ErrorCode::RouteNotFound,
+        "no route has this path; /openapi.json lists every route",
+    )
+}
+
+fn method_not_allowed(method: &Method, path: &str, template: &str) -> Response {
+    let allow = routes::allow(template);
+    let detail = format!(
+        "{} is not allowed here; allowed: {}",
+        method_name(method),
+        allow.to_str().unwrap_or_default()
+    );
+    ApiError::one(path, ErrorCode::MethodNotAllowed, detail)
+        .with_allow(allow)
+        .into_response()
+}
+
+/// The method for a message, bounded so a giant custom method cannot flood a detail.
+fn method_name(method: &Method) -> &str {
+    let name = method.as_str();
+    if name.len() <= 16 {
+        name
+    } else {
+        "this method"
+    }
+}
+
+/// A bare 405 from a handler's router becomes the API's JSON 405, keeping `Allow`.
+fn json_405(response: Response, path: &str) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || is_json(&response) {
+        return response;
+    }
+    let mut error = ApiError::one(
+        path,
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this route; see the Allow header",
+    );
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        error = error.with_allow(allow.clone());
+    }
+    error.into_response()
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+fn with_retry_after(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn ok_json(status: StatusCode, body: &'static str) -> Response {
+    let mut response = json_response(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,289 @@
+//! The command line of `caskade`: flags, their `CASKADE_*` environment twins, and the
+//! checks that turn them into a configuration the server can trust.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use caskade_engine::{SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::state::{METADATA_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT};
+
+/// Default address: loopback only, so a fresh install is never reachable from the network.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7878";
+/// Default cap on requests served at once before new ones get 503.
+pub const INFLIGHT_REQUESTS_MAX_DEFAULT: usize = 1024;
+/// Default time a client has to send a request's headers (slowloris guard).
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time a connection may move no byte before it is closed.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Default time shutdown waits for in-flight requests before closing anyway.
+pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// The `caskade` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "caskade",
+    version,
+    about = "caskade: a small, fast, durable key-value store served over HTTP",
+    after_help = "Start a server on 127.0.0.1:7878 storing into ./caskade-data:\n  caskade serve\n\n\
+                  Every flag of `caskade serve --help` also reads a CASKADE_* environment variable.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `caskade`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the store API over HTTP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// Flags of `caskade serve`; every flag also reads a `CASKADE_*` environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Folder holding the store; created if missing. One server per folder (locked).
+    #[arg(long, env = "CASKADE_DATA_DIR", default_value = "./caskade-data")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on, `IP:PORT` or `localhost:PORT`. Port 0 picks a free port.
+    #[arg(long, env = "CASKADE_LISTEN", default_value = LISTEN_DEFAULT, value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// When writes reach the disk: `always` (acknowledged = on disk), `interval:<ms>`
+    /// (at most that window is lost in a crash) or `never` (the OS decides).
+    #[arg(long, env = "CASKADE_SYNC", default_value = "always", value_parser = parse_sync)]
+    pub sync: SyncArg,
+
+    /// Seal a segment file and start a new one at this size, in bytes.
+    #[arg(long, env = "CASKADE_SEGMENT_BYTES", default_value_t = SEGMENT_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX))]
+    pub segment_bytes: u64,
+
+    /// Largest stored value, in bytes.
+    #[arg(long, env = "CASKADE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=caskade_engine::VALUE_BYTES_MAX as u64))]
+    pub max_value_bytes: u64,
+
+    /// Largest metadata object, as compact JSON, in bytes.
+    #[arg(long, env = "CASKADE_MAX_METADATA_BYTES", default_value_t = METADATA_BYTES_MAX_DEFAULT,
+          value_parser = parse_metadata_bytes)]
+    pub max_metadata_bytes: usize,
+
+    /// Token file: one `<token> read|write|admin` per line. Without it, /v1 is open and
+    /// only loopback addresses are served.
+    #[arg(long, env = "CASKADE_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Serve a non-loopback address without tokens (anyone who can connect can write).
+    #[arg(long, env = "CASKADE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Folder under which `POST /v1/admin/backup` writes its copies.
+    #[arg(long, env = "CASKADE_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "CASKADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Requests served at once; beyond it /v1 answers 503 instead of queueing.
+    #[arg(long, env = "CASKADE_MAX_INFLIGHT_REQUESTS", default_value_t = INFLIGHT_REQUESTS_MAX_DEFAULT,
+          value_parser = parse_inflight)]
+    pub max_inflight_requests: usize,
+
+    /// Milliseconds a client has to send a request's headers, counted from when the
+    /// server starts waiting for them (idle keep-alive time included).
+    #[arg(long, env = "CASKADE_HEADER_READ_TIMEOUT_MS", default_value_t = HEADER_READ_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
+    /// Milliseconds a connection may move no byte in either direction before it is closed.
+    #[arg(long, env = "CASKADE_IDLE_TIMEOUT_MS", default_value_t = IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// Milliseconds shutdown waits for in-flight requests before closing the store anyway.
+    #[arg(long, env = "CASKADE_SHUTDOWN_TIMEOUT_MS", default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT)]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// The `--sync` policy as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncArg(pub SyncPolicy);
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl ServeArgs {
+    /// The header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// The idle connection timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Refuses an open server on a reachable address: without tokens only loopback is
+    /// served unless the operator said `--allow-unauthenticated` (Redis's protected mode).
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.auth_tokens.is_some()
+            || self.allow_unauthenticated
+            || self.listen.ip().is_loopback()
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to listen on {} without authentication: give --auth-tokens FILE, \
+             listen on a loopback address (127.0.0.1), or pass --allow-unauthenticated",
+            self.listen
+        ))
+    }
+}
+
+/// Parses `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (which means 127.0.0.1).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = SocketAddr::from_str(text) {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(format!(
+        "`{text}` is not an address; expected IP:PORT like 127.0.0.1:7878 or [::1]:7878"
+    ))
+}
+
+/// Parses `always`, `never` or `interval:<ms>` with 1 ≤ ms ≤ 60000.
+fn parse_sync(text: &str) -> Result<SyncArg, String> {
+    const INTERVAL_MS_MAX: u64 = 60_000;
+    match text {
+        "always" => return Ok(SyncArg(SyncPolicy::Always)),
+        "never" => return Ok(SyncArg(SyncPolicy::Never)),
+        _ => {}
+    }
+    let expected = "expected `always`, `never` or `interval:<ms>` (e.g. interval:100)";
+    let ms = text
+        .strip_prefix("interval:")
+        .ok_or_else(|| format!("`{text}` is not a sync policy; {expected}"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("`{ms}` is not a number of milliseconds; {expected}"))?;
+    if !(1..=INTERVAL_MS_MAX).contains(&ms) {
+        return Err(format!(
+            "the sync interval must be 1 to {INTERVAL_MS_MAX} ms; got {ms}"
+        ));
+    }
+    Ok(SyncArg(SyncPolicy::Interval(Duration::from_millis(ms))))
+}
+
+/// Metadata is stored in the engine's metadata section beside timestamps and the
+/// content type, so it must leave room below the engine's own limit.
+fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
+    let limit = caskade_engine::META_BYTES_MAX / 2;
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of bytes"))?;
+    if !(1..=limit).contains(&n) {
+        return Err(format!("must be 1 to {limit} bytes; got {n}"));
+    }
+    Ok(n)
+}
+
+/// At least one request must be able to run; more than a million is a typo.
+fn parse_inflight(text: &str) -> Result<usize, String> {
+    const LIMIT: usize = 1_000_000;
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of requests"))?;
+    if !(1..=LIMIT).contains(&n) {
+        return Err(format!("must be 1 to {LIMIT}; got {n}"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = ["caskade", "serve"].iter().chain(args).copied();
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => args,
+        })
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_always_sync() -> Result<(), clap::Error> {
+        let args = serve(&[])?;
+        assert_eq!(args.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(args.sync, SyncArg(SyncPolicy::Always));
+        assert_eq!(args.max_value_bytes, VALUE_BYTES_MAX_DEFAULT);
+        assert!(args.check_exposure().is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn sync_interval_parses_milliseconds() -> Result<(), clap::Error> {
+        let args = serve(&["--sync", "interval:250"])?;
+        assert_eq!(
+            args.sync,
+            SyncArg(SyncPolicy::Interval(Duration::from_millis(250)))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for bad in [
+            &["--sync", "sometimes"][..],
+            &["--sync", "interval:0"],
+            &["--listen", "nowhere"],
+            &["--segment-bytes", "10"],
+            &["--max-inflight-requests", "0"],
+            &["--log-format", "xml"],
+        ] {
+            let err = serve(bad).err();
+            assert!(err.is_some(), "{bad:?} must be refused");
+            assert_eq!(err.map(|e| e.exit_code()), Some(2), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn localhost_means_ipv4_loopback() -> Result<(), clap::Error> {
+        let args = serve(&["--listen", "localhost:9000"])?;
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9000");
+        Ok(())
+    }
+
+    #[test]
+    fn open_server_on_a_public_address_is_refused_unless_allowed() -> Result<(), clap::Error> {
+        let args = serve(&["--listen", "0.0.0.0:0"])?;
+        assert!(args.check_exposure().is_err());
+        let args = serve(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"])?;
+        assert!(args.check_exposure().is_ok());
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! `caskade serve`: bind, announce, open the store, serve connections with timeouts,
+//! and shut down gracefully on SIGINT or SIGTERM.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use caskade_engine::{Engine, Options};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::app::App;
+use crate::auth::Tokens;
+use crate::config::{Cli, Command, ServeArgs};
+use crate::state::{AppState, Limits, Shared};
+
+/// Exit code for a configuration the server refuses (same as clap's usage errors).
+pub const EXIT_CONFIG: u8 = 2;
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Runs the parsed command line; the process exits with what this returns.
+pub fn run(cli: Cli) -> ExitCode {
+    let Command::Serve(args) = cli.command;
+    crate::logging::init(args.log_format);
+    let tokens = match prepare(&args) {
+        Ok(tokens) => tokens,
+        Err(message) => {
+            eprintln!("caskade: error: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("caskade: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args, tokens))
+}
+
+/// Checks that need no network: the exposure rule and the token file.
+fn prepare(args: &ServeArgs) -> Result<Option<Tokens>, String> {
+    args.check_exposure()?;
+    args.auth_tokens.as_deref().map(Tokens::load).transpose()
+}
+
+/// Limits of one connection.
+#[derive(Clone, Copy, Debug)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+async fn serve(args: ServeArgs, tokens: Option<Tokens>) -> ExitCode {
+    let started_at = Instant::now();
+    // Handlers first: a SIGTERM right after the announcement must not kill us raw.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        error!("cannot read the listening address");
+        return ExitCode::FAILURE;
+    };
+    announce(addr);
+    let app = App::new(tokens, args.max_inflight_requests);
+    let limits = ConnLimits {
+        header_read_timeout: args.header_read_timeout(),
+        idle_timeout: args.idle_timeout(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept = tokio::spawn(accept_loop(listener, app.clone(), limits, stop_rx));
+    let opened = open_engine(&args).await;
+    let code = match opened {
+        Ok(engine) => {
+            app.set_ready(app_state(engine, &args, started_at));
+            info!(data_dir = %args.data_dir.display(), "ready");
+            signals.wait().await;
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            error!(data_dir = %args.data_dir.display(), "cannot open the store: {message}");
+            ExitCode::FAILURE
+        }
+    };
+    shut_down(&app, stop_tx, accept, args.shutdown_timeout()).await;
+    if code == ExitCode::SUCCESS {
+        return close_engine(&app).await;
+    }
+    code
+}
+
+/// The one line on stdout that tells scripts and tests where we listen.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "caskade listening on http://{addr}").and_then(|()| out.flush());
+    if let Err(e) = written {
+        warn!("cannot print the listening address: {e}");
+    }
+    info!(%addr, "listening");
+}
+
+fn app_state(engine: Engine, args: &ServeArgs, started_at: Instant) -> AppState {
+    AppState {
+        engine,
+        limits: Limits {
+            value_bytes_max: args.max_value_bytes,
+            metadata_bytes_max: args.max_metadata_bytes,
+        },
+        shared: Arc::new(Shared { started_at }),
+    }
+}
+
+/// Opens the store on a blocking thread: recovery reads files and may take a while.
+async fn open_engine(args: &ServeArgs) -> Result<Engine, String> {
+    let dir = args.data_dir.clone();
+    let options = Options {
+        segment_bytes: args.segment_bytes,
+        sync: args.sync.0,
+        ..Options::default()
+    };
+    info!(data_dir = %dir.display(), "opening the store");
+    match tokio::task::spawn_blocking(move || Engine::open(&dir, options)).await {
+        Ok(Ok(engine)) => Ok(engine),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the engine failed while opening (a bug; see the log above)".into()),
+    }
+}
+
+/// Stops accepting, lets connections finish their requests, and gives up on stragglers
+/// after `timeout`.
+async fn shut_down(
+    app: &App,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+) {
+    info!("shutting down: no new connections, finishing in-flight requests");
+    app.begin_shutdown();
+    let _ = stop.send(true);
+    let abort = accept.abort_handle();
+    if tokio::time::timeout(timeout, accept).await.is_err() {
+        warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "in-flight requests did not finish in time; closing their connections"
+        );
+        abort.abort();
+    }
+}
+
+/// Syncs and releases the folder's lock; a failure here means acknowledged writes may
+/// not be on disk, so it is an error exit.
+async fn close_engine(app: &App) -> ExitCode {
+    let Some(engine) = app.engine() else {
+        return ExitCode::SUCCESS;
+    };
+    match tokio::task::spawn_blocking(move || engine.close()).await {
+        Ok(Ok(())) => {
+            info!("store closed; bye");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            error!("closing the store failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            error!("closing the store failed (a bug; see the log above)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    connections.spawn(serve_connection(stream, app.clone(), limits, stop.clone()));
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: Arc<App>,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("cannot set TCP_NODELAY: {e}");
+    }
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req.map(Body::new)).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = *stop.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut tick = tokio::time::interval(idle_check_period(limits.idle_timeout));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!("connection ended: {e}");
+                }
+                return;
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn idle_check_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).max(Duration::from_millis(20))
+}
+
+/// When a connection last moved a byte, so idle ones can be closed.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// A TCP stream that records activity on every byte read or written.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// SIGINT and SIGTERM, registered before the server announces itself.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => info!("SIGINT received"),
+            _ = self.terminate.recv() => info!("SIGTERM received"),
+        }
+    }
+}
