@@ -307,3 +307,115 @@ fn json_response(body: Bytes) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKENS: &str = "r-tok read\nw-tok write\na-tok admin\n";
+
+    fn app(tokens: Option<&str>, inflight_max: usize) -> Arc<App> {
+        let tokens = tokens.map(|t| Tokens::parse(t).unwrap_or_else(|e| panic!("{e}")));
+        App::new(tokens, inflight_max)
+    }
+
+    async fn call(app: &Arc<App>, method: &str, path: &str, token: Option<&str>) -> Response {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = builder.body(Body::empty()).unwrap_or_default();
+        app.clone().handle(req).await
+    }
+
+    async fn error_code(response: Response) -> u64 {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        doc["errors"][0]["error_code"].as_u64().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn health_answers_before_the_store_is_open_and_ready_does_not() {
+        let app = app(None, 8);
+        assert_eq!(call(&app, "GET", "/healthz", None).await.status(), 200);
+        let ready = call(&app, "GET", "/readyz", None).await;
+        assert_eq!(ready.status(), 503);
+        assert_eq!(error_code(ready).await, 5002);
+        let kv = call(&app, "GET", "/v1/kv/user/a", None).await;
+        assert_eq!(kv.status(), 503);
+        assert!(kv.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_are_json_404_and_wrong_methods_json_405_with_allow() {
+        let app = app(None, 8);
+        let missing = call(&app, "GET", "/v1/nothing-here", None).await;
+        assert_eq!(missing.status(), 404);
+        assert_eq!(error_code(missing).await, 2002);
+        let wrong = call(&app, "PATCH", "/v1/kv/user/a", None).await;
+        assert_eq!(wrong.status(), 405);
+        let allow = wrong.headers().get(header::ALLOW).cloned();
+        assert_eq!(allow, Some(HeaderValue::from_static("PUT, GET, HEAD, DELETE")));
+        assert_eq!(error_code(wrong).await, 2003);
+    }
+
+    #[tokio::test]
+    async fn auth_comes_before_routing_and_checks_scopes() {
+        let app = app(Some(TOKENS), 8);
+        let anonymous = call(&app, "GET", "/v1/nothing-here", None).await;
+        assert_eq!(anonymous.status(), 401);
+        assert_eq!(
+            anonymous.headers().get(header::WWW_AUTHENTICATE),
+            Some(&HeaderValue::from_static("Bearer"))
+        );
+        let wrong = call(&app, "GET", "/v1/kv/user/a", Some("nope")).await;
+        assert_eq!(error_code(wrong).await, 3001);
+        let reader_writes = call(&app, "PUT", "/v1/kv/user/a", Some("r-tok")).await;
+        assert_eq!(reader_writes.status(), 403);
+        assert_eq!(error_code(reader_writes).await, 3002);
+        let writer_admin = call(&app, "GET", "/v1/admin/stats", Some("w-tok")).await;
+        assert_eq!(writer_admin.status(), 403);
+        let admin_reads = call(&app, "GET", "/v1/kv/user/a", Some("a-tok")).await;
+        assert_eq!(admin_reads.status(), 503, "past auth, the store is not open");
+        assert_eq!(call(&app, "GET", "/healthz", None).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn beyond_the_inflight_cap_requests_get_503_at_once() {
+        let app = app(None, 0);
+        let refused = call(&app, "GET", "/v1/kv/user/a", None).await;
+        assert_eq!(refused.status(), 503);
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 20).await;
+        let text = String::from_utf8(body.unwrap_or_default().to_vec()).unwrap_or_default();
+        assert!(text.contains("too many requests in flight"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_echoed_or_generated() {
+        let app = app(None, 8);
+        let req = Request::get("/healthz")
+            .header(request_id::HEADER, "trace-42")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let echoed = app.clone().handle(req).await;
+        assert_eq!(
+            echoed.headers().get(request_id::HEADER),
+            Some(&HeaderValue::from_static("trace-42"))
+        );
+        let generated = call(&app, "GET", "/healthz", None).await;
+        assert!(generated.headers().contains_key(request_id::HEADER));
+    }
+
+    #[tokio::test]
+    async fn openapi_and_metrics_are_served() {
+        let app = app(None, 8);
+        assert_eq!(call(&app, "GET", "/openapi.json", None).await.status(), 200);
+        call(&app, "GET", "/healthz", None).await;
+        let metrics = call(&app, "GET", "/metrics", None).await;
+        assert_eq!(metrics.status(), 200);
+        let body = axum::body::to_bytes(metrics.into_body(), 1 << 20).await;
+        let text = String::from_utf8(body.unwrap_or_default().to_vec()).unwrap_or_default();
+        assert!(text.contains(r#"route="/healthz""#), "{text}");
+    }
+}
