@@ -356,7 +356,10 @@ mod tests {
         let wrong = call(&app, "PATCH", "/v1/kv/user/a", None).await;
         assert_eq!(wrong.status(), 405);
         let allow = wrong.headers().get(header::ALLOW).cloned();
-        assert_eq!(allow, Some(HeaderValue::from_static("PUT, GET, HEAD, DELETE")));
+        assert_eq!(
+            allow,
+            Some(HeaderValue::from_static("PUT, GET, HEAD, DELETE"))
+        );
         assert_eq!(error_code(wrong).await, 2003);
     }
 
@@ -377,7 +380,11 @@ mod tests {
         let writer_admin = call(&app, "GET", "/v1/admin/stats", Some("w-tok")).await;
         assert_eq!(writer_admin.status(), 403);
         let admin_reads = call(&app, "GET", "/v1/kv/user/a", Some("a-tok")).await;
-        assert_eq!(admin_reads.status(), 503, "past auth, the store is not open");
+        assert_eq!(
+            admin_reads.status(),
+            503,
+            "past auth, the store is not open"
+        );
         assert_eq!(call(&app, "GET", "/healthz", None).await.status(), 200);
     }
 

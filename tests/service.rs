@@ -1,0 +1,198 @@
+//! The service routes, the JSON 404/405, request ids, and the OpenAPI document
+//! against the route table, over HTTP to the real binary.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use caskade_server::routes::ROUTES;
+use common::{Server, binary};
+
+#[test]
+fn help_describes_the_serve_command() {
+    let top = Command::new(binary())
+        .arg("--help")
+        .output()
+        .expect("caskade --help runs");
+    assert!(top.status.success());
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
+    let serve = Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--sync",
+        "--auth-tokens",
+        "--max-inflight-requests",
+        "CASKADE_LISTEN",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_with_code_2_and_say_why() {
+    let out = Command::new(binary())
+        .args(["serve", "--sync", "sometimes"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sync"));
+}
+
+#[test]
+fn health_ready_metrics_and_openapi_answer() {
+    let server = Server::start(&[]);
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    for name in [
+        "# TYPE caskade_http_requests_total counter",
+        "caskade_engine_disk_bytes",
+        "caskade_entity_keys{entity=\"user\"}",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    assert!(text.contains(r#"route="/readyz",status="200""#), "{text}");
+    let doc = server.get("/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+}
+
+#[test]
+fn unknown_routes_are_json_404_and_wrong_methods_json_405_with_allow() {
+    let server = Server::start(&[]);
+    let missing = server.get("/v1/nothing-here");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.error_codes(), vec![2002]);
+    assert_eq!(missing.json()["errors"][0]["instance"], "/v1/nothing-here");
+    let elsewhere = server.get("/nope");
+    assert_eq!(elsewhere.error_codes(), vec![2002]);
+    let wrong = server.request("PATCH", "/v1/kv/user/alice", &[], b"{}".to_vec());
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.error_codes(), vec![2003]);
+    assert_eq!(wrong.header("allow"), Some("PUT, GET, HEAD, DELETE"));
+    let bulk = server.get("/v1/bulk");
+    assert_eq!(bulk.status, 405);
+    assert_eq!(bulk.header("allow"), Some("POST"));
+}
+
+#[test]
+fn request_ids_are_echoed_or_generated() {
+    let server = Server::start(&[]);
+    let echoed = server.request(
+        "GET",
+        "/healthz",
+        &[("x-request-id", "trace-7")],
+        Vec::new(),
+    );
+    assert_eq!(echoed.header("x-request-id"), Some("trace-7"));
+    let replaced = server.request(
+        "GET",
+        "/healthz",
+        &[("x-request-id", "bad id {}")],
+        Vec::new(),
+    );
+    let id = replaced.header("x-request-id").unwrap_or_default();
+    assert!(!id.is_empty() && id != "bad id {}", "{id:?}");
+}
+
+#[test]
+fn admin_stats_reports_the_store() {
+    let server = Server::start(&[]);
+    let stats = server.get("/v1/admin/stats");
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    let data = &stats.json()["data"];
+    for field in [
+        "disk_bytes",
+        "live_bytes",
+        "dead_bytes",
+        "segments",
+        "index_bytes",
+        "compactions",
+        "expired_swept",
+        "uptime_s",
+    ] {
+        assert!(data[field].is_u64(), "{field} missing in {data}");
+    }
+    assert!(
+        data["keys"]["user"].is_u64() && data["keys"]["event"].is_u64(),
+        "{data}"
+    );
+    assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn compact_and_backup_say_not_implemented_yet() {
+    let server = Server::start(&[]);
+    for path in ["/v1/admin/compact", "/v1/admin/backup"] {
+        let resp = server.request("POST", path, &[], Vec::new());
+        assert_eq!(resp.status, 501, "{path}: {}", resp.text());
+        assert_eq!(resp.error_codes(), vec![5003]);
+    }
+}
+
+#[test]
+fn openapi_documents_exactly_the_served_routes() {
+    let server = Server::start(&[]);
+    let doc = server.get("/openapi.json").json();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for method in ["get", "head", "put", "post", "delete", "patch", "options"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let served: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.template.to_owned()))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+/// Walks the route table against the running server: every listed (method, path)
+/// reaches a handler (no 404 route-not-found, no 405; HEAD answers GET's status), and
+/// every other common method on the same path is a 405. Needs the kv routes of `api`.
+#[test]
+fn every_route_in_the_table_is_served_and_other_methods_are_405() {
+    let server = Server::start(&[]);
+    let json = [("content-type", "application/json")];
+    for route in ROUTES {
+        let path = route
+            .template
+            .replace("{entity}", "user")
+            .replace("{key}", "walk");
+        let resp = server.request(route.method, &path, &json, b"{}".to_vec());
+        if route.method == "HEAD" {
+            let get = server.get(&path);
+            assert_eq!(
+                resp.status, get.status,
+                "HEAD {path} must answer GET's status"
+            );
+        } else if resp.status >= 400 {
+            let codes = resp.error_codes();
+            assert!(
+                !codes.contains(&2002) && !codes.contains(&2003),
+                "{} {path} is in the route table but not served: {}",
+                route.method,
+                resp.text()
+            );
+        }
+        for other in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            if ROUTES
+                .iter()
+                .any(|r| r.template == route.template && r.method == other)
+            {
+                continue;
+            }
+            let resp = server.request(other, &path, &[], b"{}".to_vec());
+            assert_eq!(resp.status, 405, "{other} {path}: {}", resp.text());
+        }
+    }
+}
