@@ -3,18 +3,21 @@
 //! [`crate::routes::ROUTES`], then the in-flight cap and readiness, then the handler.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use caskade_engine::Engine;
 use futures_util::FutureExt;
+use hyper::body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{Instrument, error, info, info_span};
@@ -88,8 +91,9 @@ impl App {
     }
 
     /// Serves one request: never fails, every problem is an API.md error envelope.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response {
+    pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response {
         let started = Instant::now();
+        let (mut req, body_read) = watch_body(req);
         let id = request_id::take_or_make(req.headers());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -107,12 +111,19 @@ impl App {
         if let Ok(value) = HeaderValue::from_str(&id.0) {
             response.headers_mut().insert(request_id::HEADER, value);
         }
+        if !body_read.load(Ordering::Relaxed) {
+            // Unread body bytes are still on the wire: the connection cannot carry
+            // another request, so tell the client instead of letting it find out.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let took = started.elapsed();
         let status = response.status();
         self.metrics.observe(&method, route, status, took);
         span.in_scope(|| {
             info!(%method, route, path, status = status.as_u16(),
-                latency_ms = took.as_secs_f64() * 1000.0, "request");
+                latency_ms = took.as_micros() as f64 / 1000.0, "request");
         });
         response
     }
@@ -207,6 +218,47 @@ impl App {
                 .into_response()
             }
         }
+    }
+}
+
+/// Wraps the request body so the caller learns whether it was read to its end.
+fn watch_body(req: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
+    let (parts, body) = req.into_parts();
+    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let watched = Watched {
+        inner: body,
+        done: done.clone(),
+    };
+    (Request::from_parts(parts, Body::new(watched)), done)
+}
+
+/// A request body that sets `done` once its last frame has been read.
+struct Watched {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -412,6 +464,19 @@ mod tests {
         );
         let generated = call(&app, "GET", "/healthz", None).await;
         assert!(generated.headers().contains_key(request_id::HEADER));
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_closes_the_connection_and_a_read_one_does_not() {
+        let app = app(None, 8);
+        let req = Request::put("/v1/nothing-here")
+            .body(Body::from("{\"value\":1}"))
+            .unwrap_or_default();
+        let refused = app.clone().handle(req).await;
+        let close = Some(&HeaderValue::from_static("close"));
+        assert_eq!(refused.headers().get(header::CONNECTION), close);
+        let bodiless = call(&app, "GET", "/v1/nothing-here", None).await;
+        assert_eq!(bodiless.headers().get(header::CONNECTION), None);
     }
 
     #[tokio::test]
