@@ -1,0 +1,83 @@
+//! Startup, readiness and shutdown of the real binary: the announced port, the data
+//! folder's lock, and SIGTERM/SIGINT exiting 0 with every acknowledged write kept.
+
+mod common;
+
+use common::Server;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+#[test]
+fn sigterm_exits_0_and_data_survives_a_restart() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let mut server = Server::start_in(&dir, &[]);
+    let put = server.put_json("/v1/kv/user/x", &json!({"value": 1}), &[]);
+    assert_eq!(put.status, 201, "{}", put.text());
+    let status = server.signal_and_wait(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "logs:\n{}", server.logs());
+    assert!(server.logs().contains("store closed"), "{}", server.logs());
+
+    let again = Server::start_in(&dir, &[]);
+    let got = again.get("/v1/kv/user/x");
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["data"]["value"], 1);
+}
+
+#[test]
+fn sigint_exits_0_and_releases_the_lock() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let mut server = Server::start_in(&dir, &[]);
+    assert_eq!(server.signal_and_wait(Signal::SIGINT).code(), Some(0));
+    let again = Server::start_in(&dir, &[]);
+    assert_eq!(again.get("/readyz").status, 200);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_fails_with_the_lock_error() {
+    let first = Server::start(&[]);
+    let mut second = Server::spawn(&first.data_dir, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let status = second.wait();
+    assert!(
+        !status.success(),
+        "the second server must exit with an error"
+    );
+    let logs = second.logs();
+    assert!(
+        logs.contains("locked"),
+        "the error must say the folder is locked:\n{logs}"
+    );
+    assert_eq!(
+        first.get("/readyz").status,
+        200,
+        "the first server keeps serving"
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_is_a_clear_startup_error() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let file = temp.path().join("not-a-folder");
+    std::fs::write(&file, b"x").expect("written");
+    let mut server = Server::spawn(&file, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!server.wait().success());
+    assert!(
+        server.logs().contains("cannot open the store"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn the_port_in_the_announcement_is_the_real_one() {
+    let server = Server::start(&[]);
+    let port: u16 = server
+        .addr()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert_ne!(port, 0, "{}", server.base);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}

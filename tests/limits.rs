@@ -1,0 +1,151 @@
+//! Limits that keep a slow or hostile client from taking the server down: header read
+//! timeout, idle timeout, the in-flight cap, and a huge body refused while it streams.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Longest a test waits for the server to cut a connection it should cut.
+const CUT_WITHIN: Duration = Duration::from_secs(10);
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.addr()).expect("connects");
+    stream
+        .set_read_timeout(Some(CUT_WITHIN))
+        .expect("read timeout set");
+    stream
+}
+
+/// Reads until the server closes the connection; `None` if it did not within
+/// `CUT_WITHIN` (the read timed out).
+fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(all),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(all),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let server = Server::start(&["--header-read-timeout-ms", "300"]);
+    let mut slow = connect(&server);
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .expect("sent");
+    let answer = read_until_closed(&mut slow);
+    assert!(
+        answer.is_some(),
+        "the server kept a slowloris connection open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "cut too early"
+    );
+    let text = String::from_utf8_lossy(answer.as_deref().unwrap_or_default()).into_owned();
+    assert!(!text.contains("200 OK"), "{text}");
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "others are still served"
+    );
+}
+
+#[test]
+fn a_connection_that_moves_no_byte_is_closed_after_the_idle_timeout() {
+    let server = Server::start(&[
+        "--idle-timeout-ms",
+        "300",
+        "--header-read-timeout-ms",
+        "60000",
+    ]);
+    let mut silent = connect(&server);
+    let started = Instant::now();
+    assert!(
+        read_until_closed(&mut silent).is_some(),
+        "a silent connection stayed open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "cut too early"
+    );
+    let mut stalled = connect(&server);
+    let head = "PUT /v1/kv/user/stalled HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    stalled.write_all(head.as_bytes()).expect("sent");
+    assert!(
+        read_until_closed(&mut stalled).is_some(),
+        "a stalled body kept its connection"
+    );
+}
+
+#[test]
+fn requests_beyond_the_inflight_cap_get_503_unavailable() {
+    let server = Server::start(&["--max-inflight-requests", "1"]);
+    // A PUT whose body never completes holds the only permit inside its handler.
+    let mut holder = connect(&server);
+    let head = "PUT /v1/kv/user/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"val";
+    holder.write_all(head.as_bytes()).expect("sent");
+    let deadline = Instant::now() + CUT_WITHIN;
+    let refused = loop {
+        let resp = server.get("/v1/kv/user/other");
+        if resp.status == 503 || Instant::now() > deadline {
+            break resp;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.error_codes(), vec![5002]);
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "service routes are not capped"
+    );
+    holder.write_all(b"ue\":1}").expect("rest of the body sent");
+    holder.shutdown(Shutdown::Write).ok();
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut holder).unwrap_or_default()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(
+        server.get("/v1/kv/user/held").status,
+        200,
+        "the permit came back"
+    );
+}
+
+#[test]
+fn a_one_gib_body_is_refused_while_it_streams() {
+    const GIB: u64 = 1 << 30;
+    let server = Server::start(&[]);
+    let mut upload = connect(&server);
+    let head = format!(
+        "PUT /v1/kv/user/huge HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {GIB}\r\n\r\n"
+    );
+    upload.write_all(head.as_bytes()).expect("head sent");
+    let mut writer = upload.try_clone().expect("a second handle");
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < GIB && writer.write_all(&chunk).is_ok() {
+            sent += chunk.len() as u64;
+        }
+        sent
+    });
+    let answer = read_until_closed(&mut upload).unwrap_or_default();
+    let sent = sender.join().unwrap_or(GIB);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(sent < GIB, "the whole GiB was accepted before the refusal");
+}
