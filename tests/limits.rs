@@ -92,7 +92,7 @@ fn requests_beyond_the_inflight_cap_get_503_unavailable() {
     let server = Server::start(&["--max-inflight-requests", "1"]);
     // A PUT whose body never completes holds the only permit inside its handler.
     let mut holder = connect(&server);
-    let head = "PUT /v1/kv/user/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"val";
+    let head = "PUT /v1/kv/user/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"val";
     holder.write_all(head.as_bytes()).expect("sent");
     let deadline = Instant::now() + CUT_WITHIN;
     let refused = loop {

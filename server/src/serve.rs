@@ -246,6 +246,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
+        // A client that shuts down its sending side after the request (as `nc -N`
+        // does) still gets its answer.
+        .half_close(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
