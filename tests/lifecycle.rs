@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
 use common::Server;
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -22,6 +25,27 @@ fn sigterm_exits_0_and_data_survives_a_restart() {
     let got = again.get("/v1/kv/user/x");
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["data"]["value"], 1);
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_before_exiting() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let mut server = Server::start_in(&dir, &["--max-inflight-requests", "1"]);
+    let mut held = TcpStream::connect(server.addr()).expect("connects");
+    let head = "PUT /v1/kv/user/late HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"val";
+    held.write_all(head.as_bytes()).expect("sent");
+    // The only permit is taken once the PUT is inside its handler: that is the signal.
+    assert_eq!(server.poll_until("/v1/kv/user/other", 503).status, 503);
+    server.signal(Signal::SIGTERM);
+    held.write_all(b"ue\":1}")
+        .expect("the rest of the body is still accepted");
+    let mut answer = String::new();
+    let _ = held.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(server.wait().code(), Some(0), "{}", server.logs());
+    let again = Server::start_in(&dir, &[]);
+    assert_eq!(again.get("/v1/kv/user/late").json()["data"]["value"], 1);
 }
 
 #[test]

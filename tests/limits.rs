@@ -94,14 +94,7 @@ fn requests_beyond_the_inflight_cap_get_503_unavailable() {
     let mut holder = connect(&server);
     let head = "PUT /v1/kv/user/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"val";
     holder.write_all(head.as_bytes()).expect("sent");
-    let deadline = Instant::now() + CUT_WITHIN;
-    let refused = loop {
-        let resp = server.get("/v1/kv/user/other");
-        if resp.status == 503 || Instant::now() > deadline {
-            break resp;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let refused = server.poll_until("/v1/kv/user/other", 503);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.error_codes(), vec![5002]);
     assert_eq!(

@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutting_down_turns_readiness_and_v1_off() {
+        let app = app(None, 8);
+        app.begin_shutdown();
+        assert_eq!(call(&app, "GET", "/readyz", None).await.status(), 503);
+        let kv = call(&app, "GET", "/v1/kv/user/a", None).await;
+        let body = axum::body::to_bytes(kv.into_body(), 1 << 20).await;
+        let text = String::from_utf8(body.unwrap_or_default().to_vec()).unwrap_or_default();
+        assert!(text.contains("shutting down"), "{text}");
+        assert_eq!(call(&app, "GET", "/healthz", None).await.status(), 200);
+    }
+
+    #[tokio::test]
     async fn unknown_routes_are_json_404_and_wrong_methods_json_405_with_allow() {
         let app = app(None, 8);
         let missing = call(&app, "GET", "/v1/nothing-here", None).await;

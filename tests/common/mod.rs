@@ -266,11 +266,29 @@ impl Server {
         self.child.id()
     }
 
-    /// Sends `signal` and waits for the process to exit.
-    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("the server process exists");
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        self.signal(signal);
         self.wait()
+    }
+
+    /// Polls `path` until it answers `status` (bounded by [`STARTUP_TIMEOUT`]); the
+    /// last response either way.
+    pub fn poll_until(&self, path: &str, status: u16) -> Resp {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let resp = self.get(path);
+            if resp.status == status || Instant::now() > deadline {
+                return resp;
+            }
+            std::thread::sleep(READY_POLL_INTERVAL);
+        }
     }
 
     /// Waits for the process to exit (it must be exiting already).
