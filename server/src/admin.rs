@@ -1,12 +1,14 @@
-//! Admin routes (`/v1/admin/*`, scope `admin`): store statistics now; compaction and
-//! backup answer 501 until their engine issues land.
+//! Admin routes (`/v1/admin/*`, scope `admin`): store statistics, compaction on
+//! demand; backup answers 501 until its issue lands.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use caskade_engine::Engine;
+use caskade_engine::{CompactionReport, Engine};
 use serde::Serialize;
+use tracing::{error, info};
 
 use crate::metrics::ENTITIES;
 use crate::problem::{ApiError, ErrorCode};
@@ -16,7 +18,7 @@ use crate::state::AppState;
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/admin/stats", get(stats))
-        .route("/v1/admin/compact", post(not_built))
+        .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(not_built))
 }
 
@@ -72,11 +74,134 @@ fn collect(engine: &Engine, uptime_s: u64) -> StatsData {
         dead_bytes: stats.dead_bytes,
         segments: stats.segments,
         index_bytes: stats.index_bytes,
-        compactions: 0,
-        expired_swept: 0,
+        compactions: stats.compactions,
+        expired_swept: stats.expired_swept,
         uptime_s,
         version: env!("CARGO_PKG_VERSION"),
     }
+}
+
+/// `data` of `POST /v1/admin/compact?wait=true`: what the compaction reclaimed.
+#[derive(Debug, Serialize)]
+struct Compacted {
+    started: bool,
+    finished: bool,
+    segments_in: u64,
+    segments_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    bytes_reclaimed: u64,
+    records_kept: u64,
+    records_dropped: u64,
+    duration_ms: u64,
+}
+
+impl From<CompactionReport> for Compacted {
+    fn from(r: CompactionReport) -> Self {
+        Compacted {
+            started: true,
+            finished: true,
+            segments_in: r.segments_in,
+            segments_out: r.segments_out,
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            bytes_reclaimed: r.bytes_reclaimed,
+            records_kept: r.records_kept,
+            records_dropped: r.records_dropped,
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// `POST /v1/admin/compact`: 202 at once with the compaction running in the
+/// background, or with `?wait=true` 200 once it has finished, with what it reclaimed.
+async fn compact(State(state): State<AppState>, uri: Uri) -> Response {
+    let path = uri.path();
+    let wait = match wait_param(uri.query()) {
+        Ok(wait) => wait,
+        Err(detail) => return ApiError::one(path, ErrorCode::InvalidQuery, detail).into_response(),
+    };
+    let engine = state.engine.clone();
+    let running = tokio::task::spawn_blocking(move || engine.compact());
+    if !wait {
+        tokio::spawn(async move { log_compaction(running.await) });
+        let mut response = json(
+            &Success {
+                ok: true,
+                data: serde_json::json!({"started": true}),
+            },
+            path,
+        );
+        *response.status_mut() = StatusCode::ACCEPTED;
+        return response;
+    }
+    match running.await {
+        Ok(Ok(report)) => json(
+            &Success {
+                ok: true,
+                data: Compacted::from(report),
+            },
+            path,
+        ),
+        Ok(Err(e)) => engine_error(path, &e),
+        Err(_) => ApiError::one(path, ErrorCode::Internal, "the compaction failed").into_response(),
+    }
+}
+
+/// `wait` is `true`/`false` (`1`/`0`), at most once; absent or empty means false.
+fn wait_param(query: Option<&str>) -> Result<bool, String> {
+    let mut wait = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "wait" {
+            return Err("the only query parameter here is `wait`".into());
+        }
+        if wait.is_some() {
+            return Err("`wait` is given more than once".into());
+        }
+        wait = Some(match value {
+            "true" | "1" => true,
+            "false" | "0" | "" => false,
+            _ => return Err("`wait` must be true or false".into()),
+        });
+    }
+    Ok(wait.unwrap_or(false))
+}
+
+fn log_compaction(
+    result: Result<caskade_engine::Result<CompactionReport>, tokio::task::JoinError>,
+) {
+    match result {
+        Ok(Ok(r)) => info!(
+            bytes_reclaimed = r.bytes_reclaimed,
+            segments_in = r.segments_in,
+            "compaction finished"
+        ),
+        Ok(Err(e)) => error!("compaction failed: {e}"),
+        Err(_) => error!("compaction failed (a bug; see the log above)"),
+    }
+}
+
+/// An engine failure as the API's problem: never a file path in the detail.
+fn engine_error(path: &str, e: &caskade_engine::Error) -> Response {
+    use caskade_engine::Error;
+    error!("compaction failed: {e}");
+    let (code, detail) = match e {
+        Error::StorageFull { .. } => (
+            ErrorCode::StorageFull,
+            "the disk is full; nothing was changed",
+        ),
+        Error::Closed(_) => (ErrorCode::Unavailable, "the store is closing or has failed"),
+        _ => (
+            ErrorCode::Internal,
+            "the compaction failed; see the server log",
+        ),
+    };
+    ApiError::one(path, code, detail).into_response()
 }
 
 /// Serializes a success envelope; serde_json cannot fail on these plain structs, but

@@ -203,7 +203,7 @@ fn gauges(stats: &Stats) -> [(&'static str, &'static str, i64); 7] {
     ]
 }
 
-fn counters(stats: &Stats) -> [(&'static str, &'static str, u64); 3] {
+fn counters(stats: &Stats) -> [(&'static str, &'static str, u64); 7] {
     [
         (
             "caskade_engine_fsyncs",
@@ -219,6 +219,26 @@ fn counters(stats: &Stats) -> [(&'static str, &'static str, u64); 3] {
             "caskade_engine_records_written",
             "Records written since open",
             stats.records_written,
+        ),
+        (
+            "caskade_engine_compactions",
+            "Compactions finished since open",
+            stats.compactions,
+        ),
+        (
+            "caskade_engine_bytes_reclaimed",
+            "Disk bytes given back by compaction since open",
+            stats.bytes_reclaimed,
+        ),
+        (
+            "caskade_engine_expired_swept",
+            "Expired keys removed from the index by TTL sweeps since open",
+            stats.expired_swept,
+        ),
+        (
+            "caskade_engine_hints_loaded",
+            "Hint files read when the store was opened",
+            stats.hints_loaded,
         ),
     ]
 }

@@ -178,12 +178,12 @@ fn bulk_op() -> Value {
 
 fn compact_op() -> Value {
     json!({
-        "summary": "Start a compaction (scope admin). Answers 501 until built.",
+        "summary": "Compact the store now (scope admin): 202 at once, or with wait=true 200 when finished",
         "parameters": [{"name": "wait", "in": "query", "required": false, "schema": {"type": "boolean"}}],
         "responses": with_errors(json!({
             "200": {"description": "finished (wait=true)", "content": json_content(ok_envelope(schema_ref("CompactResult")))},
             "202": {"description": "started", "content": json_content(ok_envelope(schema_ref("CompactResult")))}
-        }), &["401", "403", "501", "503"])
+        }), &["401", "403", "422", "503", "507"])
     })
 }
 
@@ -300,7 +300,11 @@ fn schemas() -> Value {
             "disk_bytes": {"type": "integer"}, "live_bytes": {"type": "integer"}, "dead_bytes": {"type": "integer"},
             "segments": {"type": "integer"}, "index_bytes": {"type": "integer"}, "compactions": {"type": "integer"},
             "expired_swept": {"type": "integer"}, "uptime_s": {"type": "integer"}, "version": {"type": "string"}}},
-        "CompactResult": {"type": "object", "properties": {"started": {"type": "boolean"}}},
+        "CompactResult": {"type": "object", "required": ["started"], "properties": {
+            "started": {"type": "boolean"}, "finished": {"type": "boolean", "description": "wait=true only; the fields below too"},
+            "segments_in": {"type": "integer"}, "segments_out": {"type": "integer"},
+            "bytes_in": {"type": "integer"}, "bytes_out": {"type": "integer"}, "bytes_reclaimed": {"type": "integer"},
+            "records_kept": {"type": "integer"}, "records_dropped": {"type": "integer"}, "duration_ms": {"type": "integer"}}},
         "BackupResult": {"type": "object", "properties": {"name": {"type": "string"}, "size_bytes": {"type": "integer"}}}
     })
 }
