@@ -56,10 +56,12 @@ impl App {
     pub fn new(tokens: Option<Tokens>, inflight_max: usize) -> Arc<App> {
         let engine = Arc::new(OnceLock::new());
         let openapi = serde_json::to_vec(&crate::openapi::document()).unwrap_or_default();
+        let inflight = Arc::new(Semaphore::new(inflight_max));
+        let metrics = Metrics::new(engine.clone(), inflight.clone(), inflight_max);
         Arc::new(App {
             tokens,
-            metrics: Arc::new(Metrics::new(engine.clone())),
-            inflight: Arc::new(Semaphore::new(inflight_max)),
+            metrics: Arc::new(metrics),
+            inflight,
             inflight_max,
             engine,
             router: OnceLock::new(),

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 /// The `Content-Type` of a scrape: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -38,8 +39,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `engine` is read at scrape time once it is open.
-    pub fn new(engine: Arc<OnceLock<Engine>>) -> Metrics {
+    /// Registers every metric; `engine` is read at scrape time once it is open, and
+    /// `permits` (the in-flight cap of `max`) to count requests being served.
+    pub fn new(engine: Arc<OnceLock<Engine>>, permits: Arc<Semaphore>, max: usize) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<RequestLabels, Histogram, fn() -> Histogram> =
@@ -55,6 +57,7 @@ impl Metrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { engine }));
+        registry.register_collector(Box::new(InflightCollector { permits, max }));
         Metrics {
             registry,
             requests,
@@ -112,6 +115,26 @@ fn method_label(method: &Method) -> &'static str {
         .iter()
         .find(|m| *m == method)
         .map_or("other", |m| m.as_str())
+}
+
+/// Requests holding an in-flight permit, read from the semaphore at each scrape.
+#[derive(Debug)]
+struct InflightCollector {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Collector for InflightCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let busy = self.max.saturating_sub(self.permits.available_permits());
+        let gauge = ConstGauge::new(i64::try_from(busy).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "caskade_http_requests_in_flight",
+            "/v1 requests being served now",
+            None,
+            gauge.metric_type(),
+        )?)
+    }
 }
 
 /// Reads the engine's counters at each scrape, so values are never stale and cost
@@ -256,7 +279,7 @@ mod tests {
 
     #[test]
     fn requests_are_labelled_by_template_and_status() {
-        let metrics = Metrics::new(Arc::new(OnceLock::new()));
+        let metrics = Metrics::new(Arc::new(OnceLock::new()), Arc::new(Semaphore::new(4)), 4);
         metrics.observe(
             &Method::GET,
             "/v1/kv/{entity}/{key}",
