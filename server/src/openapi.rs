@@ -105,8 +105,8 @@ fn put_op() -> Value {
         ],
         "requestBody": {"required": true, "content": {
             "application/json": {"schema": schema_ref("PutEnvelope")},
-            "*/*": {"schema": {"type": "string", "format": "binary"},
-                    "description": "Raw: the body is the value, the Content-Type its content type"}
+            "*/*": {"schema": {"type": "string", "format": "binary",
+                    "description": "Raw: the body is the value, the Content-Type its content type"}}
         }},
         "responses": with_errors(json!({
             "200": {"description": "updated", "headers": {"ETag": etag_header()},
