@@ -69,53 +69,61 @@ struct ConnLimits {
     idle_timeout: Duration,
 }
 
+impl ConnLimits {
+    fn of(args: &ServeArgs) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: args.header_read_timeout(),
+            idle_timeout: args.idle_timeout(),
+        }
+    }
+}
+
 async fn serve(args: ServeArgs, tokens: Option<Tokens>) -> ExitCode {
     let started_at = Instant::now();
-    // Handlers first: a SIGTERM right after the announcement must not kill us raw.
-    let signals = match Signals::install() {
-        Ok(signals) => signals,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
+    let (signals, listener) = match listen(&args).await {
+        Ok(started) => started,
+        Err(message) => {
+            error!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    let listener = match TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            error!("cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(addr) = listener.local_addr() else {
-        error!("cannot read the listening address");
-        return ExitCode::FAILURE;
-    };
-    announce(addr);
     let app = App::new(tokens, args.max_inflight_requests);
-    let limits = ConnLimits {
-        header_read_timeout: args.header_read_timeout(),
-        idle_timeout: args.idle_timeout(),
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let accept = tokio::spawn(accept_loop(listener, app.clone(), limits, stop_rx));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        app.clone(),
+        ConnLimits::of(&args),
+        stop_rx,
+    ));
     let opened = open_engine(&args).await;
-    let code = match opened {
+    match opened {
         Ok(engine) => {
             app.set_ready(app_state(engine, &args, started_at));
             info!(data_dir = %args.data_dir.display(), "ready");
             signals.wait().await;
-            ExitCode::SUCCESS
+            shut_down(&app, stop_tx, accept, args.shutdown_timeout()).await;
+            close_engine(&app).await
         }
         Err(message) => {
             error!(data_dir = %args.data_dir.display(), "cannot open the store: {message}");
+            shut_down(&app, stop_tx, accept, args.shutdown_timeout()).await;
             ExitCode::FAILURE
         }
-    };
-    shut_down(&app, stop_tx, accept, args.shutdown_timeout()).await;
-    if code == ExitCode::SUCCESS {
-        return close_engine(&app).await;
     }
-    code
+}
+
+/// Installs the signal handlers, binds and announces. Handlers come first: a SIGTERM
+/// right after the announcement must shut down cleanly, not kill the process raw.
+async fn listen(args: &ServeArgs) -> Result<(Signals, TcpListener), String> {
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    announce(addr);
+    Ok((signals, listener))
 }
 
 /// The one line on stdout that tells scripts and tests where we listen.
