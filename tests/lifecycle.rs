@@ -35,8 +35,16 @@ fn sigterm_lets_an_in_flight_request_finish_before_exiting() {
     let mut held = TcpStream::connect(server.addr()).expect("connects");
     let head = "PUT /v1/kv/user/late HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"val";
     held.write_all(head.as_bytes()).expect("sent");
-    // The only permit is taken once the PUT is inside its handler: that is the signal.
-    assert_eq!(server.poll_until("/v1/kv/user/other", 503).status, 503);
+    // The PUT holds the only permit once it is inside its handler.
+    server.wait_in_flight(1);
+    let busy = server.get("/v1/kv/user/other");
+    assert_eq!(
+        busy.status,
+        503,
+        "{}\nlogs:\n{}",
+        busy.text(),
+        server.logs()
+    );
     server.signal(Signal::SIGTERM);
     held.write_all(b"ue\":1}")
         .expect("the rest of the body is still accepted");

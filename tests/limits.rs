@@ -94,8 +94,15 @@ fn requests_beyond_the_inflight_cap_get_503_unavailable() {
     let mut holder = connect(&server);
     let head = "PUT /v1/kv/user/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"val";
     holder.write_all(head.as_bytes()).expect("sent");
-    let refused = server.poll_until("/v1/kv/user/other", 503);
-    assert_eq!(refused.status, 503, "{}", refused.text());
+    server.wait_in_flight(1);
+    let refused = server.get("/v1/kv/user/other");
+    assert_eq!(
+        refused.status,
+        503,
+        "{}\nlogs:\n{}",
+        refused.text(),
+        server.logs()
+    );
     assert_eq!(refused.error_codes(), vec![5002]);
     assert_eq!(
         server.get("/healthz").status,

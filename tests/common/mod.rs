@@ -261,11 +261,6 @@ impl Server {
         self.request("PUT", path, &all, body.to_string().into_bytes())
     }
 
-    /// The operating-system process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends `signal` to the server process.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -278,17 +273,18 @@ impl Server {
         self.wait()
     }
 
-    /// Polls `path` until it answers `status` (bounded by [`STARTUP_TIMEOUT`]); the
-    /// last response either way.
-    pub fn poll_until(&self, path: &str, status: u16) -> Resp {
+    /// Polls `/metrics` (never capped, so it takes no in-flight permit) until
+    /// `caskade_http_requests_in_flight` is `n`; panics with the logs if it never is.
+    pub fn wait_in_flight(&self, n: u64) {
+        let want = format!("caskade_http_requests_in_flight {n}\n");
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let resp = self.get(path);
-            if resp.status == status || Instant::now() > deadline {
-                return resp;
+        while Instant::now() < deadline {
+            if self.get("/metrics").text().contains(&want) {
+                return;
             }
             std::thread::sleep(READY_POLL_INTERVAL);
         }
+        panic!("never {n} requests in flight; logs:\n{}", self.logs());
     }
 
     /// Waits for the process to exit (it must be exiting already).
