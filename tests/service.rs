@@ -45,6 +45,47 @@ fn bad_flags_exit_with_code_2_and_say_why() {
 }
 
 #[test]
+fn environment_variables_configure_like_flags() {
+    let out = Command::new(binary())
+        .arg("serve")
+        .env("CASKADE_SYNC", "sometimes")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
+}
+
+#[test]
+fn each_request_logs_one_line_with_method_route_status_latency_and_id() {
+    let mut server = Server::start(&["--log-format", "json"]);
+    let ids = [("x-request-id", "log-line-check-1")];
+    assert_eq!(
+        server
+            .request("GET", "/v1/admin/stats", &ids, Vec::new())
+            .status,
+        200
+    );
+    assert!(
+        server
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+    let logs = server.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains("log-line-check-1"))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    let line = &lines[0];
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["route"], "/v1/admin/stats", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(line["latency_ms"].is_number(), "{line}");
+    assert_eq!(line["span"]["request_id"], "log-line-check-1", "{line}");
+}
+
+#[test]
 fn health_ready_metrics_and_openapi_answer() {
     let server = Server::start(&[]);
     assert_eq!(server.get("/healthz").status, 200);
