@@ -25,7 +25,7 @@ use tracing::{Instrument, error, info, info_span};
 use crate::auth::{Scope, Tokens};
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
-use crate::request_id;
+use crate::request_id::{self, RequestId};
 use crate::routes::{self, Match, UNMATCHED};
 use crate::state::AppState;
 
@@ -110,16 +110,7 @@ impl App {
             .dispatch(req, &path, found)
             .instrument(span.clone())
             .await;
-        if let Ok(value) = HeaderValue::from_str(&id.0) {
-            response.headers_mut().insert(request_id::HEADER, value);
-        }
-        if !body_read.load(Ordering::Relaxed) {
-            // Unread body bytes are still on the wire: the connection cannot carry
-            // another request, so tell the client instead of letting it find out.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
+        stamp(&mut response, &id, body_read.load(Ordering::Relaxed));
         let took = started.elapsed();
         let status = response.status();
         self.metrics.observe(&method, route, status, took);
@@ -220,6 +211,20 @@ impl App {
                 .into_response()
             }
         }
+    }
+}
+
+/// Adds the request id, and `Connection: close` when the body was left unread: its
+/// bytes are still on the wire, so the connection cannot carry another request, and
+/// the client should hear that rather than find out.
+fn stamp(response: &mut Response, id: &RequestId, body_read: bool) {
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+    if !body_read {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
