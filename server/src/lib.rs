@@ -2,3 +2,8 @@
 
 pub mod problem;
 pub mod state;
+
+pub mod json;
+pub mod media;
+pub mod meta;
+pub mod timefmt;
