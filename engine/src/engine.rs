@@ -1,11 +1,25 @@
 //! The `Engine` handle: the public face of the store.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use crossbeam_channel::Sender;
 
-use crate::{Batch, Clock, Entry, Expect, ListItem, Options, Result, Stats, WriteOptions};
+use crate::index::{Index, Location};
+use crate::record::{self, HEADER_BYTES};
+use crate::recovery;
+use crate::segment::{self, Segment};
+use crate::writer::{Msg, Writer};
+use crate::{
+    Batch, Clock, Entry, Error, ListItem, Op, Options, Result, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
+};
 
 /// Longest key: 64 KiB.
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
@@ -16,18 +30,229 @@ pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Largest batch, all records together: 1 GiB.
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024 * 1024;
 
+/// Name of the lock file inside the data folder.
+const LOCK_FILE: &str = "LOCK";
+
+/// Counters the writer bumps and `stats()` reads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub fsyncs: AtomicU64,
+    pub write_batches: AtomicU64,
+    pub records_written: AtomicU64,
+    pub last_version: AtomicU64,
+    pub truncated_bytes: AtomicU64,
+}
+
+/// State shared by every handle and the writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub index: Index,
+    /// Every segment by id. Readers take the read lock only long enough to clone an
+    /// `Arc`; the writer takes the write lock only to swap in a sealed or new segment.
+    pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub counters: Counters,
+    /// Holds the folder's flock for as long as the engine lives (dropped last, after
+    /// the writer thread has stopped).
+    _lock: File,
+}
+
+impl Shared {
+    fn segment(&self, id: u32) -> Result<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        segments.get(&id).cloned().ok_or_else(|| Error::Corrupt {
+            file: self.dir.join(segment::file_name(id)),
+            offset: 0,
+            reason: "the index points into a segment that is not open".into(),
+        })
+    }
+}
+
+/// Owns the writer thread: dropping the last handle stops it, which syncs and then
+/// releases the folder lock — shutdown is structural, not remembered.
+struct Inner {
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn stop_writer(&self) -> Result<()> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let result = match self.tx.send(Msg::Close(reply)) {
+            Ok(()) => answer
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into()))),
+            Err(_) => Ok(()),
+        };
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            return Err(Error::Closed("the writer thread panicked".into()));
+        }
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_writer() {
+            tracing::error!(error = %e, "closing the engine on drop failed");
+        }
+    }
+}
+
 /// A handle to an open store. Cheap to clone; every clone shares the same store.
 /// `Send + Sync`: share it between threads freely.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Engine {
-    inner: Arc<()>,
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate_options(options: &Options) -> Result<()> {
+    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
+        return Err(Error::InvalidOptions(format!(
+            "segment_bytes must be from {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}; got {}",
+            options.segment_bytes
+        )));
+    }
+    if let SyncPolicy::Interval(every) = options.sync
+        && every.is_zero()
+    {
+        return Err(Error::InvalidOptions(
+            "the sync interval must be at least 1 ms".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| Error::io("opening the lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking the data folder", e)),
+    }
+}
+
+fn check_batch(batch: &Batch) -> Result<()> {
+    let mut total = 0usize;
+    for op in &batch.ops {
+        let key = op.key();
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        too_large("key", key.len(), KEY_BYTES_MAX)?;
+        let (meta, value) = match op {
+            Op::Put { options, value, .. } => (options.meta.len(), value.len()),
+            Op::Delete { .. } => (0, 0),
+        };
+        too_large("meta", meta, META_BYTES_MAX)?;
+        too_large("value", value, VALUE_BYTES_MAX)?;
+        total += record::encoded_len(key.len(), meta, value);
+    }
+    too_large("batch", total, BATCH_BYTES_MAX)
+}
+
+fn too_large(what: &'static str, len: usize, limit: usize) -> Result<()> {
+    if len > limit {
+        return Err(Error::TooLarge {
+            what,
+            len: len as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(())
 }
 
 impl Engine {
-    /// Opens (or creates) the store in `dir`, recovering from whatever a crash left.
+    /// Opens (or creates) the store in `dir`, recovering from whatever a crash left:
+    /// every record's CRC is checked, a torn tail of the newest segment is cut (and
+    /// logged with its size), damage anywhere else is an [`Error::Corrupt`] naming the
+    /// file and offset. Fails with [`Error::Locked`] while another engine has `dir`.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
-        let _ = (dir.as_ref(), options, &Arc::new(()));
-        todo!()
+        validate_options(&options)?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating the data folder", e))?;
+        let lock = lock_dir(&dir)?;
+        let recovered = recovery::recover(&dir, options.clock.now_ms())?;
+        let reader = recovered
+            .active_file
+            .try_clone()
+            .map_err(|e| Error::io("opening a read handle of the active segment", e))?;
+        let active = Arc::new(Segment::active(
+            dir.join(segment::file_name(recovered.active_id)),
+            recovered.active_id,
+            reader,
+            recovered.active_len,
+        ));
+        let mut segments = recovered.sealed;
+        segments.insert(recovered.active_id, Arc::clone(&active));
+        let counters = Counters::default();
+        counters
+            .last_version
+            .store(recovered.next_seq.saturating_sub(1), Ordering::Relaxed);
+        counters
+            .truncated_bytes
+            .store(recovered.truncated_bytes, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            index: recovered.index,
+            segments: RwLock::new(segments),
+            counters,
+            _lock: lock,
+        });
+        let writer = Writer::new(
+            Arc::clone(&shared),
+            recovered.active_file,
+            active,
+            recovered.active_len,
+            recovered.next_seq,
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = std::thread::Builder::new()
+            .name("caskade-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                writer: Mutex::new(Some(handle)),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("the engine was closed".into()));
+        }
+        Ok(())
     }
 
     /// Stores `value` under `key`; returns the write's version.
@@ -42,10 +267,30 @@ impl Engine {
         Ok(self.apply(batch)?[0])
     }
 
-    /// Reads the live entry of `key`; `None` when absent or expired.
+    /// Reads the live entry of `key`; `None` when absent or expired. The record's CRC
+    /// is checked before anything is returned.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
-        let _ = (key, &self.inner);
-        todo!()
+        self.check_open()?;
+        let shared = self.shared();
+        let Some(loc) = shared.index.get(key) else {
+            return Ok(None);
+        };
+        if loc.is_expired(shared.options.clock.now_ms()) {
+            return Ok(None);
+        }
+        let seg = shared.segment(loc.segment)?;
+        let bytes = seg.read(u64::from(loc.offset), loc.len as usize)?;
+        let header = record::decode(&bytes)
+            .map_err(|e| record::corrupt(seg.path.clone(), u64::from(loc.offset), e))?;
+        debug_assert_eq!(header.seq, loc.version);
+        debug_assert_eq!(&bytes[header.key_range()], key);
+        Ok(Some(Entry {
+            value: bytes.slice(header.value_range()),
+            meta: bytes.slice(header.meta_range()),
+            expires_at_ms: header.expires_at(),
+            version: header.seq,
+            written_at_ms: header.written_at_ms,
+        }))
     }
 
     /// Writes a tombstone for `key`; returns its version.
@@ -56,10 +301,15 @@ impl Engine {
     }
 
     /// Applies a batch atomically; returns one version per operation, increasing in
-    /// the order of the operations.
+    /// the order of the operations. Blocks until the batch is durable per the sync
+    /// policy.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
-        let _ = (batch, Expect::Absent);
-        todo!()
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.apply_then(batch, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into())))
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
@@ -67,8 +317,18 @@ impl Engine {
     /// the result through a oneshot channel instead of blocking a runtime thread.
     /// `done` must be quick and must not call back into the engine's write path.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
-        let _ = (batch, done);
-        todo!()
+        if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
+            return done(Err(e));
+        }
+        let msg = Msg::Write {
+            batch,
+            done: Box::new(done),
+        };
+        if let Err(crossbeam_channel::SendError(msg)) = self.inner.tx.send(msg)
+            && let Msg::Write { done, .. } = msg
+        {
+            done(Err(Error::Closed("the writer stopped".into())));
+        }
     }
 
     /// Live keys starting with `prefix`, strictly after `start_after` if given, in
@@ -79,35 +339,98 @@ impl Engine {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<ListItem>> {
-        let _ = (prefix, start_after, limit);
-        todo!()
+        self.check_open()?;
+        let shared = self.shared();
+        let now_ms = shared.options.clock.now_ms();
+        let found = shared.index.range(prefix, start_after, limit, now_ms);
+        found
+            .into_iter()
+            .map(|(key, loc)| self.list_item(key, &loc))
+            .collect()
+    }
+
+    /// Reads what a list shows of one entry: header and meta, not the value.
+    fn list_item(&self, key: Bytes, loc: &Location) -> Result<ListItem> {
+        let seg = self.shared().segment(loc.segment)?;
+        let offset = u64::from(loc.offset);
+        let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
+        let head = seg.read(offset, HEADER_BYTES)?;
+        let header = record::decode_header(&head).map_err(corrupt)?;
+        let upto = header.meta_range().end;
+        if upto > loc.len as usize {
+            return Err(corrupt(record::DecodeError::Truncated));
+        }
+        let bytes = seg.read(offset, upto)?;
+        Ok(ListItem {
+            key,
+            value_len: u64::from(header.value_len),
+            meta: bytes.slice(header.meta_range()),
+            expires_at_ms: header.expires_at(),
+            version: header.seq,
+            written_at_ms: header.written_at_ms,
+        })
     }
 
     /// Number of keys in the index starting with `prefix` (expired keys not yet swept
     /// included).
     pub fn count_prefix(&self, prefix: &[u8]) -> u64 {
-        let _ = prefix;
-        todo!()
+        self.shared().index.count_prefix(prefix)
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        todo!()
+        let shared = self.shared();
+        let (segments, disk_bytes) = {
+            let segs = shared.segments.read().unwrap_or_else(|p| p.into_inner());
+            (
+                segs.len() as u64,
+                segs.values().map(|s| s.len()).sum::<u64>(),
+            )
+        };
+        let live_bytes = shared.index.live_bytes();
+        let c = &shared.counters;
+        Stats {
+            keys: shared.index.keys(),
+            live_bytes,
+            dead_bytes: disk_bytes.saturating_sub(live_bytes),
+            disk_bytes,
+            segments,
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            write_batches: c.write_batches.load(Ordering::Relaxed),
+            records_written: c.records_written.load(Ordering::Relaxed),
+            index_bytes: shared.index.estimated_bytes(),
+            last_version: c.last_version.load(Ordering::Relaxed),
+            recovered_truncated_bytes: c.truncated_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The engine's clock (the one given in [`Options`]).
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        todo!()
+        &self.shared().options.clock
+    }
+
+    /// The data folder.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
     }
 
     /// Makes every acknowledged write durable now, whatever the sync policy.
     pub fn sync(&self) -> Result<()> {
-        todo!()
+        self.check_open()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.inner
+            .tx
+            .send(Msg::Sync(reply))
+            .map_err(|_| Error::Closed("the writer stopped".into()))?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into())))
     }
 
-    /// Flushes, syncs, stops the writer and releases the folder's lock. Other clones of
-    /// this handle get [`crate::Error::Closed`] afterwards.
+    /// Flushes, syncs, stops the writer and releases the folder's lock once the last
+    /// handle is gone. Other clones of this handle get [`Error::Closed`] afterwards.
     pub fn close(self) -> Result<()> {
-        todo!()
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop_writer()
     }
 }

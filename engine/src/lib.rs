@@ -11,11 +11,11 @@
 //! # fn main() -> Result<(), caskade_engine::Error> {
 //! let dir = tempfile::tempdir().expect("temp dir");
 //! let engine = Engine::open(dir.path(), Options::default())?;
-//! let version = engine.put(b"user/alice", b"{\"a\":1}", WriteOptions::default())?;
+//! let version = engine.put("user/alice", r#"{"a":1}"#, WriteOptions::default())?;
 //! let entry = engine.get(b"user/alice")?.expect("just written");
 //! assert_eq!(&entry.value[..], b"{\"a\":1}");
 //! assert_eq!(entry.version, version);
-//! engine.delete(b"user/alice")?;
+//! engine.delete("user/alice")?;
 //! assert!(engine.get(b"user/alice")?.is_none());
 //! engine.close()?;
 //! # Ok(())
@@ -25,8 +25,13 @@
 mod batch;
 mod engine;
 mod error;
+mod index;
 mod options;
+mod record;
+mod recovery;
+mod segment;
 mod types;
+mod writer;
 
 pub use batch::{Batch, Expect, Op, WriteOptions};
 pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};

@@ -1,0 +1,226 @@
+//! Segment files: numbered, append-only, sealed once full and then read through a
+//! memory map.
+//!
+//! A segment starts with a 32-byte header:
+//! ```text
+//! offset size field
+//!  0     8    magic b"CASKSEG\0"
+//!  8     4    segment format version (SEGMENT_FORMAT_VERSION)
+//! 12     4    segment id (matches the file name)
+//! 16     8    base_seq: every record in this file has seq >= base_seq; recovery
+//!             starts the sequence at least here, so versions only grow even when
+//!             every record of the newest segment was lost or removed
+//! 24     4    reserved, zero
+//! 28     4    crc32 of bytes 0..28
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Bytes of the segment header.
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
+/// The segment format version written by this build.
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"CASKSEG\0";
+/// Extension of segment files.
+pub(crate) const SEGMENT_EXT: &str = "seg";
+
+/// The file name of segment `id`: zero-padded so names sort like ids.
+pub(crate) fn file_name(id: u32) -> String {
+    format!("{id:010}.{SEGMENT_EXT}")
+}
+
+/// The id of a segment file name, if it is one.
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 10 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Encodes a segment header.
+pub(crate) fn encode_header(id: u32, base_seq: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&id.to_le_bytes());
+    h[16..24].copy_from_slice(&base_seq.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header; returns its base sequence number.
+pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<u64, String> {
+    if bytes.len() < SEGMENT_HEADER_BYTES as usize {
+        return Err("file is shorter than a segment header".into());
+    }
+    let crc = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
+    if crc != crc32fast::hash(&bytes[0..28]) || &bytes[0..8] != MAGIC {
+        return Err("segment header fails its checksum".into());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != SEGMENT_FORMAT_VERSION {
+        return Err(format!("unknown segment format version {version}"));
+    }
+    let stored_id = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    if stored_id != id {
+        return Err(format!(
+            "header names segment {stored_id}, file name says {id}"
+        ));
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&bytes[16..24]);
+    Ok(u64::from_le_bytes(seq))
+}
+
+/// Creates a new, empty segment file holding only its header, durably (file and
+/// directory entry synced), and returns a write handle positioned after the header.
+pub(crate) fn create(dir: &Path, id: u32, base_seq: u64) -> Result<File> {
+    let path = dir.join(file_name(id));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("creating segment {}", file_name(id)), e))?;
+    if let Err(e) = file
+        .write_all_at(&encode_header(id, base_seq), 0)
+        .and_then(|()| file.sync_all())
+    {
+        // Leave no half-made file behind: a retry must be able to create it again.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(Error::io(
+            format!("writing header of segment {}", file_name(id)),
+            e,
+        ));
+    }
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Makes a directory's entries (new or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing the data folder", e))
+}
+
+/// An open segment, shared by readers through `Arc`.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub id: u32,
+    pub path: PathBuf,
+    /// The sealed file's bytes: a shared view of its memory map, so values can be
+    /// handed out as `Bytes` without copying. `None` while the segment is active.
+    map: Option<Bytes>,
+    /// Read handle for the active segment (positioned reads; the writer has its own).
+    file: File,
+    /// Bytes in the file, header included. Grows while active.
+    len: AtomicU64,
+}
+
+impl Segment {
+    /// The active segment: read by positioned reads, since it still grows.
+    pub fn active(path: PathBuf, id: u32, file: File, len: u64) -> Segment {
+        Segment {
+            id,
+            path,
+            map: None,
+            file,
+            len: AtomicU64::new(len),
+        }
+    }
+
+    /// A sealed segment, mapped read-only.
+    pub fn sealed(path: PathBuf, id: u32) -> Result<Segment> {
+        let file = File::open(&path)
+            .map_err(|e| Error::io(format!("opening segment {}", file_name(id)), e))?;
+        // SAFETY: sealed segments are never written or truncated again: only the
+        // writer thread writes, only to the active segment, and the data folder is
+        // flock-ed so no other caskade process writes here. Deleting the file later
+        // (compaction) keeps existing mappings valid on Unix.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::io(format!("mapping segment {}", file_name(id)), e))?;
+        let len = map.len() as u64;
+        Ok(Segment {
+            id,
+            path,
+            map: Some(Bytes::from_owner(map)),
+            file,
+            len: AtomicU64::new(len),
+        })
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Records that the writer appended up to `len`.
+    pub fn set_len(&self, len: u64) {
+        self.len.store(len, Ordering::Release);
+    }
+
+    /// The whole mapped file of a sealed segment.
+    pub fn mapped(&self) -> Option<&Bytes> {
+        self.map.as_ref()
+    }
+
+    /// Reads `len` bytes at `offset`: a zero-copy view for a sealed segment, one
+    /// positioned read for the active one.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Bytes> {
+        if let Some(map) = &self.map {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            return match start.checked_add(len) {
+                Some(end) if end <= map.len() => Ok(map.slice(start..end)),
+                _ => Err(Error::Corrupt {
+                    file: self.path.clone(),
+                    offset,
+                    reason: "record extends past the end of the file".into(),
+                }),
+            };
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| {
+            Error::io(
+                format!("reading segment {} at {offset}", file_name(self.id)),
+                e,
+            )
+        })?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort_like_ids() {
+        assert_eq!(file_name(42), "0000000042.seg");
+        assert_eq!(parse_file_name("0000000042.seg"), Some(42));
+        assert_eq!(parse_file_name("42.seg"), None);
+        assert_eq!(parse_file_name("0000000042.hint"), None);
+        assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn a_header_checks_its_id_and_crc() {
+        let h = encode_header(3, 99);
+        assert_eq!(decode_header(&h, 3), Ok(99));
+        assert!(decode_header(&h, 4).is_err());
+        let mut bad = h;
+        bad[17] ^= 1;
+        assert!(decode_header(&bad, 3).is_err());
+    }
+}

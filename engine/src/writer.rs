@@ -1,0 +1,419 @@
+//! The single writer thread and its group commit.
+//!
+//! Callers send batches over a `crossbeam-channel`. The writer takes one message,
+//! then everything already queued behind it (up to [`GROUP_REQUESTS_MAX`] requests or
+//! [`GROUP_BYTES_MAX`] bytes), checks each batch's conditions, encodes all of them into
+//! one buffer, writes it with one positioned write and — under `SyncPolicy::Always` —
+//! one `fdatasync`, then updates the index and answers every caller. So N concurrent
+//! writers cost one write and one fsync, not N.
+//!
+//! The index is updated only after the bytes are durable (per the policy), so a reader
+//! never sees a write that a crash could take back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::index::Location;
+use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef};
+use crate::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::{Batch, Expect, Op, SyncPolicy};
+
+/// Most requests the writer takes into one group.
+pub(crate) const GROUP_REQUESTS_MAX: usize = 4096;
+/// A group stops taking requests once its buffer holds this many bytes: 16 MiB.
+pub(crate) const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Called on the writer thread with a batch's versions or its error.
+pub(crate) type Done = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
+
+/// What callers send to the writer.
+pub(crate) enum Msg {
+    /// Write a batch.
+    Write { batch: Batch, done: Done },
+    /// Make everything written so far durable, then answer.
+    Sync(Sender<Result<()>>),
+    /// Sync, answer and stop.
+    Close(Sender<Result<()>>),
+}
+
+/// A batch encoded into the group buffer, waiting for the group's write.
+struct Pending {
+    done: Done,
+    versions: Vec<u64>,
+    updates: Vec<(Bytes, Option<Location>)>,
+}
+
+/// The writer thread's state. Only this thread writes to segment files.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    /// Write handle of the active segment.
+    file: File,
+    /// The active segment as readers see it (its length is published after writes).
+    active: Arc<Segment>,
+    /// Bytes in the active segment that are written (the buffer goes after them).
+    len: u64,
+    next_seq: u64,
+    buf: Vec<u8>,
+    pending: Vec<Pending>,
+    /// State of keys written by this group but not yet in the index: conditions of
+    /// later batches in the group must see earlier ones. `None` = deleted.
+    overlay: HashMap<Bytes, Option<u64>>,
+    /// Since when written bytes wait for an fsync (interval policy).
+    dirty_since: Option<Instant>,
+    /// Set when the engine can no longer trust its files (an fsync failed, or a
+    /// failed write could not be cut back); every later write fails with it.
+    failed: Option<String>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        file: File,
+        active: Arc<Segment>,
+        len: u64,
+        next_seq: u64,
+    ) -> Writer {
+        Writer {
+            shared,
+            file,
+            active,
+            len,
+            next_seq,
+            buf: Vec::new(),
+            pending: Vec::new(),
+            overlay: HashMap::new(),
+            dirty_since: None,
+            failed: None,
+        }
+    }
+
+    /// The writer loop: runs until `Close` or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut replies: Vec<Sender<Result<()>>> = Vec::new();
+        loop {
+            let Some(first) = self.next_msg(&rx) else {
+                break;
+            };
+            let mut closing = false;
+            let mut taken = 0;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                taken += 1;
+                match msg {
+                    Msg::Write { batch, done } => self.stage(batch, done),
+                    Msg::Sync(reply) => replies.push(reply),
+                    Msg::Close(reply) => {
+                        replies.push(reply);
+                        closing = true;
+                    }
+                }
+                if closing || taken >= GROUP_REQUESTS_MAX || self.buf.len() >= GROUP_BYTES_MAX {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            // A failed group has already answered each of its callers with the error.
+            let _ = self.commit(false);
+            if !replies.is_empty() {
+                let result = self.sync_now();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
+                }
+            }
+            if closing {
+                return;
+            }
+            self.sync_if_due();
+        }
+        let _ = self.sync_now();
+    }
+
+    /// Waits for the next message; under the interval policy, wakes up to sync when
+    /// the interval since the first unsynced write has passed. `None` when every
+    /// sender is gone.
+    fn next_msg(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
+        loop {
+            let deadline = match (self.shared.options.sync, self.dirty_since) {
+                (SyncPolicy::Interval(every), Some(since)) => since + every,
+                _ => return rx.recv().ok(),
+            };
+            match rx.recv_deadline(deadline) {
+                Ok(msg) => return Some(msg),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.sync_now();
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn sync_if_due(&mut self) {
+        if let (SyncPolicy::Interval(every), Some(since)) =
+            (self.shared.options.sync, self.dirty_since)
+            && since.elapsed() >= every
+        {
+            let _ = self.sync_now();
+        }
+    }
+
+    /// The live version of `key` as the group sees it.
+    fn current_version(&self, key: &[u8], now_ms: u64) -> Option<u64> {
+        if let Some(state) = self.overlay.get(key) {
+            return *state;
+        }
+        self.shared
+            .index
+            .get(key)
+            .filter(|loc| !loc.is_expired(now_ms))
+            .map(|loc| loc.version)
+    }
+
+    /// Checks a batch's conditions and encodes it into the group buffer.
+    fn stage(&mut self, batch: Batch, done: Done) {
+        if let Some(reason) = &self.failed {
+            return done(Err(Error::Closed(reason.clone())));
+        }
+        if batch.is_empty() {
+            return done(Ok(Vec::new()));
+        }
+        let now_ms = self.shared.options.clock.now_ms();
+        for (index, (key, expect)) in batch.conditions.iter().enumerate() {
+            let current = self.current_version(key, now_ms);
+            let holds = match expect {
+                Expect::Absent => current.is_none(),
+                Expect::Version(v) => current == Some(*v),
+            };
+            if !holds {
+                return done(Err(Error::ConditionFailed { index }));
+            }
+        }
+        let size: usize = batch.ops.iter().map(op_len).sum();
+        let used = self.len + self.buf.len() as u64;
+        if used > SEGMENT_HEADER_BYTES
+            && used + size as u64 > self.shared.options.segment_bytes
+            && let Err(e) = self.commit(true).and_then(|()| self.rotate())
+        {
+            return done(Err(e));
+        }
+        self.encode(batch, done, now_ms);
+    }
+
+    fn encode(&mut self, batch: Batch, done: Done, now_ms: u64) {
+        let last = batch.ops.len() - 1;
+        let mut versions = Vec::with_capacity(batch.ops.len());
+        let mut updates = Vec::with_capacity(batch.ops.len());
+        for (i, op) in batch.ops.into_iter().enumerate() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let offset = self.len + self.buf.len() as u64;
+            let commit = if i == last { FLAG_COMMIT } else { 0 };
+            let (key, update) = match op {
+                Op::Put {
+                    key,
+                    value,
+                    options,
+                } => {
+                    let expires_at_ms = options.expires_at_ms.map_or(0, |t| t.max(1));
+                    record::encode(
+                        &RecordRef {
+                            flags: commit,
+                            seq,
+                            written_at_ms: now_ms,
+                            expires_at_ms,
+                            key: &key,
+                            meta: &options.meta,
+                            value: &value,
+                        },
+                        &mut self.buf,
+                    );
+                    let loc = Location {
+                        segment: self.active.id,
+                        offset: offset as u32,
+                        len: (self.len + self.buf.len() as u64 - offset) as u32,
+                        expires_at_ms,
+                        version: seq,
+                    };
+                    (key, Some(loc))
+                }
+                Op::Delete { key } => {
+                    record::encode(
+                        &RecordRef {
+                            flags: FLAG_TOMBSTONE | commit,
+                            seq,
+                            written_at_ms: now_ms,
+                            expires_at_ms: 0,
+                            key: &key,
+                            meta: &[],
+                            value: &[],
+                        },
+                        &mut self.buf,
+                    );
+                    (key, None)
+                }
+            };
+            let live = update.filter(|l| !l.is_expired(now_ms)).map(|l| l.version);
+            self.overlay.insert(key.clone(), live);
+            updates.push((key, update));
+            versions.push(seq);
+        }
+        self.pending.push(Pending {
+            done,
+            versions,
+            updates,
+        });
+    }
+
+    /// Writes the group buffer, syncs per policy (always when `seal` is set), then
+    /// publishes the group to the index and answers its callers.
+    fn commit(&mut self, seal: bool) -> Result<()> {
+        let outcome = self.write_buffer(seal);
+        let pending = std::mem::take(&mut self.pending);
+        self.overlay.clear();
+        match outcome {
+            Ok(()) => {
+                let index = &self.shared.index;
+                for p in pending {
+                    for (key, update) in &p.updates {
+                        match update {
+                            Some(loc) => index.insert(key, *loc),
+                            None => index.remove(key),
+                        };
+                    }
+                    if let Some(&v) = p.versions.last() {
+                        self.shared
+                            .counters
+                            .last_version
+                            .fetch_max(v, Ordering::Relaxed);
+                    }
+                    (p.done)(Ok(p.versions));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for p in pending {
+                    (p.done)(Err(replicate(&e)));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_buffer(&mut self, seal: bool) -> Result<()> {
+        if self.buf.is_empty() {
+            return if seal { self.sync_now() } else { Ok(()) };
+        }
+        let name = segment::file_name(self.active.id);
+        let records: usize = self.pending.iter().map(|p| p.versions.len()).sum();
+        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+            self.buf.clear();
+            // Cut off whatever part of the buffer reached the file, so no half-written
+            // record stays behind and the next write starts at a clean end.
+            if let Err(cut) = self.file.set_len(self.len) {
+                self.failed = Some(format!("could not cut back a failed write: {cut}"));
+            }
+            return Err(Error::io(format!("appending to segment {name}"), e));
+        }
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        self.active.set_len(self.len);
+        let counters = &self.shared.counters;
+        counters.write_batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .records_written
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.dirty_since.get_or_insert_with(Instant::now);
+        if seal || self.shared.options.sync == SyncPolicy::Always {
+            self.sync_now()?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` of the active segment if anything is unsynced. A failed fsync
+    /// leaves the page cache in an unknown state, so the writer stops taking writes.
+    fn sync_now(&mut self) -> Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Closed(reason.clone()));
+        }
+        if self.dirty_since.is_none() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.failed = Some(format!("fsync failed: {e}"));
+            return Err(Error::io("syncing the active segment", e));
+        }
+        self.dirty_since = None;
+        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one. Called with the buffer empty
+    /// and the active segment synced.
+    fn rotate(&mut self) -> Result<()> {
+        debug_assert!(self.buf.is_empty() && self.pending.is_empty());
+        let dir = &self.shared.dir;
+        let old_id = self.active.id;
+        let new_id = old_id
+            .checked_add(1)
+            .ok_or_else(|| Error::Closed("segment ids are exhausted".into()))?;
+        let file = segment::create(dir, new_id, self.next_seq)?;
+        let reader = file
+            .try_clone()
+            .map_err(|e| Error::io("opening a read handle of the new segment", e))?;
+        let path = dir.join(segment::file_name(new_id));
+        let active = Arc::new(Segment::active(path, new_id, reader, SEGMENT_HEADER_BYTES));
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match Segment::sealed(self.active.path.clone(), old_id) {
+            Ok(sealed) => {
+                segments.insert(old_id, Arc::new(sealed));
+            }
+            // Still readable through positioned reads; only the zero-copy path is lost.
+            Err(e) => {
+                tracing::warn!(segment = old_id, error = %e, "could not map a sealed segment")
+            }
+        }
+        segments.insert(new_id, Arc::clone(&active));
+        drop(segments);
+        self.file = file;
+        self.active = active;
+        self.len = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+}
+
+fn op_len(op: &Op) -> usize {
+    match op {
+        Op::Put {
+            key,
+            value,
+            options,
+        } => record::encoded_len(key.len(), options.meta.len(), value.len()),
+        Op::Delete { key } => record::encoded_len(key.len(), 0, 0),
+    }
+}
+
+/// One error for each of several callers (I/O errors are not `Clone`).
+pub(crate) fn replicate(e: &Error) -> Error {
+    match e {
+        Error::StorageFull { context } => Error::StorageFull {
+            context: context.clone(),
+        },
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Closed(other.to_string()),
+    }
+}
