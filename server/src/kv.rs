@@ -497,10 +497,11 @@ async fn get_value(
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::ETAG, etag(entry.version));
-    if let Some(ms) = entry.expires_at_ms {
-        if let Ok(value) = HeaderValue::from_str(&crate::timefmt::rfc3339_seconds(ms)) {
-            h.insert("x-kv-expires-at", value);
-        }
+    if let Some(value) = entry
+        .expires_at_ms
+        .and_then(|ms| HeaderValue::from_str(&crate::timefmt::rfc3339_seconds(ms)).ok())
+    {
+        h.insert("x-kv-expires-at", value);
     }
     Ok(response)
 }
