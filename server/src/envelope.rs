@@ -340,9 +340,13 @@ pub fn check_metadata(
 /// 1005, anywhere else 1007. `op_base` is the pointer of the object holding `value`
 /// and `metadata` (`""` or `/operations/3`).
 pub fn defect_problem(defect: &Defect, op_base: &str) -> Problem {
+    // A duplicate is a defect of the object holding the member: a second `value`
+    // member is the envelope's problem, a second `a` inside `value` the value's.
+    let own_member = defect.kind == DefectKind::LoneSurrogate;
     let under = |field: &str| {
         let prefix = format!("{op_base}/{field}");
-        defect.pointer == prefix || defect.pointer.starts_with(&format!("{prefix}/"))
+        (own_member && defect.pointer == prefix)
+            || defect.pointer.starts_with(&format!("{prefix}/"))
     };
     let code = if under("value") {
         ErrorCode::InvalidValue

@@ -37,6 +37,7 @@ impl Query {
                     ErrorCode::InvalidQuery,
                     format!("the query parameter `{name}` may be given only once"),
                 ));
+                params.retain(|(n, _)| *n != name);
                 continue;
             }
             seen.push(name.clone());
