@@ -216,9 +216,10 @@ fn check_value(
     Some((Bytes::from(bytes), kind, content_type))
 }
 
-/// Decoded length of a base64 string, rounded down: a quick refusal before decoding.
+/// A lower bound of a base64 string's decoded length (padding may hide up to two
+/// bytes): refuses a hopeless value before decoding it.
 fn estimated_base64_len(s: &str) -> u64 {
-    (s.len() as u64 / 4) * 3
+    (s.len() as u64 * 3 / 4).saturating_sub(2)
 }
 
 /// The 413 of a stored value over the limit.

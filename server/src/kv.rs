@@ -30,6 +30,9 @@ use crate::{bulk, list};
 /// Extra room an envelope body gets over the value limit for JSON around the value.
 pub const ENVELOPE_OVERHEAD_BYTES: u64 = 64 * 1024;
 
+/// The header that carries a raw PUT's metadata object.
+pub const METADATA_HEADER: &str = "x-kv-metadata";
+
 /// The routes of this module, with absolute paths: merge them, do not nest them (the
 /// handlers read `Uri::path` as the request path of API.md's `instance`).
 pub fn routes() -> Router<AppState> {
@@ -45,7 +48,9 @@ pub fn routes() -> Router<AppState> {
 
 /// Largest envelope PUT body: 4/3 × the value limit (base64) + 64 KiB.
 pub fn envelope_body_limit(limits: &Limits) -> usize {
-    let bytes = (limits.value_bytes_max / 3)
+    let bytes = limits
+        .value_bytes_max
+        .div_ceil(3)
         .saturating_mul(4)
         .saturating_add(ENVELOPE_OVERHEAD_BYTES);
     usize::try_from(bytes).unwrap_or(usize::MAX)
@@ -108,7 +113,7 @@ async fn put(
     let mut problems = Vec::new();
     let mode = put_mode(&headers, &mut problems).map_err(|p| ApiError::new(path, vec![p]))?;
     let segments = kv_segments(path);
-    let target = KeyPath::parse(segments[0], segments[1], &mut problems);
+    let target = KeyPath::from_segments(&segments, &mut problems);
     let pre = Preconditions::parse(&headers, &mut problems);
     let query = Query::parse(uri.query(), &["ttl"], &mut problems);
     let limit = match mode {
@@ -128,6 +133,12 @@ async fn put(
                 problems.push(Problem::new(
                     ErrorCode::InvalidQuery,
                     "the ttl query parameter is only for raw bodies; an envelope PUT gives \"ttl\" in the JSON body",
+                ));
+            }
+            if headers.contains_key(METADATA_HEADER) {
+                problems.push(Problem::new(
+                    ErrorCode::InvalidMetadata,
+                    "the X-Kv-Metadata header is only for raw bodies; an envelope PUT gives \"metadata\" in the JSON body",
                 ));
             }
             decode_envelope(&bytes, &state.limits, &mut problems)
@@ -274,7 +285,7 @@ fn raw_metadata(
     limits: &Limits,
     problems: &mut Vec<Problem>,
 ) -> Option<Vec<u8>> {
-    let mut values = headers.get_all("x-kv-metadata").iter();
+    let mut values = headers.get_all(METADATA_HEADER).iter();
     let value = values.next()?;
     let bad = |detail: &str| Problem::new(ErrorCode::InvalidMetadata, detail.to_owned());
     if values.next().is_some() {
@@ -368,7 +379,7 @@ fn read_key(
     let path = uri.path();
     let mut problems = Vec::new();
     let segments = kv_segments(path);
-    let target = KeyPath::parse(segments[0], segments[1], &mut problems);
+    let target = KeyPath::from_segments(&segments, &mut problems);
     let pre = Preconditions::parse(headers, &mut problems);
     Query::parse(uri.query(), &[], &mut problems);
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {
@@ -515,7 +526,7 @@ async fn delete(
     let path = uri.path();
     let mut problems = Vec::new();
     let segments = kv_segments(path);
-    let target = KeyPath::parse(segments[0], segments[1], &mut problems);
+    let target = KeyPath::from_segments(&segments, &mut problems);
     let pre = Preconditions::parse(&headers, &mut problems);
     Query::parse(uri.query(), &[], &mut problems);
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {

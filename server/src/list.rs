@@ -35,7 +35,10 @@ fn parse_request(uri: &Uri) -> Result<ListRequest, ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
     let segments = kv_segments(path);
-    let entity = crate::names::decode_segment(segments[0]).and_then(|e| Entity::parse(&e));
+    let entity = segments
+        .first()
+        .and_then(|raw| crate::names::decode_segment(raw))
+        .and_then(|e| Entity::parse(&e));
     if entity.is_none() {
         problems.push(entity_problem(None));
     }

@@ -107,6 +107,12 @@ impl KeyPath {
         KeyPath { entity, key }
     }
 
+    /// Checks the first two raw segments after `/v1/kv/` (missing ones are invalid).
+    pub fn from_segments(segments: &[&str], problems: &mut Vec<Problem>) -> KeyPath {
+        let get = |i: usize| segments.get(i).copied().unwrap_or_default();
+        KeyPath::parse(get(0), get(1), problems)
+    }
+
     /// Both parts, when both are valid.
     pub fn valid(self) -> Option<(Entity, String)> {
         Some((self.entity?, self.key?))

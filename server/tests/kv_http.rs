@@ -482,6 +482,12 @@ async fn envelope_bodies_are_checked_field_by_field() {
     }
     let big_meta = json!({"value": 1, "metadata": {"m": "x".repeat(1020)}});
     assert_eq!(s.put(p, big_meta).await.codes(422), vec![1005]);
+    let header_meta = [
+        ("content-type", "application/json"),
+        ("x-kv-metadata", "{}"),
+    ];
+    let resp = s.send("PUT", p, &header_meta, b"{\"value\": 1}").await;
+    assert_eq!(resp.codes(422), vec![1005]);
     let query_ttl = s
         .send("PUT", "/v1/kv/user/k?ttl=60", &ct, b"{\"value\": 1}")
         .await;
@@ -525,6 +531,13 @@ async fn stages_decide_which_problems_answer() {
         .put("/v1/kv/user/k", json!({"value": "x".repeat(16)}))
         .await;
     fits.data(201);
+    let padded = json!({"value": "A".repeat(22) + "==", "content_type": "image/png"});
+    assert_eq!(
+        s.put("/v1/kv/user/b", padded).await.data(201)["size_bytes"],
+        json!(16)
+    );
+    let over = json!({"value": "A".repeat(24), "content_type": "image/png"});
+    assert_eq!(s.put("/v1/kv/user/b", over).await.codes(413), vec![1009]);
 }
 
 #[tokio::test]
@@ -561,7 +574,7 @@ async fn oversized_bodies_are_refused_while_streaming() {
             "PUT",
             "/v1/kv/user/big",
             &[("content-type", "application/json")],
-            &vec![b' '; 1366 + 65536],
+            &vec![b' '; 1368 + 65536 + 1],
         )
         .await;
     assert_eq!(envelope.codes(413), vec![1009]);
