@@ -41,6 +41,11 @@ pub fn routes() -> Router<AppState> {
             "/v1/kv/{entity}/{key}",
             get(get_envelope).head(get_value).put(put).delete(delete),
         )
+        // An empty key (`/v1/kv/user/`) fails the key rule (422), not the route table.
+        .route(
+            "/v1/kv/{entity}/",
+            get(get_envelope).head(get_value).put(put).delete(delete),
+        )
         .route("/v1/kv/{entity}/{key}/value", get(get_value))
         .route("/v1/kv/{entity}", get(list::list))
         .route("/v1/bulk", post(bulk::bulk))
@@ -470,7 +475,8 @@ fn envelope_body(
         Some(bytes) => w.raw(bytes),
         None => w.null(),
     };
-    w.key("created_at").time(Some(meta.created_at_ms));
+    w.key("created_at")
+        .time(Some(meta.created_at(entry.written_at_ms)));
     w.key("updated_at").time(Some(entry.written_at_ms));
     w.key("expires_at").time(entry.expires_at_ms);
     w.key("size_bytes").u64(entry.value.len() as u64);

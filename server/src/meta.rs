@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | 0 | 1 | format version, `1` |
 //! | 1 | 1 | kind: `0` JSON, `1` text, `2` binary |
-//! | 2 | 8 | `created_at`, ms since the Unix epoch, u64 LE |
+//! | 2 | 8 | `created_at`, ms since the Unix epoch, u64 LE; `0` = this record created the key |
 //! | 10 | 2 | content type length `c`, u16 LE |
 //! | 12 | c | content type, ASCII |
 //! | 12+c | 4 | metadata length `m`, u32 LE; `0` = no metadata (`null`) |
@@ -33,9 +33,14 @@ pub struct RecordMeta<'a> {
     pub content_type: &'a str,
     /// The user's metadata object as compact JSON; `None` for `null`.
     pub metadata: Option<&'a [u8]>,
-    /// When the key was created (kept across updates), ms since the Unix epoch.
+    /// When the key was created (kept across updates), ms since the Unix epoch;
+    /// [`CREATED_BY_THIS_RECORD`] when the record holding it created the key.
     pub created_at_ms: u64,
 }
+
+/// The `created_at_ms` of a record that created its key: its creation time is then the
+/// record's own write time, known exactly only once the engine has written it.
+pub const CREATED_BY_THIS_RECORD: u64 = 0;
 
 /// The meta section does not decode: a bug or damage, never a user error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +48,15 @@ pub struct RecordMeta<'a> {
 pub struct MetaError(&'static str);
 
 impl<'a> RecordMeta<'a> {
+    /// When the key was created, given the write time of the record holding this section.
+    pub fn created_at(&self, written_at_ms: u64) -> u64 {
+        if self.created_at_ms == CREATED_BY_THIS_RECORD {
+            written_at_ms
+        } else {
+            self.created_at_ms
+        }
+    }
+
     /// The bytes of the section. Content type and metadata must fit their length
     /// fields, which the request limits guarantee (255 chars; engine meta ≤ 64 KiB).
     pub fn encode(&self) -> Result<Vec<u8>, MetaError> {

@@ -11,7 +11,7 @@ use caskade_engine::{Batch, Error as EngineError, Expect, WriteOptions};
 use tokio::sync::oneshot;
 
 use crate::envelope::PutSpec;
-use crate::meta::RecordMeta;
+use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta};
 use crate::names::Entity;
 use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -154,7 +154,7 @@ fn read_lives(state: &AppState, path: &str, keys: &[Bytes]) -> Result<Vec<Option
             let meta = RecordMeta::decode(&entry.meta).map_err(|e| internal(path, &e))?;
             Ok(Some(Live {
                 version: entry.version,
-                created_at_ms: meta.created_at_ms,
+                created_at_ms: meta.created_at(entry.written_at_ms),
             }))
         })
         .collect()
@@ -178,7 +178,7 @@ fn plan(
         match op {
             WriteOp::Put { spec, .. } => {
                 let created = created_at[slot].is_none();
-                let created_ms = created_at[slot].unwrap_or(now_ms);
+                let created_ms = created_at[slot].unwrap_or(CREATED_BY_THIS_RECORD);
                 let meta = RecordMeta {
                     kind: spec.kind,
                     content_type: &spec.content_type,

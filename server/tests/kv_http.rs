@@ -240,6 +240,8 @@ async fn put_creates_then_updates_keeping_created_at() {
     assert_eq!(first.header("etag"), Some(format!("\"{v1}\"").as_str()));
     assert_eq!(first.header("location"), Some("/v1/kv/user/alice"));
 
+    let fresh = s.get("/v1/kv/user/alice").await.data(200);
+    assert_eq!(fresh["created_at"], fresh["updated_at"]);
     s.advance_s(5);
     let second = s.put("/v1/kv/user/alice", json!({"value": [1, 2]})).await;
     let data = second.data(200);
@@ -851,6 +853,8 @@ async fn path_segments_are_percent_decoded_then_checked() {
         assert_eq!(resp.codes(422), vec![1002], "{key}");
     }
     assert_eq!(s.get("/v1/kv/User/a").await.codes(422), vec![1001]);
+    let empty_key = s.put("/v1/kv/user/", json!({"value": 1})).await;
+    assert_eq!(empty_key.codes(422), vec![1002]);
     assert_eq!(s.get("/v1/kv/%ff/%ff").await.codes(422), vec![1001, 1002]);
     let longest = "k".repeat(256);
     s.put(&format!("/v1/kv/user/{longest}"), json!({"value": 1}))
