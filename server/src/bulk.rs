@@ -44,16 +44,9 @@ pub async fn bulk(
     for (op, outcome) in ops.iter().zip(outcomes) {
         w.begin_object();
         match (op, outcome) {
-            (
-                WriteOp::Put { entity, key, spec },
-                Outcome::Put {
-                    created,
-                    version,
-                    expires_at_ms,
-                },
-            ) => {
+            (WriteOp::Put { entity, key, spec }, Outcome::Put(done)) => {
                 w.key("op").str("put");
-                write_put_result(&mut w, *entity, key, spec, created, version, expires_at_ms);
+                write_put_result(&mut w, *entity, key, spec, done);
             }
             (WriteOp::Delete { entity, key }, Outcome::Delete { deleted, version }) => {
                 w.key("op").str("delete");

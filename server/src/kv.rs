@@ -19,7 +19,7 @@ use crate::envelope::{self, PutFields, PutSpec, check_metadata, check_ttl_query,
 use crate::json::{self, ParseError, Value};
 use crate::media::{self, Kind};
 use crate::meta::RecordMeta;
-use crate::mutation::{self, Live, Outcome, WriteOp, decode_meta, engine_error};
+use crate::mutation::{self, Live, Outcome, PutOutcome, WriteOp, decode_meta, engine_error};
 use crate::names::{Entity, KeyPath, kv_segments};
 use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::query::Query;
@@ -170,10 +170,12 @@ async fn put(
         precondition(path, &pre, lives[0])
     })
     .await?;
-    let WriteOp::Put { spec, .. } = &ops[0] else {
-        return Err(mutation::internal(path, &"a put planned as something else"));
-    };
-    Ok(put_response(entity, &key, spec, outcomes[0]))
+    match (&ops[0], outcomes.first()) {
+        (WriteOp::Put { spec, .. }, Some(Outcome::Put(done))) => {
+            Ok(put_response(entity, &key, spec, *done))
+        }
+        _ => Err(mutation::internal(path, &"a put without a put outcome")),
+    }
 }
 
 /// 412 unless the live entry satisfies the request's preconditions.
@@ -194,25 +196,19 @@ fn precondition_failed(path: &str, live: bool) -> ApiError {
     ApiError::one(path, ErrorCode::PreconditionFailed, detail)
 }
 
-fn put_response(entity: Entity, key: &str, spec: &PutSpec, outcome: Outcome) -> Response {
-    let Outcome::Put {
-        created,
-        version,
-        expires_at_ms,
-    } = outcome
-    else {
-        return json_response(StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
-    };
+fn put_response(entity: Entity, key: &str, spec: &PutSpec, done: PutOutcome) -> Response {
     let mut w = JsonWriter::ok_data(128 + key.len() + spec.content_type.len());
-    write_put_result(&mut w, entity, key, spec, created, version, expires_at_ms);
-    let status = if created {
+    write_put_result(&mut w, entity, key, spec, done);
+    let status = if done.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     let mut response = json_response(status, w.finish());
-    response.headers_mut().insert(header::ETAG, etag(version));
-    if created {
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(done.version));
+    if done.created {
         let location = format!("/v1/kv/{}/{key}", entity.as_str());
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
@@ -227,17 +223,15 @@ pub fn write_put_result(
     entity: Entity,
     key: &str,
     spec: &PutSpec,
-    created: bool,
-    version: u64,
-    expires_at_ms: Option<u64>,
+    done: PutOutcome,
 ) {
     w.key("entity").str(entity.as_str());
     w.key("key").str(key);
-    w.key("created").bool(created);
-    w.key("expires_at").time(expires_at_ms);
+    w.key("created").bool(done.created);
+    w.key("expires_at").time(done.expires_at_ms);
     w.key("content_type").str(&spec.content_type);
     w.key("size_bytes").u64(spec.value.len() as u64);
-    w.key("version").u64(version);
+    w.key("version").u64(done.version);
 }
 
 /// Checks the envelope body: JSON (400), an object of the known fields (1007), and

@@ -60,18 +60,22 @@ pub struct Live {
     pub created_at_ms: u64,
 }
 
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// True when no live value existed before it.
+    pub created: bool,
+    /// The write's version.
+    pub version: u64,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
 /// What one write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A put: whether it created the key, its version and expiry.
-    Put {
-        /// True when no live value existed before it.
-        created: bool,
-        /// The write's version.
-        version: u64,
-        /// Expiry, ms since the Unix epoch.
-        expires_at_ms: Option<u64>,
-    },
+    /// A put.
+    Put(PutOutcome),
     /// A delete: whether a live value existed, and the tombstone's version.
     Delete {
         /// True when a live value was removed.
@@ -104,9 +108,8 @@ pub async fn apply(
             Ok(Ok(versions)) => {
                 for (outcome, v) in outcomes.iter_mut().zip(versions) {
                     match outcome {
-                        Outcome::Put { version, .. } | Outcome::Delete { version, .. } => {
-                            *version = v
-                        }
+                        Outcome::Put(PutOutcome { version, .. })
+                        | Outcome::Delete { version, .. } => *version = v,
                     }
                 }
                 return Ok(outcomes);
@@ -199,11 +202,11 @@ fn plan(
                     },
                 );
                 created_at[slot] = Some(created_ms);
-                outcomes.push(Outcome::Put {
+                outcomes.push(Outcome::Put(PutOutcome {
                     created,
                     version: 0,
                     expires_at_ms,
-                });
+                }));
             }
             WriteOp::Delete { .. } => {
                 let deleted = created_at[slot].is_some();
