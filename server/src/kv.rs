@@ -167,7 +167,7 @@ async fn put(
         spec,
     }];
     let outcomes = mutation::apply(&state, path, &ops, |lives| {
-        precondition(path, &pre, lives[0])
+        precondition(path, &pre, lives.first().copied().flatten())
     })
     .await?;
     match (&ops[0], outcomes.first()) {
@@ -537,8 +537,9 @@ async fn delete(
         key: key.clone(),
     }];
     mutation::apply(&state, path, &ops, |lives| {
-        precondition(path, &pre, lives[0])?;
-        match lives[0] {
+        let live = lives.first().copied().flatten();
+        precondition(path, &pre, live)?;
+        match live {
             Some(_) => Ok(()),
             None => Err(ApiError::one(
                 path,
