@@ -132,31 +132,7 @@ async fn put(
             return Err(ApiError::new(path, problems));
         }
     };
-    let spec = match mode {
-        PutMode::Envelope => {
-            if query.given("ttl") {
-                problems.push(Problem::new(
-                    ErrorCode::InvalidQuery,
-                    "the ttl query parameter is only for raw bodies; an envelope PUT gives \"ttl\" in the JSON body",
-                ));
-            }
-            if headers.contains_key(METADATA_HEADER) {
-                problems.push(Problem::new(
-                    ErrorCode::InvalidMetadata,
-                    "the X-Kv-Metadata header is only for raw bodies; an envelope PUT gives \"metadata\" in the JSON body",
-                ));
-            }
-            decode_envelope(&bytes, &state.limits, &mut problems)
-        }
-        PutMode::Raw { content_type, kind } => {
-            let ttl = query
-                .get("ttl")
-                .and_then(|t| check_ttl_query(t, &mut problems));
-            let metadata = raw_metadata(&headers, &state.limits, &mut problems);
-            decode_raw(bytes, content_type, kind, ttl, metadata, &mut problems)
-        }
-        PutMode::RawInvalid => None,
-    };
+    let spec = decode_put_body(mode, bytes, &query, &headers, &state.limits, &mut problems);
     let (Some((entity, key)), Some(spec), true) = (target.valid(), spec, problems.is_empty())
     else {
         return Err(ApiError::new(path, problems));
@@ -175,6 +151,41 @@ async fn put(
             Ok(put_response(entity, &key, spec, *done))
         }
         _ => Err(mutation::internal(path, &"a put without a put outcome")),
+    }
+}
+
+/// Checks the body of a PUT (read already) in its mode, with the query and headers
+/// that belong to that mode.
+fn decode_put_body(
+    mode: PutMode,
+    bytes: Bytes,
+    query: &Query,
+    headers: &HeaderMap,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Option<PutSpec> {
+    match mode {
+        PutMode::Envelope => {
+            if query.given("ttl") {
+                problems.push(Problem::new(
+                    ErrorCode::InvalidQuery,
+                    "the ttl query parameter is only for raw bodies; an envelope PUT gives \"ttl\" in the JSON body",
+                ));
+            }
+            if headers.contains_key(METADATA_HEADER) {
+                problems.push(Problem::new(
+                    ErrorCode::InvalidMetadata,
+                    "the X-Kv-Metadata header is only for raw bodies; an envelope PUT gives \"metadata\" in the JSON body",
+                ));
+            }
+            decode_envelope(&bytes, limits, problems)
+        }
+        PutMode::Raw { content_type, kind } => {
+            let ttl = query.get("ttl").and_then(|t| check_ttl_query(t, problems));
+            let metadata = raw_metadata(headers, limits, problems);
+            decode_raw(bytes, content_type, kind, ttl, metadata, problems)
+        }
+        PutMode::RawInvalid => None,
     }
 }
 
