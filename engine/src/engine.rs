@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -12,12 +12,13 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use crate::index::{Index, Location};
+use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::writer::{Msg, Writer};
 use crate::{
-    Batch, Clock, Entry, Error, ListItem, Op, Options, Result, SEGMENT_BYTES_MAX,
+    Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
 };
 
@@ -41,6 +42,10 @@ pub(crate) struct Counters {
     pub records_written: AtomicU64,
     pub last_version: AtomicU64,
     pub truncated_bytes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub bytes_reclaimed: AtomicU64,
+    pub expired_swept: AtomicU64,
+    pub hints_loaded: AtomicU64,
 }
 
 /// State shared by every handle and the writer thread.
@@ -53,15 +58,26 @@ pub(crate) struct Shared {
     /// `Arc`; the writer takes the write lock only to swap in a sealed or new segment.
     pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
     pub counters: Counters,
+    /// The next segment id; the writer (rotation) and compaction (outputs) both take
+    /// ids from it, so ids are never reused and sort by creation.
+    pub next_segment_id: AtomicU32,
+    /// Id of the segment the writer appends to; never an input of compaction.
+    pub active_id: AtomicU32,
+    /// Set when the engine shuts down, so a long compaction stops early.
+    pub stopping: AtomicBool,
     /// Holds the folder's flock for as long as the engine lives (dropped last, after
     /// the writer thread has stopped).
     _lock: File,
 }
 
 impl Shared {
-    fn segment(&self, id: u32) -> Result<Arc<Segment>> {
+    fn try_segment(&self, id: u32) -> Option<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
-        segments.get(&id).cloned().ok_or_else(|| Error::Corrupt {
+        segments.get(&id).cloned()
+    }
+
+    fn segment(&self, id: u32) -> Result<Arc<Segment>> {
+        self.try_segment(id).ok_or_else(|| Error::Corrupt {
             file: self.dir.join(segment::file_name(id)),
             offset: 0,
             reason: "the index points into a segment that is not open".into(),
@@ -75,10 +91,30 @@ struct Inner {
     shared: Arc<Shared>,
     tx: Sender<Msg>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    maintenance_tx: Sender<Control>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
 impl Inner {
+    /// Stops the maintenance thread first (it may be asking the writer to rotate),
+    /// then the writer, which syncs.
+    fn stop_threads(&self) -> Result<()> {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.maintenance_tx.send(Control::Stop);
+        let handle = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the maintenance thread panicked");
+        }
+        self.stop_writer()
+    }
+
     fn stop_writer(&self) -> Result<()> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let result = match self.tx.send(Msg::Close(reply)) {
@@ -99,7 +135,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = self.stop_writer() {
+        if let Err(e) = self.stop_threads() {
             tracing::error!(error = %e, "closing the engine on drop failed");
         }
     }
@@ -202,6 +238,7 @@ impl Engine {
         let active = Arc::new(Segment::active(
             dir.join(segment::file_name(recovered.active_id)),
             recovered.active_id,
+            recovered.active_header,
             reader,
             recovered.active_len,
         ));
@@ -214,12 +251,18 @@ impl Engine {
         counters
             .truncated_bytes
             .store(recovered.truncated_bytes, Ordering::Relaxed);
+        counters
+            .hints_loaded
+            .store(recovered.hints_used, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             dir,
             options,
             index: recovered.index,
             segments: RwLock::new(segments),
             counters,
+            next_segment_id: AtomicU32::new(recovered.next_segment_id),
+            active_id: AtomicU32::new(recovered.active_id),
+            stopping: AtomicBool::new(false),
             _lock: lock,
         });
         let writer = Writer::new(
@@ -234,13 +277,24 @@ impl Engine {
             .name("caskade-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::io("starting the writer thread", e))?;
+        let (maintenance_tx, maintenance_rx) = crossbeam_channel::unbounded();
+        let maintenance = Maintenance::new(Arc::clone(&shared), tx.clone());
+        // Built before the spawn so a failed spawn still stops the writer on drop.
+        let mut inner = Inner {
+            shared,
+            tx,
+            writer: Mutex::new(Some(handle)),
+            maintenance_tx,
+            maintenance: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        };
+        let handle = std::thread::Builder::new()
+            .name("caskade-maintenance".into())
+            .spawn(move || maintenance.run(maintenance_rx))
+            .map_err(|e| Error::io("starting the maintenance thread", e))?;
+        inner.maintenance = Mutex::new(Some(handle));
         Ok(Engine {
-            inner: Arc::new(Inner {
-                shared,
-                tx,
-                writer: Mutex::new(Some(handle)),
-                closed: AtomicBool::new(false),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -272,13 +326,12 @@ impl Engine {
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_open()?;
         let shared = self.shared();
-        let Some(loc) = shared.index.get(key) else {
+        let Some((loc, seg)) = self.locate(key)? else {
             return Ok(None);
         };
         if loc.is_expired(shared.options.clock.now_ms()) {
             return Ok(None);
         }
-        let seg = shared.segment(loc.segment)?;
         let bytes = seg.read(u64::from(loc.offset), loc.len as usize)?;
         let header = record::decode(&bytes)
             .map_err(|e| record::corrupt(seg.path.clone(), u64::from(loc.offset), e))?;
@@ -291,6 +344,26 @@ impl Engine {
             version: header.seq,
             written_at_ms: header.written_at_ms,
         }))
+    }
+
+    /// The index entry of `key` and its segment. Compaction may retire a segment
+    /// between the index lookup and the segment lookup; the index then already points
+    /// at the new copy, so look again.
+    fn locate(&self, key: &[u8]) -> Result<Option<(Location, Arc<Segment>)>> {
+        const ATTEMPTS_MAX: usize = 8;
+        let shared = self.shared();
+        for _ in 1..ATTEMPTS_MAX {
+            let Some(loc) = shared.index.get(key) else {
+                return Ok(None);
+            };
+            if let Some(seg) = shared.try_segment(loc.segment) {
+                return Ok(Some((loc, seg)));
+            }
+        }
+        let Some(loc) = shared.index.get(key) else {
+            return Ok(None);
+        };
+        Ok(Some((loc, shared.segment(loc.segment)?)))
     }
 
     /// Writes a tombstone for `key`; returns its version.
@@ -343,10 +416,19 @@ impl Engine {
         let shared = self.shared();
         let now_ms = shared.options.clock.now_ms();
         let found = shared.index.range(prefix, start_after, limit, now_ms);
-        found
-            .into_iter()
-            .map(|(key, loc)| self.list_item(key, &loc))
-            .collect()
+        let mut items = Vec::with_capacity(found.len());
+        for (key, loc) in found {
+            let loc = match shared.try_segment(loc.segment) {
+                Some(_) => loc,
+                // Moved by compaction since the range walk: follow the index.
+                None => match shared.index.get(&key) {
+                    Some(moved) if !moved.is_expired(now_ms) => moved,
+                    _ => continue,
+                },
+            };
+            items.push(self.list_item(key, &loc)?);
+        }
+        Ok(items)
     }
 
     /// Reads what a list shows of one entry: header and meta, not the value.
@@ -401,7 +483,55 @@ impl Engine {
             index_bytes: shared.index.estimated_bytes(),
             last_version: c.last_version.load(Ordering::Relaxed),
             recovered_truncated_bytes: c.truncated_bytes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            bytes_reclaimed: c.bytes_reclaimed.load(Ordering::Relaxed),
+            expired_swept: c.expired_swept.load(Ordering::Relaxed),
+            hints_loaded: c.hints_loaded.load(Ordering::Relaxed),
         }
+    }
+
+    /// Compacts now: seals the active segment, then rewrites every sealed segment with
+    /// only what is still needed, and deletes the old files. Reads and writes go on
+    /// meanwhile. Returns what it reclaimed.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.ask_maintenance(Control::Compact)
+    }
+
+    /// Runs the background compaction policy once now (the maintenance thread runs it
+    /// every `CompactionOptions::interval` when enabled): only sealed segments whose
+    /// dead share reached `dead_ratio`, all of them once the dead total reached
+    /// `dead_bytes_trigger`, and small segments merged together.
+    pub fn compact_by_policy(&self) -> Result<CompactionReport> {
+        self.ask_maintenance(Control::CompactByPolicy)
+    }
+
+    fn ask_maintenance(
+        &self,
+        control: fn(crossbeam_channel::Sender<Result<CompactionReport>>) -> Control,
+    ) -> Result<CompactionReport> {
+        self.check_open()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.inner
+            .maintenance_tx
+            .send(control(reply))
+            .map_err(|_| Error::Closed("the maintenance thread stopped".into()))?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Closed("the maintenance thread stopped".into())))
+    }
+
+    /// Runs one TTL sweep tick now (the maintenance thread also runs one every
+    /// `Options::sweep_interval`); returns how many expired keys left the index.
+    pub fn sweep_expired(&self) -> Result<u64> {
+        self.check_open()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.inner
+            .maintenance_tx
+            .send(Control::Sweep(reply))
+            .map_err(|_| Error::Closed("the maintenance thread stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Closed("the maintenance thread stopped".into()))
     }
 
     /// The engine's clock (the one given in [`Options`]).
@@ -431,6 +561,6 @@ impl Engine {
     /// handle is gone. Other clones of this handle get [`Error::Closed`] afterwards.
     pub fn close(self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop_writer()
+        self.inner.stop_threads()
     }
 }

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::expiry::Expiries;
+
 /// Number of index shards: a power of two well above the core count.
 pub(crate) const SHARDS: usize = 16;
 
@@ -47,6 +49,8 @@ pub(crate) struct Index {
     keys: AtomicU64,
     key_bytes: AtomicU64,
     live_bytes: AtomicU64,
+    /// Entries that expire, by expiry; kept in step with the shards.
+    pub expiries: Expiries,
 }
 
 fn shard_of(key: &[u8]) -> usize {
@@ -60,6 +64,7 @@ impl Index {
             keys: AtomicU64::new(0),
             key_bytes: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
+            expiries: Expiries::default(),
         }
     }
 
@@ -84,8 +89,52 @@ impl Index {
             }
         };
         drop(shard);
-        self.account(old.as_ref(), Some(&loc), key.len());
+        self.account(key, old.as_ref(), Some(&loc));
         old
+    }
+
+    /// Moves `key` from the record at (`segment`, `offset`) to `to` — only if it still
+    /// points there (compaction must not undo a newer write). True when moved.
+    pub fn repoint(&self, key: &[u8], segment: u32, offset: u32, to: Location) -> bool {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = shard.get_mut(key) else {
+            return false;
+        };
+        if slot.segment != segment || slot.offset != offset {
+            return false;
+        }
+        debug_assert_eq!(slot.version, to.version);
+        let old = std::mem::replace(slot, to);
+        drop(shard);
+        self.live_bytes
+            .fetch_sub(u64::from(old.len), Ordering::Relaxed);
+        self.live_bytes
+            .fetch_add(u64::from(to.len), Ordering::Relaxed);
+        true
+    }
+
+    /// Removes `key` if its entry expired at `now_ms` with exactly `expires_at_ms`
+    /// (a newer write since the sweep looked keeps it). Returns the removed entry.
+    pub fn remove_expired(&self, key: &[u8], expires_at_ms: u64, now_ms: u64) -> Option<Location> {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        let loc = *shard.get(key)?;
+        if loc.expires_at_ms != expires_at_ms || !loc.is_expired(now_ms) {
+            return None;
+        }
+        shard.remove(key);
+        drop(shard);
+        self.account(key, Some(&loc), None);
+        Some(loc)
+    }
+
+    /// Calls `f` with every entry, one shard at a time (each under its read lock).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &Location)) {
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|p| p.into_inner());
+            for (k, loc) in shard.iter() {
+                f(k, loc);
+            }
+        }
     }
 
     /// Removes `key`; returns where it pointed.
@@ -93,11 +142,13 @@ impl Index {
         let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
         let old = shard.remove(key);
         drop(shard);
-        self.account(old.as_ref(), None, key.len());
+        self.account(key, old.as_ref(), None);
         old
     }
 
-    fn account(&self, old: Option<&Location>, new: Option<&Location>, key_len: usize) {
+    /// Keeps the totals and the expiry order in step with a change of `key`.
+    fn account(&self, key: &[u8], old: Option<&Location>, new: Option<&Location>) {
+        let key_len = key.len();
         match (old, new) {
             (None, Some(_)) => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
@@ -116,6 +167,17 @@ impl Index {
         if let Some(new) = new {
             self.live_bytes
                 .fetch_add(u64::from(new.len), Ordering::Relaxed);
+        }
+        let old_expiry = old.map_or(0, |l| l.expires_at_ms);
+        let new_expiry = new.map_or(0, |l| l.expires_at_ms);
+        if old_expiry != new_expiry {
+            let key = Bytes::copy_from_slice(key);
+            if old_expiry != 0 {
+                self.expiries.remove(old_expiry, &key);
+            }
+            if new_expiry != 0 {
+                self.expiries.add(new_expiry, key);
+            }
         }
     }
 

@@ -23,9 +23,13 @@
 //! ```
 
 mod batch;
+mod compaction;
 mod engine;
 mod error;
+mod expiry;
+mod hint;
 mod index;
+mod maintenance;
 mod options;
 mod record;
 mod recovery;
@@ -34,10 +38,11 @@ mod types;
 mod writer;
 
 pub use batch::{Batch, Expect, Op, WriteOptions};
+pub use compaction::CompactionReport;
 pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, Result};
 pub use options::{
-    Clock, Options, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
-    SystemClock,
+    Clock, CompactionOptions, FaultHook, Options, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SWEEP_INTERVAL_DEFAULT, SyncPolicy, SystemClock,
 };
 pub use types::{Entry, ListItem, Stats};

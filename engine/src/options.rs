@@ -43,6 +43,66 @@ impl Clock for SystemClock {
     }
 }
 
+/// When and how fast background compaction runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactionOptions {
+    /// Run compaction in the background at all (manual `Engine::compact` always works).
+    pub enabled: bool,
+    /// Compact a sealed segment once this share of its bytes is dead (0.0–1.0).
+    pub dead_ratio: f64,
+    /// Compact every sealed segment with dead bytes once all of them together hold
+    /// this many dead bytes.
+    pub dead_bytes_trigger: u64,
+    /// How often the background policy looks.
+    pub interval: Duration,
+    /// Most bytes per second compaction reads and copies; `None` = unlimited.
+    pub bytes_per_sec: Option<u64>,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            enabled: true,
+            dead_ratio: 0.5,
+            dead_bytes_trigger: 1024 * 1024 * 1024,
+            interval: Duration::from_secs(60),
+            bytes_per_sec: Some(64 * 1024 * 1024),
+        }
+    }
+}
+
+/// A test hook: called with the name of each crash point of compaction; returning
+/// true makes compaction stop right there, leaving files as a crash would.
+#[derive(Clone, Default)]
+pub struct FaultHook(Option<Arc<FaultFn>>);
+
+/// The function behind a [`FaultHook`]: given a crash point's name, crash there?
+type FaultFn = dyn Fn(&str) -> bool + Send + Sync;
+
+impl FaultHook {
+    /// A hook that fires when `f` says so.
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> FaultHook {
+        FaultHook(Some(Arc::new(f)))
+    }
+
+    pub(crate) fn fires(&self, step: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f(step))
+    }
+}
+
+impl fmt::Debug for FaultHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FaultHook(set)"
+        } else {
+            "FaultHook(none)"
+        })
+    }
+}
+
+/// Default time between TTL sweep ticks.
+pub const SWEEP_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+
 /// Options for [`crate::Engine::open`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -52,6 +112,12 @@ pub struct Options {
     pub sync: SyncPolicy,
     /// Source of time for expiry and write timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Background compaction.
+    pub compaction: CompactionOptions,
+    /// Time between TTL sweep ticks (each removes at most 10 000 expired keys).
+    pub sweep_interval: Duration,
+    /// Crash injection for tests; leave it at its default.
+    pub fault: FaultHook,
 }
 
 impl Default for Options {
@@ -60,6 +126,9 @@ impl Default for Options {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             sync: SyncPolicy::Always,
             clock: Arc::new(SystemClock),
+            compaction: CompactionOptions::default(),
+            sweep_interval: SWEEP_INTERVAL_DEFAULT,
+            fault: FaultHook::default(),
         }
     }
 }

@@ -1,42 +1,61 @@
-//! Opening a data folder: scan every segment in order, check every CRC, rebuild the
-//! index, cut a torn tail off the newest segment.
+//! Opening a data folder: finish or undo what a crash interrupted, load every sealed
+//! segment from its hint (or scan it, checking every CRC), scan the active segment and
+//! cut its torn tail, and rebuild the index.
+//!
+//! Records are applied by version, not by file order: compaction copies old records
+//! into new, higher-numbered files, so a key's newest record is the one with the
+//! highest seq wherever it lives. Tombstones and expired records count as "newest" too,
+//! so the value they hide never comes back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::compaction;
 use crate::error::{Error, Result};
+use crate::hint::{self, HintEntry};
 use crate::index::{Index, Location};
 use crate::record::{self, DecodeError, HEADER_BYTES};
-use crate::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 
 /// What recovery hands to the engine.
 pub(crate) struct Recovered {
     pub index: Index,
     /// Sealed segments, mapped, by id.
     pub sealed: BTreeMap<u32, Arc<Segment>>,
-    /// The active segment: id, write handle and length.
+    /// The active segment: id, header, write handle and length.
     pub active_id: u32,
+    pub active_header: SegmentHeader,
     pub active_file: File,
     pub active_len: u64,
     /// The next version to hand out.
     pub next_seq: u64,
+    /// The next segment id to hand out.
+    pub next_segment_id: u32,
     /// Bytes cut off the newest segment's torn tail.
     pub truncated_bytes: u64,
+    /// Sealed segments loaded from a hint file instead of a scan.
+    pub hints_used: u64,
 }
 
-/// Ids of the segment files in `dir`, ascending.
+/// Ids of the segment files in `dir`, ascending; leftover temporary files of an
+/// interrupted compaction or hint write are removed on the way.
 fn segment_ids(dir: &Path) -> Result<Vec<u32>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing the data folder", e))?;
     let mut ids = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("listing the data folder", e))?;
-        if let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(segment::parse_file_name)
-        {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".seg.tmp") || name.ends_with(".hint.tmp") {
+            tracing::info!(
+                file = name,
+                "removing a partial file of an interrupted compaction"
+            );
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(format!("removing {name}"), e))?;
+        } else if let Some(id) = segment::parse_file_name(name) {
             ids.push(id);
         }
     }
@@ -44,11 +63,42 @@ fn segment_ids(dir: &Path) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// One committed record, as the scan found it.
-struct Found {
-    offset: u64,
-    header: record::Header,
-    key: Vec<u8>,
+/// Builds the index from records met in any order: the highest seq per key wins.
+struct Rebuild {
+    index: Index,
+    /// Seq of the newest tombstone or expired record per key not in the index (only
+    /// while recovering).
+    hidden: HashMap<Box<[u8]>, u64>,
+    max_seq: u64,
+    now_ms: u64,
+}
+
+impl Rebuild {
+    fn apply(&mut self, segment: u32, e: &HintEntry) {
+        self.max_seq = self.max_seq.max(e.seq);
+        let newer_than_index = self.index.get(&e.key).is_none_or(|l| l.version < e.seq);
+        let newer_than_hidden = self.hidden.get(e.key.as_slice()).is_none_or(|&s| s < e.seq);
+        if !(newer_than_index && newer_than_hidden) {
+            return;
+        }
+        let expired = e.expires_at_ms != 0 && e.expires_at_ms <= self.now_ms;
+        if e.tombstone || expired {
+            self.index.remove(&e.key);
+            self.hidden.insert(e.key.clone().into_boxed_slice(), e.seq);
+        } else {
+            self.hidden.remove(e.key.as_slice());
+            self.index.insert(
+                &e.key,
+                Location {
+                    segment,
+                    offset: e.offset,
+                    len: e.len,
+                    expires_at_ms: e.expires_at_ms,
+                    version: e.seq,
+                },
+            );
+        }
+    }
 }
 
 /// Where a scan of one segment stopped.
@@ -66,10 +116,10 @@ enum ScanEnd {
 /// Scans the records of one segment's bytes, calling `apply` for each record of each
 /// committed transaction, in order. Records of a transaction without its commit
 /// record are not applied.
-fn scan(bytes: &[u8], mut apply: impl FnMut(Found)) -> ScanEnd {
+fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry)) -> ScanEnd {
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     let mut txn_start = pos;
-    let mut pending: Vec<Found> = Vec::new();
+    let mut pending: Vec<HintEntry> = Vec::new();
     while pos < bytes.len() {
         let header = match record::decode(&bytes[pos..]) {
             Ok(h) => h,
@@ -81,15 +131,18 @@ fn scan(bytes: &[u8], mut apply: impl FnMut(Found)) -> ScanEnd {
                 };
             }
         };
-        let key = bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize].to_vec();
-        pending.push(Found {
-            offset: pos as u64,
-            header,
-            key,
+        pending.push(HintEntry {
+            tombstone: header.is_tombstone(),
+            seq: header.seq,
+            expires_at_ms: header.expires_at_ms,
+            offset: pos as u32,
+            len: header.record_len() as u32,
+            key: bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize].to_vec(),
         });
         pos += header.record_len();
         if header.is_commit() {
-            pending.drain(..).for_each(&mut apply);
+            pending.iter().for_each(&mut apply);
+            pending.clear();
             txn_start = pos;
         }
     }
@@ -106,100 +159,115 @@ fn scan(bytes: &[u8], mut apply: impl FnMut(Found)) -> ScanEnd {
 
 /// Rebuilds the index from `dir`. `now_ms` decides which entries already expired.
 pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
+    compaction::finish_interrupted(dir)?;
     let ids = segment_ids(dir)?;
-    let index = Index::new();
-    let mut max_seq = 0u64;
-    let mut apply = |segment: u32, found: Found| {
-        max_seq = max_seq.max(found.header.seq);
-        let h = &found.header;
-        let expired = h.expires_at().is_some_and(|t| t <= now_ms);
-        if h.is_tombstone() || expired {
-            index.remove(&found.key);
-        } else {
-            index.insert(
-                &found.key,
-                Location {
-                    segment,
-                    offset: found.offset as u32,
-                    len: h.record_len() as u32,
-                    expires_at_ms: h.expires_at_ms,
-                    version: h.seq,
-                },
-            );
-        }
+    let mut rebuild = Rebuild {
+        index: Index::new(),
+        hidden: HashMap::new(),
+        max_seq: 0,
+        now_ms,
     };
+    let next_segment_id = ids.last().map_or(1, |id| id.saturating_add(1));
 
-    let Some((&last_id, sealed_ids)) = ids.split_last() else {
-        let file = segment::create(dir, 1, 1)?;
-        return Ok(Recovered {
-            index,
-            sealed: BTreeMap::new(),
-            active_id: 1,
-            active_file: file,
-            active_len: SEGMENT_HEADER_BYTES,
-            next_seq: 1,
-            truncated_bytes: 0,
-        });
-    };
-
+    // Map every segment; the active one is the newest log segment.
     let mut sealed = BTreeMap::new();
-    for &id in sealed_ids {
-        let seg = Segment::sealed(dir.join(segment::file_name(id)), id)?;
-        let bytes = seg.mapped().cloned().unwrap_or_default();
-        let corrupt = |offset: u64, reason: String| Error::Corrupt {
-            file: seg.path.clone(),
-            offset,
-            reason,
-        };
-        segment::decode_header(&bytes, id).map_err(|reason| corrupt(0, reason))?;
-        if let ScanEnd::Damaged { at, reason, .. } = scan(&bytes, |f| apply(id, f)) {
-            return Err(record::corrupt(seg.path.clone(), at, reason));
+    let mut active_id = None;
+    let mut base_seq_max = 1;
+    for &id in &ids {
+        let path = dir.join(segment::file_name(id));
+        let len = std::fs::metadata(&path)
+            .map_err(|e| Error::io(format!("reading {}", segment::file_name(id)), e))?
+            .len();
+        if len < SEGMENT_HEADER_BYTES {
+            // Only the newest file can be torn this way (a crash while creating it).
+            if Some(&id) != ids.last() {
+                return Err(Error::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: "file is shorter than a segment header".into(),
+                });
+            }
+            tracing::warn!(
+                segment = id,
+                bytes = len,
+                "removing a segment torn while it was created"
+            );
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing a torn segment", e))?;
+            continue;
         }
-        sealed.insert(id, Arc::new(seg));
+        let seg = Segment::sealed(path, id)?;
+        base_seq_max = base_seq_max.max(seg.header.base_seq);
+        if seg.header.kind == Kind::Log {
+            active_id = Some(id);
+        }
+        sealed.insert(id, seg);
     }
 
-    let active = open_active(dir, last_id, |f| apply(last_id, f))?;
-    let (active_file, active_len, base_seq, truncated_bytes) = match active {
-        Active::Opened {
-            file,
-            len,
-            base_seq,
-            truncated_bytes,
-        } => (file, len, base_seq, truncated_bytes),
-        Active::TornHeader { removed_bytes } => {
-            let base_seq = max_seq.saturating_add(1);
-            let file = segment::create(dir, last_id, base_seq)?;
-            (file, SEGMENT_HEADER_BYTES, base_seq, removed_bytes)
+    let mut hints_used = 0;
+    for (&id, seg) in &sealed {
+        if Some(id) == active_id {
+            continue;
+        }
+        if let Some(entries) = hint::read(dir, id, seg.len()) {
+            entries.iter().for_each(|e| rebuild.apply(id, e));
+            seg.has_hint
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            hints_used += 1;
+            continue;
+        }
+        let bytes = seg.mapped().cloned().unwrap_or_default();
+        if let ScanEnd::Damaged { at, reason, .. } = scan(&bytes, |e| rebuild.apply(id, e)) {
+            return Err(record::corrupt(seg.path.clone(), at, reason));
+        }
+    }
+
+    let (active_id, active_header, active_file, active_len, truncated_bytes) = match active_id {
+        Some(id) => {
+            sealed.remove(&id);
+            let (file, header, len, cut) = open_active(dir, id, |e| rebuild.apply(id, e))?;
+            (id, header, file, len, cut)
+        }
+        None => {
+            // No log segment (a fresh folder, or only compacted ones): start one.
+            let id = next_segment_id;
+            let base_seq = rebuild.max_seq.saturating_add(1).max(base_seq_max);
+            let file = segment::create(dir, id, base_seq)?;
+            let header = SegmentHeader {
+                base_seq,
+                kind: Kind::Log,
+            };
+            (id, header, file, SEGMENT_HEADER_BYTES, 0)
         }
     };
-    let next_seq = max_seq.saturating_add(1).max(base_seq);
+    let next_seq = rebuild
+        .max_seq
+        .saturating_add(1)
+        .max(base_seq_max)
+        .max(active_header.base_seq);
     Ok(Recovered {
-        index,
-        sealed,
-        active_id: last_id,
+        index: rebuild.index,
+        sealed: sealed
+            .into_iter()
+            .map(|(id, s)| (id, Arc::new(s)))
+            .collect(),
+        active_id,
+        active_header,
         active_file,
         active_len,
         next_seq,
+        next_segment_id: next_segment_id.max(active_id.saturating_add(1)),
         truncated_bytes,
+        hints_used,
     })
 }
 
-/// The newest segment after its scan.
-enum Active {
-    /// Opened for appending, any torn tail cut.
-    Opened {
-        file: File,
-        len: u64,
-        base_seq: u64,
-        truncated_bytes: u64,
-    },
-    /// The file was shorter than its header (a crash while it was created) and has
-    /// been removed; the caller creates it anew.
-    TornHeader { removed_bytes: u64 },
-}
-
-/// Scans the newest segment and cuts any torn tail.
-fn open_active(dir: &Path, id: u32, apply: impl FnMut(Found)) -> Result<Active> {
+/// Scans the active segment and cuts any torn tail; returns its write handle, header,
+/// length and the bytes cut.
+fn open_active(
+    dir: &Path,
+    id: u32,
+    apply: impl FnMut(&HintEntry),
+) -> Result<(File, SegmentHeader, u64, u64)> {
     let path = dir.join(segment::file_name(id));
     let name = segment::file_name(id);
     let file = OpenOptions::new()
@@ -209,16 +277,7 @@ fn open_active(dir: &Path, id: u32, apply: impl FnMut(Found)) -> Result<Active> 
         .map_err(|e| Error::io(format!("opening segment {name}"), e))?;
     let bytes =
         std::fs::read(&path).map_err(|e| Error::io(format!("reading segment {name}"), e))?;
-    if bytes.len() < SEGMENT_HEADER_BYTES as usize {
-        // A crash while the segment was being created: nothing can be in it yet.
-        tracing::warn!(segment = %name, bytes = bytes.len(), "rewriting a torn segment header");
-        drop(file);
-        std::fs::remove_file(&path).map_err(|e| Error::io(format!("removing {name}"), e))?;
-        return Ok(Active::TornHeader {
-            removed_bytes: bytes.len() as u64,
-        });
-    }
-    let base_seq = segment::decode_header(&bytes, id).map_err(|reason| Error::Corrupt {
+    let header = segment::decode_header(&bytes, id).map_err(|reason| Error::Corrupt {
         file: path.clone(),
         offset: 0,
         reason,
@@ -248,10 +307,5 @@ fn open_active(dir: &Path, id: u32, apply: impl FnMut(Found)) -> Result<Active> 
             (valid_len, dropped)
         }
     };
-    Ok(Active::Opened {
-        file,
-        len,
-        base_seq,
-        truncated_bytes: truncated,
-    })
+    Ok((file, header, len, truncated))
 }

@@ -10,14 +10,15 @@
 //! 16     8    base_seq: every record in this file has seq >= base_seq; recovery
 //!             starts the sequence at least here, so versions only grow even when
 //!             every record of the newest segment was lost or removed
-//! 24     4    reserved, zero
+//! 24     4    kind: 0 = log (written by the writer; the newest one is the
+//!             active segment), 1 = compacted (written whole by compaction)
 //! 28     4    crc32 of bytes 0..28
 //! ```
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -31,6 +32,25 @@ pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"CASKSEG\0";
 /// Extension of segment files.
 pub(crate) const SEGMENT_EXT: &str = "seg";
+
+/// Who wrote a segment, which decides how recovery treats its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Appended by the writer; the newest log segment is the active one and may end
+    /// in a torn write.
+    Log = 0,
+    /// Written whole by compaction, made visible only after an fsync and a rename;
+    /// it can never be torn.
+    Compacted = 1,
+}
+
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    /// Every record in the file has `seq >= base_seq`.
+    pub base_seq: u64,
+    pub kind: Kind,
+}
 
 /// The file name of segment `id`: zero-padded so names sort like ids.
 pub(crate) fn file_name(id: u32) -> String {
@@ -47,19 +67,20 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 }
 
 /// Encodes a segment header.
-pub(crate) fn encode_header(id: u32, base_seq: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+pub(crate) fn encode_header(id: u32, header: SegmentHeader) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&id.to_le_bytes());
-    h[16..24].copy_from_slice(&base_seq.to_le_bytes());
+    h[16..24].copy_from_slice(&header.base_seq.to_le_bytes());
+    h[24..28].copy_from_slice(&(header.kind as u32).to_le_bytes());
     let crc = crc32fast::hash(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Checks a segment header; returns its base sequence number.
-pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<u64, String> {
+/// Checks a segment header.
+pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<SegmentHeader, String> {
     if bytes.len() < SEGMENT_HEADER_BYTES as usize {
         return Err("file is shorter than a segment header".into());
     }
@@ -79,32 +100,50 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<u64, S
     }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&bytes[16..24]);
-    Ok(u64::from_le_bytes(seq))
+    let kind = match u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]) {
+        0 => Kind::Log,
+        1 => Kind::Compacted,
+        other => return Err(format!("unknown segment kind {other}")),
+    };
+    Ok(SegmentHeader {
+        base_seq: u64::from_le_bytes(seq),
+        kind,
+    })
 }
 
-/// Creates a new, empty segment file holding only its header, durably (file and
+/// Creates a new, empty log segment file holding only its header, durably (file and
 /// directory entry synced), and returns a write handle positioned after the header.
 pub(crate) fn create(dir: &Path, id: u32, base_seq: u64) -> Result<File> {
-    let path = dir.join(file_name(id));
+    let header = SegmentHeader {
+        base_seq,
+        kind: Kind::Log,
+    };
+    let file = create_at(&dir.join(file_name(id)), id, header)?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Creates a segment file at `path` (a final or a temporary name) with its header
+/// written and synced.
+pub(crate) fn create_at(path: &Path, id: u32, header: SegmentHeader) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| Error::io(format!("creating segment {}", file_name(id)), e))?;
     if let Err(e) = file
-        .write_all_at(&encode_header(id, base_seq), 0)
+        .write_all_at(&encode_header(id, header), 0)
         .and_then(|()| file.sync_all())
     {
         // Leave no half-made file behind: a retry must be able to create it again.
         drop(file);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path);
         return Err(Error::io(
             format!("writing header of segment {}", file_name(id)),
             e,
         ));
     }
-    sync_dir(dir)?;
     Ok(file)
 }
 
@@ -120,6 +159,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) struct Segment {
     pub id: u32,
     pub path: PathBuf,
+    /// What the file's header says (base seq, kind).
+    pub header: SegmentHeader,
     /// The sealed file's bytes: a shared view of its memory map, so values can be
     /// handed out as `Bytes` without copying. `None` while the segment is active.
     map: Option<Bytes>,
@@ -127,21 +168,26 @@ pub(crate) struct Segment {
     file: File,
     /// Bytes in the file, header included. Grows while active.
     len: AtomicU64,
+    /// A valid hint file sits beside this segment (or writing one failed; either way
+    /// the maintenance thread does not try again).
+    pub has_hint: AtomicBool,
 }
 
 impl Segment {
     /// The active segment: read by positioned reads, since it still grows.
-    pub fn active(path: PathBuf, id: u32, file: File, len: u64) -> Segment {
+    pub fn active(path: PathBuf, id: u32, header: SegmentHeader, file: File, len: u64) -> Segment {
         Segment {
             id,
             path,
+            header,
             map: None,
             file,
             len: AtomicU64::new(len),
+            has_hint: AtomicBool::new(false),
         }
     }
 
-    /// A sealed segment, mapped read-only.
+    /// A sealed segment, mapped read-only. Its header is checked.
     pub fn sealed(path: PathBuf, id: u32) -> Result<Segment> {
         let file = File::open(&path)
             .map_err(|e| Error::io(format!("opening segment {}", file_name(id)), e))?;
@@ -152,12 +198,19 @@ impl Segment {
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::io(format!("mapping segment {}", file_name(id)), e))?;
         let len = map.len() as u64;
+        let header = decode_header(&map, id).map_err(|reason| Error::Corrupt {
+            file: path.clone(),
+            offset: 0,
+            reason,
+        })?;
         Ok(Segment {
             id,
             path,
+            header,
             map: Some(Bytes::from_owner(map)),
             file,
             len: AtomicU64::new(len),
+            has_hint: AtomicBool::new(false),
         })
     }
 
@@ -216,8 +269,12 @@ mod tests {
 
     #[test]
     fn a_header_checks_its_id_and_crc() {
-        let h = encode_header(3, 99);
-        assert_eq!(decode_header(&h, 3), Ok(99));
+        let header = SegmentHeader {
+            base_seq: 99,
+            kind: Kind::Compacted,
+        };
+        let h = encode_header(3, header);
+        assert_eq!(decode_header(&h, 3), Ok(header));
         assert!(decode_header(&h, 4).is_err());
         let mut bad = h;
         bad[17] ^= 1;

@@ -60,4 +60,12 @@ pub struct Stats {
     pub last_version: u64,
     /// Bytes dropped from a torn tail when this engine was opened.
     pub recovered_truncated_bytes: u64,
+    /// Compactions finished since open.
+    pub compactions: u64,
+    /// Disk bytes given back by compaction since open.
+    pub bytes_reclaimed: u64,
+    /// Expired keys removed from the index by sweeps since open.
+    pub expired_swept: u64,
+    /// Sealed segments loaded from hint files at open.
+    pub hints_loaded: u64,
 }

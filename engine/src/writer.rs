@@ -24,7 +24,7 @@ use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::index::Location;
 use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef};
-use crate::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use crate::{Batch, Expect, Op, SyncPolicy};
 
 /// Most requests the writer takes into one group.
@@ -43,6 +43,8 @@ pub(crate) enum Msg {
     Sync(Sender<Result<()>>),
     /// Sync, answer and stop.
     Close(Sender<Result<()>>),
+    /// Seal the active segment (if it holds any record) and start a new one.
+    Rotate(Sender<Result<()>>),
 }
 
 /// A batch encoded into the group buffer, waiting for the group's write.
@@ -99,6 +101,7 @@ impl Writer {
     /// The writer loop: runs until `Close` or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let mut replies: Vec<Sender<Result<()>>> = Vec::new();
+        let mut rotations: Vec<Sender<Result<()>>> = Vec::new();
         loop {
             let Some(first) = self.next_msg(&rx) else {
                 break;
@@ -115,6 +118,7 @@ impl Writer {
                         replies.push(reply);
                         closing = true;
                     }
+                    Msg::Rotate(reply) => rotations.push(reply),
                 }
                 if closing || taken >= GROUP_REQUESTS_MAX || self.buf.len() >= GROUP_BYTES_MAX {
                     break;
@@ -123,6 +127,12 @@ impl Writer {
             }
             // A failed group has already answered each of its callers with the error.
             let _ = self.commit(false);
+            if !rotations.is_empty() {
+                let result = self.rotate_if_used();
+                for reply in rotations.drain(..) {
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
+                }
+            }
             if !replies.is_empty() {
                 let result = self.sync_now();
                 for reply in replies.drain(..) {
@@ -355,21 +365,41 @@ impl Writer {
         Ok(())
     }
 
+    /// Seals the active segment if it holds any record (for manual compaction).
+    fn rotate_if_used(&mut self) -> Result<()> {
+        if self.len <= SEGMENT_HEADER_BYTES {
+            return Ok(());
+        }
+        self.sync_now()?;
+        self.rotate()
+    }
+
     /// Seals the active segment and starts the next one. Called with the buffer empty
     /// and the active segment synced.
     fn rotate(&mut self) -> Result<()> {
         debug_assert!(self.buf.is_empty() && self.pending.is_empty());
         let dir = &self.shared.dir;
         let old_id = self.active.id;
-        let new_id = old_id
-            .checked_add(1)
-            .ok_or_else(|| Error::Closed("segment ids are exhausted".into()))?;
+        let new_id = self.shared.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        if new_id == u32::MAX {
+            return Err(Error::Closed("segment ids are exhausted".into()));
+        }
         let file = segment::create(dir, new_id, self.next_seq)?;
         let reader = file
             .try_clone()
             .map_err(|e| Error::io("opening a read handle of the new segment", e))?;
         let path = dir.join(segment::file_name(new_id));
-        let active = Arc::new(Segment::active(path, new_id, reader, SEGMENT_HEADER_BYTES));
+        let header = SegmentHeader {
+            base_seq: self.next_seq,
+            kind: Kind::Log,
+        };
+        let active = Arc::new(Segment::active(
+            path,
+            new_id,
+            header,
+            reader,
+            SEGMENT_HEADER_BYTES,
+        ));
         let mut segments = self
             .shared
             .segments
@@ -385,6 +415,7 @@ impl Writer {
             }
         }
         segments.insert(new_id, Arc::clone(&active));
+        self.shared.active_id.store(new_id, Ordering::Release);
         drop(segments);
         self.file = file;
         self.active = active;

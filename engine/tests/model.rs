@@ -20,6 +20,9 @@ enum Step {
     List(u8, Option<u8>, usize),
     Advance(u64),
     Reopen { close: bool },
+    Compact,
+    CompactByPolicy,
+    Sweep,
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -39,6 +42,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..4, prop::option::of(any::<u8>()), 1usize..10).prop_map(|(p, a, l)| Step::List(p, a.map(|a| a % 40), l)),
         1 => (1u64..150).prop_map(Step::Advance),
         1 => any::<bool>().prop_map(|close| Step::Reopen { close }),
+        1 => Just(Step::Compact),
+        2 => Just(Step::CompactByPolicy),
+        1 => Just(Step::Sweep),
     ]
 }
 
@@ -54,6 +60,8 @@ fn live<'m>(model: &'m Model, k: &[u8], now: u64) -> Option<&'m (Vec<u8>, Option
 fn open(dir: &Path, clock: &std::sync::Arc<ManualClock>) -> Engine {
     let mut opts = options(4096, SyncPolicy::Never);
     opts.clock = clock.clone();
+    // Low enough that the policy often picks some segments and not others.
+    opts.compaction.dead_ratio = 0.3;
     Engine::open(dir, opts).expect("open")
 }
 
@@ -166,6 +174,24 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, want);
             }
             Step::Advance(ms) => clock.advance(ms),
+            Step::Compact => {
+                engine.compact().expect("compact");
+            }
+            Step::CompactByPolicy => {
+                engine.compact_by_policy().expect("compact by policy");
+            }
+            Step::Sweep => {
+                engine.sweep_expired().expect("sweep");
+                let live = model
+                    .keys()
+                    .filter(|k| live(&model, k, now).is_some())
+                    .count() as u64;
+                prop_assert_eq!(
+                    engine.stats().keys,
+                    live,
+                    "a sweep leaves exactly the live keys"
+                );
+            }
             Step::Reopen { close } => {
                 if close {
                     engine.close().expect("close");
