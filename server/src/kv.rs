@@ -41,11 +41,6 @@ pub fn routes() -> Router<AppState> {
             "/v1/kv/{entity}/{key}",
             get(get_envelope).head(get_value).put(put).delete(delete),
         )
-        // An empty key (`/v1/kv/user/`) fails the key rule (422), not the route table.
-        .route(
-            "/v1/kv/{entity}/",
-            get(get_envelope).head(get_value).put(put).delete(delete),
-        )
         .route("/v1/kv/{entity}/{key}/value", get(get_value))
         .route("/v1/kv/{entity}", get(list::list))
         .route("/v1/bulk", post(bulk::bulk))
