@@ -5,10 +5,19 @@
 //! `If-Match`). The batch then carries an engine condition per key (`Expect::Version`
 //! or `Expect::Absent`), so the decision and the write are one atomic step; when another
 //! writer got in between, the engine refuses the batch and the whole step is redone.
+//!
+//! Racing is kept for correctness, not used for ordering: writers of the same key first
+//! queue on a striped lock table, so a hot key under many concurrent writers is written
+//! one request after the other (each a full read-decide-write step) instead of all of
+//! them racing and losing rounds until the retry bound gives up.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use caskade_engine::{Batch, Error as EngineError, Expect, WriteOptions};
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::envelope::PutSpec;
 use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta};
@@ -17,8 +26,48 @@ use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// How often a write is redone after losing a race before the server gives up (503):
-/// a bound on work per request under heavy contention on one key.
+/// a bound on work per request. Writers of one key queue on the key lock table first,
+/// so a lost race needs a writer outside this server's write path.
 pub const WRITE_ATTEMPTS_MAX: usize = 16;
+
+/// Stripes of the key lock table: enough that unrelated keys rarely share one.
+const KEY_LOCK_STRIPES: usize = 4096;
+
+/// Writers of the same key take the same stripe. Process-wide rather than per engine:
+/// two engines in one process (tests) only share stripes, never data, and the table
+/// needs no place in the shared state.
+static KEY_LOCKS: LazyLock<KeyLocks> = LazyLock::new(KeyLocks::new);
+
+/// A fixed table of FIFO async locks, indexed by a hash of the engine key.
+struct KeyLocks {
+    hasher: RandomState,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl KeyLocks {
+    fn new() -> KeyLocks {
+        KeyLocks {
+            hasher: RandomState::new(),
+            stripes: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Locks the stripes of `keys`, in ascending stripe order so that two requests
+    /// with overlapping keys can never wait on each other in a cycle.
+    async fn lock(&'static self, keys: &[Bytes]) -> Vec<MutexGuard<'static, ()>> {
+        let mut indices: Vec<usize> = keys
+            .iter()
+            .map(|k| (self.hasher.hash_one(k.as_ref()) % KEY_LOCK_STRIPES as u64) as usize)
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards = Vec::with_capacity(indices.len());
+        for i in indices {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
+    }
+}
 
 /// One write of a request.
 #[derive(Clone, Debug)]
@@ -95,6 +144,7 @@ pub async fn apply(
     check: impl Fn(&[Option<Live>]) -> Result<(), ApiError>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let (keys, slots) = distinct_keys(ops);
+    let _turn = KEY_LOCKS.lock(&keys).await;
     for _ in 0..WRITE_ATTEMPTS_MAX {
         let lives = read_lives(state, path, &keys)?;
         check(&lives)?;

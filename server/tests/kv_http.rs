@@ -33,6 +33,8 @@ impl Clock for TestClock {
 struct Server {
     addr: SocketAddr,
     clock: Arc<TestClock>,
+    /// A handle on the served engine, to close it under the server.
+    engine: Engine,
     _dir: tempfile::TempDir,
 }
 
@@ -50,7 +52,7 @@ impl Server {
         };
         let engine = Engine::open(dir.path(), options).expect("open engine");
         let state = AppState {
-            engine,
+            engine: engine.clone(),
             limits,
             shared: Arc::new(Shared {
                 started_at: std::time::Instant::now(),
@@ -65,6 +67,7 @@ impl Server {
         Server {
             addr,
             clock,
+            engine,
             _dir: dir,
         }
     }
@@ -1053,4 +1056,71 @@ async fn an_invalid_bulk_writes_nothing_and_names_every_bad_operation() {
         )
         .await;
     assert_eq!(form.codes(415), vec![1010]);
+}
+
+#[tokio::test]
+async fn racing_updates_all_succeed_and_keep_created_at() {
+    let s = Arc::new(Server::start().await);
+    s.put("/v1/kv/user/hot", json!({"value": 0}))
+        .await
+        .data(201);
+    let created_at = s.get("/v1/kv/user/hot").await.data(200)["created_at"].clone();
+    s.advance_s(10);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put("/v1/kv/user/hot", json!({"value": i})).await
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        let data = task.await.expect("task").data(200);
+        assert_eq!(data["created"], json!(false));
+        versions.push(data["version"].as_u64().expect("version"));
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 16, "every write got its own version");
+    let got = s.get("/v1/kv/user/hot").await.data(200);
+    assert_eq!(got["created_at"], created_at);
+    assert_eq!(got["version"].as_u64(), versions.last().copied());
+}
+
+#[tokio::test]
+async fn engine_refusals_map_to_their_problems() {
+    let s = Server::with_limits(Limits {
+        metadata_bytes_max: 128 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    let meta = json!({"value": 1, "metadata": {"m": "x".repeat(70 * 1024)}});
+    assert_eq!(s.put("/v1/kv/user/m", meta).await.codes(413), vec![1009]);
+    s.put("/v1/kv/user/m", json!({"value": 1})).await.data(201);
+    s.engine.clone().close().expect("close");
+    let closed = s.put("/v1/kv/user/m", json!({"value": 2})).await;
+    assert_eq!(closed.codes(503), vec![5002]);
+    let bulk = br#"{"operations": [{"op": "delete", "entity": "user", "key": "m"}]}"#;
+    assert_eq!(
+        s.send("POST", "/v1/bulk", &[], bulk).await.codes(503),
+        vec![5002]
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_bulk_body_is_413_while_streaming() {
+    let s = Server::start().await;
+    let chunked = Chunked {
+        left: 101,
+        chunk: Bytes::from(vec![b' '; 1024 * 1024]),
+    };
+    let resp = s
+        .send_body(
+            "POST",
+            "/v1/bulk",
+            &[("content-type", "application/json")],
+            chunked,
+        )
+        .await;
+    assert_eq!(resp.codes(413), vec![1009]);
 }
