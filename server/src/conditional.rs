@@ -169,6 +169,13 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "[ -~\t]{0,80}") {
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn matching_follows_api_md() {
         let any = Condition::Any;

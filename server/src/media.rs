@@ -304,6 +304,15 @@ mod tests {
         assert_eq!(parse(&long), Err(MediaTypeError::TooLong));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in ".{0,300}") {
+            if let Ok(mt) = parse(&text) {
+                let _ = mt.value_kind();
+            }
+        }
+    }
+
     #[test]
     fn form_and_multipart_are_recognised() {
         assert!(
