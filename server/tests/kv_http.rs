@@ -485,6 +485,13 @@ async fn envelope_bodies_are_checked_field_by_field() {
             .collect();
         assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
     }
+    let deep = format!("{{\"value\": {}{}}}", "[".repeat(300), "]".repeat(300));
+    assert_eq!(
+        s.send("PUT", p, &ct, deep.as_bytes()).await.codes(400),
+        vec![1000]
+    );
+    let bom = b"\xEF\xBB\xBF{\"value\": 1}";
+    assert_eq!(s.send("PUT", p, &ct, bom).await.codes(400), vec![1000]);
     let big_meta = json!({"value": 1, "metadata": {"m": "x".repeat(1020)}});
     assert_eq!(s.put(p, big_meta).await.codes(422), vec![1005]);
     let header_meta = [
@@ -884,7 +891,20 @@ async fn list_checks_its_query() {
         );
     }
     assert_eq!(s.get("/v1/kv/users").await.codes(422), vec![1001]);
-    let empty = s.get("/v1/kv/user?limit=&prefix=").await.data(200);
+    s.put(
+        "/v1/kv/user/m1",
+        json!({"value": "t", "metadata": {"z": 1, "a": [true]}, "ttl": 60}),
+    )
+    .await
+    .data(201);
+    let one = s.get("/v1/kv/user?prefix=m").await.data(200);
+    assert_eq!(
+        one["keys"],
+        json!([{"key": "m1", "content_type": "text/plain; charset=utf-8", "size_bytes": 1,
+            "expires_at": "2026-11-26T09:15:43Z", "metadata": {"z": 1, "a": [true]},
+            "version": one["keys"][0]["version"]}])
+    );
+    let empty = s.get("/v1/kv/user?limit=&prefix=n").await.data(200);
     assert_eq!(
         empty,
         json!({"entity": "user", "keys": [], "cursor": null, "list_complete": true})
