@@ -170,42 +170,10 @@ fn check_value(
         Value::String(_) => (TEXT_UTF8.to_owned(), Kind::Text),
         _ => (APPLICATION_JSON.to_owned(), Kind::Json),
     });
-    let bytes = match (kind, value) {
-        (Kind::Json, v) => json::to_compact(v),
-        (Kind::Text, Value::String(s)) => s.clone().into_bytes(),
-        (Kind::Binary, Value::String(s)) => {
-            if estimated_base64_len(s) > limits.value_bytes_max {
-                problems.push(value_too_large(Some(pointer), limits));
-                return None;
-            }
-            match BASE64.decode(s) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    problems.push(Problem::at(
-                        ErrorCode::InvalidValue,
-                        pointer,
-                        format!(
-                            "a value of content type `{content_type}` must be a base64 string (RFC 4648 standard alphabet, padding optional)"
-                        ),
-                    ));
-                    return None;
-                }
-            }
-        }
-        (Kind::Text, other) | (Kind::Binary, other) => {
-            let wanted = if kind == Kind::Text {
-                "a string"
-            } else {
-                "a base64 string"
-            };
-            problems.push(Problem::at(
-                ErrorCode::InvalidValue,
-                pointer,
-                format!(
-                    "a value of content type `{content_type}` must be {wanted}; got {}",
-                    other.type_name()
-                ),
-            ));
+    let bytes = match stored_bytes(value, kind, &content_type, pointer, limits) {
+        Ok(bytes) => bytes,
+        Err(problem) => {
+            problems.push(problem);
             return None;
         }
     };
@@ -214,6 +182,46 @@ fn check_value(
         return None;
     }
     Some((Bytes::from(bytes), kind, content_type))
+}
+
+/// The bytes a value of `kind` is stored as: compact JSON, UTF-8 text or decoded base64.
+fn stored_bytes(
+    value: &Value,
+    kind: Kind,
+    content_type: &str,
+    pointer: &str,
+    limits: &Limits,
+) -> Result<Vec<u8>, Problem> {
+    let wrong = |wanted: &str| {
+        Problem::at(
+            ErrorCode::InvalidValue,
+            pointer,
+            format!(
+                "a value of content type `{content_type}` must be {wanted}; got {}",
+                value.type_name()
+            ),
+        )
+    };
+    match (kind, value) {
+        (Kind::Json, v) => Ok(json::to_compact(v)),
+        (Kind::Text, Value::String(s)) => Ok(s.clone().into_bytes()),
+        (Kind::Text, _) => Err(wrong("a string")),
+        (Kind::Binary, Value::String(s)) => {
+            if estimated_base64_len(s) > limits.value_bytes_max {
+                return Err(value_too_large(Some(pointer), limits));
+            }
+            BASE64.decode(s).map_err(|_| {
+                Problem::at(
+                    ErrorCode::InvalidValue,
+                    pointer,
+                    format!(
+                        "a value of content type `{content_type}` must be base64 (RFC 4648 standard alphabet, padding optional)"
+                    ),
+                )
+            })
+        }
+        (Kind::Binary, _) => Err(wrong("a base64 string")),
+    }
 }
 
 /// A lower bound of a base64 string's decoded length (padding may hide up to two
