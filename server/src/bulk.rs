@@ -161,20 +161,7 @@ fn decode_op(
             return None;
         }
     };
-    let entity = match op.get("entity") {
-        Some(Value::String(s)) => Entity::parse(s),
-        _ => None,
-    };
-    if entity.is_none() {
-        problems.push(entity_problem(Some(format!("{base}/entity"))));
-    }
-    let key = match op.get("key") {
-        Some(Value::String(s)) if is_valid_key(s) => Some(s.clone()),
-        _ => None,
-    };
-    if key.is_none() {
-        problems.push(key_problem(Some(format!("{base}/key"))));
-    }
+    let target = op_target(op, base, problems);
     let mut unknown = Vec::new();
     let (put, allowed) = if kind == "put" {
         let fields = PutFields::collect(members, &["op", "entity", "key"], &mut unknown);
@@ -197,7 +184,7 @@ fn decode_op(
         problems.push(problem);
     }
     let spec = put.map(|fields| envelope::decode_put(fields, base, limits, problems));
-    let (entity, key) = (entity?, key?);
+    let (entity, key) = target?;
     match spec {
         None => Some(WriteOp::Delete { entity, key }),
         Some(spec) => Some(WriteOp::Put {
@@ -206,6 +193,25 @@ fn decode_op(
             spec: spec?,
         }),
     }
+}
+
+/// The entity and key of an operation, each checked against its rule.
+fn op_target(op: &Value, base: &str, problems: &mut Vec<Problem>) -> Option<(Entity, String)> {
+    let entity = match op.get("entity") {
+        Some(Value::String(s)) => Entity::parse(s),
+        _ => None,
+    };
+    if entity.is_none() {
+        problems.push(entity_problem(Some(format!("{base}/entity"))));
+    }
+    let key = match op.get("key") {
+        Some(Value::String(s)) if is_valid_key(s) => Some(s.clone()),
+        _ => None,
+    };
+    if key.is_none() {
+        problems.push(key_problem(Some(format!("{base}/key"))));
+    }
+    Some((entity?, key?))
 }
 
 #[cfg(test)]
