@@ -43,15 +43,17 @@ pub(crate) fn file_name(id: u32) -> String {
     format!("{id:010}.hint")
 }
 
-/// One index entry of a segment.
+/// One index entry of a segment. `K` is `Vec<u8>` when building a hint and a
+/// borrowed slice of the hint or segment bytes when loading one (no allocation per
+/// key at open).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HintEntry {
+pub(crate) struct HintEntry<K = Vec<u8>> {
     pub tombstone: bool,
     pub seq: u64,
     pub expires_at_ms: u64,
     pub offset: u32,
     pub len: u32,
-    pub key: Vec<u8>,
+    pub key: K,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -65,7 +67,11 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Encodes a hint for segment `id` of `segment_len` bytes.
-pub(crate) fn encode(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+pub(crate) fn encode<K: AsRef<[u8]>>(
+    id: u32,
+    segment_len: u64,
+    entries: &[HintEntry<K>],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HINT_HEADER_BYTES + entries.len() * 56);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&HINT_FORMAT_VERSION.to_le_bytes());
@@ -83,8 +89,9 @@ pub(crate) fn encode(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8
         out.extend_from_slice(&e.expires_at_ms.to_le_bytes());
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.len.to_le_bytes());
-        out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&e.key);
+        let key = e.key.as_ref();
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
         let crc = crc32fast::hash(&out[start + 4..]);
         out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -92,8 +99,8 @@ pub(crate) fn encode(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8
 }
 
 /// Decodes a hint; `None` when it does not describe segment `id` of `segment_len`
-/// bytes exactly and whole.
-pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry>> {
+/// bytes exactly and whole. Keys borrow from `bytes`.
+pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
     if bytes.len() < HINT_HEADER_BYTES
         || &bytes[0..8] != MAGIC
         || u32_at(bytes, 28) != crc32fast::hash(&bytes[0..28])
@@ -126,7 +133,7 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
             expires_at_ms: u64_at(rest, 16),
             offset: u32_at(rest, 24),
             len: u32_at(rest, 28),
-            key: rest[ENTRY_HEADER_BYTES..end].to_vec(),
+            key: &rest[ENTRY_HEADER_BYTES..end],
         };
         // Every entry must point inside the segment it describes.
         let record_end = u64::from(entry.offset) + u64::from(entry.len);
@@ -144,7 +151,7 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
 
 /// The hint entries of a segment's bytes: one per record. The segment must check
 /// (it is sealed or freshly written); a record that does not is an error.
-pub(crate) fn entries_of(path: &Path, bytes: &[u8]) -> Result<Vec<HintEntry>> {
+pub(crate) fn entries_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<HintEntry<&'a [u8]>>> {
     let mut entries = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     while pos < bytes.len() {
@@ -156,7 +163,7 @@ pub(crate) fn entries_of(path: &Path, bytes: &[u8]) -> Result<Vec<HintEntry>> {
             expires_at_ms: header.expires_at_ms,
             offset: pos as u32,
             len: header.record_len() as u32,
-            key: bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize].to_vec(),
+            key: &bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize],
         });
         pos += header.record_len();
     }
@@ -165,11 +172,11 @@ pub(crate) fn entries_of(path: &Path, bytes: &[u8]) -> Result<Vec<HintEntry>> {
 
 /// Writes the hint of segment `id` durably: to a temporary name, fsync, rename, fsync
 /// of the folder. Returns its path.
-pub(crate) fn write(
+pub(crate) fn write<K: AsRef<[u8]>>(
     dir: &Path,
     id: u32,
     segment_len: u64,
-    entries: &[HintEntry],
+    entries: &[HintEntry<K>],
 ) -> Result<PathBuf> {
     let path = dir.join(file_name(id));
     let tmp = dir.join(format!("{}.tmp", file_name(id)));
@@ -186,14 +193,10 @@ pub(crate) fn write(
     Ok(path)
 }
 
-/// Reads the hint of segment `id` if there is a whole, matching one.
-pub(crate) fn read(dir: &Path, id: u32, segment_len: u64) -> Option<Vec<HintEntry>> {
-    let bytes = std::fs::read(dir.join(file_name(id))).ok()?;
-    let entries = decode(&bytes, id, segment_len);
-    if entries.is_none() {
-        tracing::warn!(hint = %file_name(id), "ignoring a damaged or stale hint file; scanning its segment");
-    }
-    entries
+/// Reads the bytes of the hint of segment `id`, if there is one; decode them with
+/// [`decode`].
+pub(crate) fn read(dir: &Path, id: u32) -> Option<Vec<u8>> {
+    std::fs::read(dir.join(file_name(id))).ok()
 }
 
 #[cfg(test)]
@@ -224,7 +227,19 @@ mod tests {
     #[test]
     fn a_hint_round_trips() {
         let bytes = encode(7, 142, &sample());
-        assert_eq!(decode(&bytes, 7, 142), Some(sample()));
+        let decoded = decode(&bytes, 7, 142).expect("whole hint");
+        let owned: Vec<HintEntry> = decoded
+            .into_iter()
+            .map(|e| HintEntry {
+                tombstone: e.tombstone,
+                seq: e.seq,
+                expires_at_ms: e.expires_at_ms,
+                offset: e.offset,
+                len: e.len,
+                key: e.key.to_vec(),
+            })
+            .collect();
+        assert_eq!(owned, sample());
     }
 
     #[test]

@@ -93,6 +93,37 @@ impl Index {
         old
     }
 
+    /// Points `key` at `loc` unless it already points at a record at least as new
+    /// (recovery meets records in file order, not version order). One lookup.
+    pub fn insert_if_newer(&self, key: &[u8], loc: Location) -> bool {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        let old = match shard.get_mut(key) {
+            Some(slot) if slot.version >= loc.version => return false,
+            Some(slot) => Some(std::mem::replace(slot, loc)),
+            None => {
+                shard.insert(key.into(), loc);
+                None
+            }
+        };
+        drop(shard);
+        self.account(key, old.as_ref(), Some(&loc));
+        true
+    }
+
+    /// Removes `key` if it points at a record older than `seq` (recovery meeting a
+    /// tombstone or an expired record). True unless the index holds something newer.
+    pub fn remove_if_older(&self, key: &[u8], seq: u64) -> bool {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        let old = match shard.get(key) {
+            Some(loc) if loc.version >= seq => return false,
+            Some(_) => shard.remove(key),
+            None => None,
+        };
+        drop(shard);
+        self.account(key, old.as_ref(), None);
+        true
+    }
+
     /// Moves `key` from the record at (`segment`, `offset`) to `to` — only if it still
     /// points there (compaction must not undo a newer write). True when moved.
     pub fn repoint(&self, key: &[u8], segment: u32, offset: u32, to: Location) -> bool {

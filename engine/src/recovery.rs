@@ -74,29 +74,27 @@ struct Rebuild {
 }
 
 impl Rebuild {
-    fn apply(&mut self, segment: u32, e: &HintEntry) {
+    fn apply(&mut self, segment: u32, e: &HintEntry<&[u8]>) {
         self.max_seq = self.max_seq.max(e.seq);
-        let newer_than_index = self.index.get(&e.key).is_none_or(|l| l.version < e.seq);
-        let newer_than_hidden = self.hidden.get(e.key.as_slice()).is_none_or(|&s| s < e.seq);
-        if !(newer_than_index && newer_than_hidden) {
+        if !self.hidden.is_empty() && self.hidden.get(e.key).is_some_and(|&s| s >= e.seq) {
             return;
         }
         let expired = e.expires_at_ms != 0 && e.expires_at_ms <= self.now_ms;
         if e.tombstone || expired {
-            self.index.remove(&e.key);
-            self.hidden.insert(e.key.clone().into_boxed_slice(), e.seq);
+            if self.index.remove_if_older(e.key, e.seq) {
+                self.hidden.insert(e.key.into(), e.seq);
+            }
         } else {
-            self.hidden.remove(e.key.as_slice());
-            self.index.insert(
-                &e.key,
-                Location {
-                    segment,
-                    offset: e.offset,
-                    len: e.len,
-                    expires_at_ms: e.expires_at_ms,
-                    version: e.seq,
-                },
-            );
+            let loc = Location {
+                segment,
+                offset: e.offset,
+                len: e.len,
+                expires_at_ms: e.expires_at_ms,
+                version: e.seq,
+            };
+            if self.index.insert_if_newer(e.key, loc) && !self.hidden.is_empty() {
+                self.hidden.remove(e.key);
+            }
         }
     }
 }
@@ -116,10 +114,10 @@ enum ScanEnd {
 /// Scans the records of one segment's bytes, calling `apply` for each record of each
 /// committed transaction, in order. Records of a transaction without its commit
 /// record are not applied.
-fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry)) -> ScanEnd {
+fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry<&[u8]>)) -> ScanEnd {
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     let mut txn_start = pos;
-    let mut pending: Vec<HintEntry> = Vec::new();
+    let mut pending: Vec<HintEntry<&[u8]>> = Vec::new();
     while pos < bytes.len() {
         let header = match record::decode(&bytes[pos..]) {
             Ok(h) => h,
@@ -137,7 +135,7 @@ fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry)) -> ScanEnd {
             expires_at_ms: header.expires_at_ms,
             offset: pos as u32,
             len: header.record_len() as u32,
-            key: bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize].to_vec(),
+            key: &bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize],
         });
         pos += header.record_len();
         if header.is_commit() {
@@ -208,7 +206,17 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         if Some(id) == active_id {
             continue;
         }
-        if let Some(entries) = hint::read(dir, id, seg.len()) {
+        let hint_bytes = hint::read(dir, id);
+        let entries = hint_bytes
+            .as_deref()
+            .and_then(|b| hint::decode(b, id, seg.len()));
+        if hint_bytes.is_some() && entries.is_none() {
+            tracing::warn!(
+                segment = id,
+                "ignoring a damaged or stale hint file; scanning its segment"
+            );
+        }
+        if let Some(entries) = entries {
             entries.iter().for_each(|e| rebuild.apply(id, e));
             seg.has_hint
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -266,7 +274,7 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
 fn open_active(
     dir: &Path,
     id: u32,
-    apply: impl FnMut(&HintEntry),
+    apply: impl FnMut(&HintEntry<&[u8]>),
 ) -> Result<(File, SegmentHeader, u64, u64)> {
     let path = dir.join(segment::file_name(id));
     let name = segment::file_name(id);

@@ -1,0 +1,192 @@
+//! The record's meta section: what the server stores beside a value.
+//!
+//! The engine keeps an opaque byte section with every record; the server puts the
+//! value's kind, content type, user metadata and creation time there. The layout is
+//! laid by hand, little-endian and versioned, so that no serialization library's
+//! defaults ever decide the bytes on disk (documented in `docs/api.md`, "Record meta
+//! section"):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | format version, `1` |
+//! | 1 | 1 | kind: `0` JSON, `1` text, `2` binary |
+//! | 2 | 8 | `created_at`, ms since the Unix epoch, u64 LE; `0` = this record created the key |
+//! | 10 | 2 | content type length `c`, u16 LE |
+//! | 12 | c | content type, ASCII |
+//! | 12+c | 4 | metadata length `m`, u32 LE; `0` = no metadata (`null`) |
+//! | 16+c | m | metadata, compact JSON object, UTF-8 |
+
+use crate::media::Kind;
+
+/// The version byte this server writes and reads.
+pub const META_FORMAT_VERSION: u8 = 1;
+
+/// Bytes of the fixed fields before the content type.
+const HEAD_BYTES: usize = 12;
+
+/// What the server stores with a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMeta<'a> {
+    /// How the value is checked and shown (kept so reads need not parse the content type).
+    pub kind: Kind,
+    /// The value's content type, as given or inferred.
+    pub content_type: &'a str,
+    /// The user's metadata object as compact JSON; `None` for `null`.
+    pub metadata: Option<&'a [u8]>,
+    /// When the key was created (kept across updates), ms since the Unix epoch;
+    /// [`CREATED_BY_THIS_RECORD`] when the record holding it created the key.
+    pub created_at_ms: u64,
+}
+
+/// The `created_at_ms` of a record that created its key: its creation time is then the
+/// record's own write time, known exactly only once the engine has written it.
+pub const CREATED_BY_THIS_RECORD: u64 = 0;
+
+/// The meta section does not decode: a bug or damage, never a user error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("record meta section: {0}")]
+pub struct MetaError(&'static str);
+
+impl<'a> RecordMeta<'a> {
+    /// When the key was created, given the write time of the record holding this section.
+    pub fn created_at(&self, written_at_ms: u64) -> u64 {
+        if self.created_at_ms == CREATED_BY_THIS_RECORD {
+            written_at_ms
+        } else {
+            self.created_at_ms
+        }
+    }
+
+    /// The bytes of the section. Content type and metadata must fit their length
+    /// fields, which the request limits guarantee (255 chars; engine meta ≤ 64 KiB).
+    pub fn encode(&self) -> Result<Vec<u8>, MetaError> {
+        let ct_len = u16::try_from(self.content_type.len())
+            .map_err(|_| MetaError("content type too long"))?;
+        let md = self.metadata.unwrap_or_default();
+        let md_len = u32::try_from(md.len()).map_err(|_| MetaError("metadata too long"))?;
+        let mut out = Vec::with_capacity(HEAD_BYTES + 4 + self.content_type.len() + md.len());
+        out.push(META_FORMAT_VERSION);
+        out.push(kind_byte(self.kind));
+        out.extend_from_slice(&self.created_at_ms.to_le_bytes());
+        out.extend_from_slice(&ct_len.to_le_bytes());
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(&md_len.to_le_bytes());
+        out.extend_from_slice(md);
+        Ok(out)
+    }
+
+    /// Reads a section written by [`RecordMeta::encode`], borrowing from `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<RecordMeta<'a>, MetaError> {
+        let mut rest = bytes;
+        let version = take::<1>(&mut rest)?[0];
+        if version != META_FORMAT_VERSION {
+            return Err(MetaError("unknown format version"));
+        }
+        let kind = match take::<1>(&mut rest)?[0] {
+            0 => Kind::Json,
+            1 => Kind::Text,
+            2 => Kind::Binary,
+            _ => return Err(MetaError("unknown kind")),
+        };
+        let created_at_ms = u64::from_le_bytes(take::<8>(&mut rest)?);
+        let ct_len = usize::from(u16::from_le_bytes(take::<2>(&mut rest)?));
+        let content_type = std::str::from_utf8(take_slice(&mut rest, ct_len)?)
+            .map_err(|_| MetaError("content type not UTF-8"))?;
+        let md_len = u32::from_le_bytes(take::<4>(&mut rest)?) as usize;
+        let metadata = take_slice(&mut rest, md_len)?;
+        if !rest.is_empty() {
+            return Err(MetaError("trailing bytes"));
+        }
+        Ok(RecordMeta {
+            kind,
+            content_type,
+            metadata: (md_len > 0).then_some(metadata),
+            created_at_ms,
+        })
+    }
+}
+
+fn kind_byte(kind: Kind) -> u8 {
+    match kind {
+        Kind::Json => 0,
+        Kind::Text => 1,
+        Kind::Binary => 2,
+    }
+}
+
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], MetaError> {
+    let head = take_slice(rest, N)?;
+    head.try_into().map_err(|_| MetaError("truncated"))
+}
+
+fn take_slice<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], MetaError> {
+    if rest.len() < n {
+        return Err(MetaError("truncated"));
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips() {
+        for (kind, metadata) in [
+            (Kind::Json, None),
+            (Kind::Text, Some(&b"{\"a\":1}"[..])),
+            (Kind::Binary, Some(&b"{}"[..])),
+        ] {
+            let meta = RecordMeta {
+                kind,
+                content_type: "text/plain; charset=utf-8",
+                metadata,
+                created_at_ms: 1_764_148_483_000,
+            };
+            let bytes = meta.encode().expect("encodes");
+            assert_eq!(RecordMeta::decode(&bytes), Ok(meta));
+        }
+    }
+
+    #[test]
+    fn layout_is_the_documented_one() {
+        let meta = RecordMeta {
+            kind: Kind::Text,
+            content_type: "a/b",
+            metadata: Some(b"{}"),
+            created_at_ms: 0x0102,
+        };
+        assert_eq!(
+            meta.encode().expect("encodes"),
+            vec![
+                1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 3, 0, b'a', b'/', b'b', 2, 0, 0, 0, b'{', b'}'
+            ]
+        );
+    }
+
+    #[test]
+    fn damaged_sections_are_errors_not_panics() {
+        let bytes = RecordMeta {
+            kind: Kind::Json,
+            content_type: "application/json",
+            metadata: Some(b"{\"k\":true}"),
+            created_at_ms: 7,
+        }
+        .encode()
+        .expect("encodes");
+        for cut in 0..bytes.len() {
+            assert!(RecordMeta::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(RecordMeta::decode(&extra).is_err());
+        let mut version = bytes.clone();
+        version[0] = 2;
+        assert!(RecordMeta::decode(&version).is_err());
+        let mut kind = bytes;
+        kind[1] = 9;
+        assert!(RecordMeta::decode(&kind).is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! Writes: read the keys, decide, and write atomically, guarded against races.
+//!
+//! Every write (PUT, DELETE, bulk) reads the live entries of its keys first, because
+//! the answer depends on them (`created`, `deleted`, `created_at` kept across updates,
+//! `If-Match`). The batch then carries an engine condition per key (`Expect::Version`
+//! or `Expect::Absent`), so the decision and the write are one atomic step; when another
+//! writer got in between, the engine refuses the batch and the whole step is redone.
+//!
+//! Racing is kept for correctness, not used for ordering: writers of the same key first
+//! queue on a striped lock table, so a hot key under many concurrent writers is written
+//! one request after the other (each a full read-decide-write step) instead of all of
+//! them racing and losing rounds until the retry bound gives up.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use caskade_engine::{Batch, Error as EngineError, Expect, WriteOptions};
+use tokio::sync::{Mutex, MutexGuard, oneshot};
+
+use crate::envelope::PutSpec;
+use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta};
+use crate::names::Entity;
+use crate::problem::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// How often a write is redone after losing a race before the server gives up (503):
+/// a bound on work per request. Writers of one key queue on the key lock table first,
+/// so a lost race needs a writer outside this server's write path.
+pub const WRITE_ATTEMPTS_MAX: usize = 16;
+
+/// Stripes of the key lock table: enough that unrelated keys rarely share one.
+const KEY_LOCK_STRIPES: usize = 4096;
+
+/// Writers of the same key take the same stripe. Process-wide rather than per engine:
+/// two engines in one process (tests) only share stripes, never data, and the table
+/// needs no place in the shared state.
+static KEY_LOCKS: LazyLock<KeyLocks> = LazyLock::new(KeyLocks::new);
+
+/// A fixed table of FIFO async locks, indexed by a hash of the engine key.
+struct KeyLocks {
+    hasher: RandomState,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl KeyLocks {
+    fn new() -> KeyLocks {
+        KeyLocks {
+            hasher: RandomState::new(),
+            stripes: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Locks the stripes of `keys`, in ascending stripe order so that two requests
+    /// with overlapping keys can never wait on each other in a cycle.
+    async fn lock(&'static self, keys: &[Bytes]) -> Vec<MutexGuard<'static, ()>> {
+        let mut indices: Vec<usize> = keys
+            .iter()
+            .map(|k| (self.hasher.hash_one(k.as_ref()) % KEY_LOCK_STRIPES as u64) as usize)
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards = Vec::with_capacity(indices.len());
+        for i in indices {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
+    }
+}
+
+/// One write of a request.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Store a value.
+    Put {
+        /// Namespace.
+        entity: Entity,
+        /// Key inside the namespace.
+        key: String,
+        /// The checked value and its attributes.
+        spec: PutSpec,
+    },
+    /// Remove a key.
+    Delete {
+        /// Namespace.
+        entity: Entity,
+        /// Key inside the namespace.
+        key: String,
+    },
+}
+
+impl WriteOp {
+    fn engine_key(&self) -> Vec<u8> {
+        match self {
+            WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key } => {
+                entity.engine_key(key)
+            }
+        }
+    }
+}
+
+/// The live entry of a key when the write was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Live {
+    /// Its version.
+    pub version: u64,
+    /// When the key was created (from the meta section).
+    pub created_at_ms: u64,
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// True when no live value existed before it.
+    pub created: bool,
+    /// The write's version.
+    pub version: u64,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// What one write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A put.
+    Put(PutOutcome),
+    /// A delete: whether a live value existed, and the tombstone's version.
+    Delete {
+        /// True when a live value was removed.
+        deleted: bool,
+        /// The tombstone's version.
+        version: u64,
+    },
+}
+
+/// Applies `ops` as one atomic batch. `check` sees the live entry of each distinct key
+/// (in order of first appearance) and may refuse the request (412, 404) before anything
+/// is written; it runs again on every retry.
+pub async fn apply(
+    state: &AppState,
+    path: &str,
+    ops: &[WriteOp],
+    check: impl Fn(&[Option<Live>]) -> Result<(), ApiError>,
+) -> Result<Vec<Outcome>, ApiError> {
+    let (keys, slots) = distinct_keys(ops);
+    let _turn = KEY_LOCKS.lock(&keys).await;
+    for _ in 0..WRITE_ATTEMPTS_MAX {
+        let lives = read_lives(state, path, &keys)?;
+        check(&lives)?;
+        let now_ms = state.engine.clock().now_ms();
+        let (batch, mut outcomes) = plan(ops, &slots, &keys, &lives, now_ms, path)?;
+        let (tx, rx) = oneshot::channel();
+        state.engine.apply_then(batch, move |result| {
+            let _ = tx.send(result);
+        });
+        match rx.await {
+            Ok(Ok(versions)) => {
+                for (outcome, v) in outcomes.iter_mut().zip(versions) {
+                    match outcome {
+                        Outcome::Put(PutOutcome { version, .. })
+                        | Outcome::Delete { version, .. } => *version = v,
+                    }
+                }
+                return Ok(outcomes);
+            }
+            Ok(Err(EngineError::ConditionFailed { .. })) => continue,
+            Ok(Err(err)) => return Err(engine_error(path, err)),
+            Err(_) => {
+                return Err(engine_error(
+                    path,
+                    EngineError::Closed("the writer dropped the batch".to_owned()),
+                ));
+            }
+        }
+    }
+    Err(ApiError::one(
+        path,
+        ErrorCode::Unavailable,
+        "the keys were changed by other writers too often while this write was retried; try again",
+    ))
+}
+
+/// Distinct engine keys in order of first appearance, and each op's index into them.
+fn distinct_keys(ops: &[WriteOp]) -> (Vec<Bytes>, Vec<usize>) {
+    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    let mut keys = Vec::new();
+    let mut slots = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = op.engine_key();
+        let next = keys.len();
+        let slot = *index.entry(key.clone()).or_insert(next);
+        if slot == next {
+            keys.push(Bytes::from(key));
+        }
+        slots.push(slot);
+    }
+    (keys, slots)
+}
+
+fn read_lives(state: &AppState, path: &str, keys: &[Bytes]) -> Result<Vec<Option<Live>>, ApiError> {
+    keys.iter()
+        .map(|key| {
+            let Some(entry) = state.engine.get(key).map_err(|e| engine_error(path, e))? else {
+                return Ok(None);
+            };
+            let meta = RecordMeta::decode(&entry.meta).map_err(|e| internal(path, &e))?;
+            Ok(Some(Live {
+                version: entry.version,
+                created_at_ms: meta.created_at(entry.written_at_ms),
+            }))
+        })
+        .collect()
+}
+
+/// Builds the batch and the outcomes (versions filled in later); later ops see the
+/// effect of earlier ones on the same key.
+fn plan(
+    ops: &[WriteOp],
+    slots: &[usize],
+    keys: &[Bytes],
+    lives: &[Option<Live>],
+    now_ms: u64,
+    path: &str,
+) -> Result<(Batch, Vec<Outcome>), ApiError> {
+    let mut created_at: Vec<Option<u64>> =
+        lives.iter().map(|l| l.map(|l| l.created_at_ms)).collect();
+    let mut batch = Batch::new();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for (op, &slot) in ops.iter().zip(slots) {
+        match op {
+            WriteOp::Put { spec, .. } => {
+                let created = created_at[slot].is_none();
+                let created_ms = created_at[slot].unwrap_or(CREATED_BY_THIS_RECORD);
+                let meta = RecordMeta {
+                    kind: spec.kind,
+                    content_type: &spec.content_type,
+                    metadata: spec.metadata.as_deref(),
+                    created_at_ms: created_ms,
+                }
+                .encode()
+                .map_err(|e| internal(path, &e))?;
+                let expires_at_ms = spec
+                    .ttl_seconds
+                    .map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000)));
+                batch.put(
+                    keys[slot].clone(),
+                    spec.value.clone(),
+                    WriteOptions {
+                        expires_at_ms,
+                        meta: Bytes::from(meta),
+                    },
+                );
+                created_at[slot] = Some(created_ms);
+                outcomes.push(Outcome::Put(PutOutcome {
+                    created,
+                    version: 0,
+                    expires_at_ms,
+                }));
+            }
+            WriteOp::Delete { .. } => {
+                let deleted = created_at[slot].is_some();
+                batch.delete(keys[slot].clone());
+                created_at[slot] = None;
+                outcomes.push(Outcome::Delete {
+                    deleted,
+                    version: 0,
+                });
+            }
+        }
+    }
+    for (key, live) in keys.iter().zip(lives) {
+        let expect = live.map_or(Expect::Absent, |l| Expect::Version(l.version));
+        batch.expect(key.clone(), expect);
+    }
+    Ok((batch, outcomes))
+}
+
+/// Maps an engine failure to API.md's problem: 507, 413, 503, or a logged 500.
+pub fn engine_error(path: &str, err: EngineError) -> ApiError {
+    match err {
+        EngineError::StorageFull { .. } => ApiError::one(
+            path,
+            ErrorCode::StorageFull,
+            "the store's disk is full; nothing of this request was written",
+        ),
+        EngineError::TooLarge { what, limit, .. } => ApiError::one(
+            path,
+            ErrorCode::PayloadTooLarge,
+            format!("the {what} is over the store's limit of {limit} bytes"),
+        ),
+        EngineError::Closed(_) => ApiError::one(
+            path,
+            ErrorCode::Unavailable,
+            "the store is shutting down or unavailable; try again later",
+        ),
+        other => internal(path, &other),
+    }
+}
+
+/// A 500 for a failure that is a bug or damage: logged in full, answered without detail.
+pub fn internal(path: &str, err: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %err, path, "store request failed");
+    ApiError::one(
+        path,
+        ErrorCode::Internal,
+        "an internal error occurred; it has been logged",
+    )
+}
+
+/// The kind and bytes of an entry's meta section, or a logged 500.
+pub fn decode_meta<'a>(path: &str, meta: &'a [u8]) -> Result<RecordMeta<'a>, ApiError> {
+    RecordMeta::decode(meta).map_err(|e| internal(path, &e))
+}

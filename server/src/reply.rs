@@ -1,0 +1,168 @@
+//! Success responses: `{"ok": true, "data": …}` written straight into a byte buffer.
+//!
+//! Responses are built by hand rather than through `serde` structs so that stored JSON
+//! values and metadata are spliced in as they are (no re-parse, no re-serialization) and
+//! a GET costs one allocation for its body.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::json;
+use crate::timefmt::rfc3339_seconds;
+
+/// A JSON document being written; tracks where commas go.
+pub struct JsonWriter {
+    out: Vec<u8>,
+    comma: bool,
+}
+
+impl JsonWriter {
+    /// Starts `{"ok":true,"data":{` with room for `capacity` more bytes.
+    pub fn ok_data(capacity: usize) -> JsonWriter {
+        let mut out = Vec::with_capacity(capacity + 32);
+        out.extend_from_slice(b"{\"ok\":true,\"data\":{");
+        JsonWriter { out, comma: false }
+    }
+
+    fn sep(&mut self) {
+        if self.comma {
+            self.out.push(b',');
+        }
+        self.comma = true;
+    }
+
+    /// Writes a member name and its colon.
+    pub fn key(&mut self, name: &str) -> &mut Self {
+        self.sep();
+        json::write_string(name, &mut self.out);
+        self.out.push(b':');
+        self.comma = false;
+        self
+    }
+
+    /// A string value.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.sep();
+        json::write_string(s, &mut self.out);
+        self
+    }
+
+    /// A number value.
+    pub fn u64(&mut self, n: u64) -> &mut Self {
+        self.sep();
+        self.out.extend_from_slice(n.to_string().as_bytes());
+        self
+    }
+
+    /// A boolean value.
+    pub fn bool(&mut self, b: bool) -> &mut Self {
+        self.sep();
+        self.out
+            .extend_from_slice(if b { b"true" as &[u8] } else { b"false" });
+        self
+    }
+
+    /// `null`.
+    pub fn null(&mut self) -> &mut Self {
+        self.sep();
+        self.out.extend_from_slice(b"null");
+        self
+    }
+
+    /// Bytes that are already one JSON value (stored JSON, metadata).
+    pub fn raw(&mut self, json_bytes: &[u8]) -> &mut Self {
+        self.sep();
+        self.out.extend_from_slice(json_bytes);
+        self
+    }
+
+    /// A timestamp, or `null` for none.
+    pub fn time(&mut self, ms: Option<u64>) -> &mut Self {
+        match ms {
+            Some(ms) => self.str(&rfc3339_seconds(ms)),
+            None => self.null(),
+        }
+    }
+
+    /// Opens an object value.
+    pub fn begin_object(&mut self) -> &mut Self {
+        self.sep();
+        self.out.push(b'{');
+        self.comma = false;
+        self
+    }
+
+    /// Closes an object.
+    pub fn end_object(&mut self) -> &mut Self {
+        self.out.push(b'}');
+        self.comma = true;
+        self
+    }
+
+    /// Opens an array value.
+    pub fn begin_array(&mut self) -> &mut Self {
+        self.sep();
+        self.out.push(b'[');
+        self.comma = false;
+        self
+    }
+
+    /// Closes an array.
+    pub fn end_array(&mut self) -> &mut Self {
+        self.out.push(b']');
+        self.comma = true;
+        self
+    }
+
+    /// Mutable access for writers that append a value themselves (base64).
+    pub fn value_buffer(&mut self) -> &mut Vec<u8> {
+        self.sep();
+        &mut self.out
+    }
+
+    /// Closes `data` and the envelope.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(b"}}");
+        self.out
+    }
+}
+
+/// A JSON response with `Content-Type: application/json`.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The `ETag` of a version: `"<version>"`.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_places_commas() {
+        let mut w = JsonWriter::ok_data(0);
+        w.key("a").u64(1).key("b").begin_array();
+        w.begin_object().key("x").null().end_object();
+        w.begin_object().key("y").bool(true).end_object();
+        w.end_array()
+            .key("c")
+            .raw(b"{\"z\":1}")
+            .key("t")
+            .time(Some(0));
+        let body = w.finish();
+        assert_eq!(
+            String::from_utf8(body).expect("UTF-8"),
+            r#"{"ok":true,"data":{"a":1,"b":[{"x":null},{"y":true}],"c":{"z":1},"t":"1970-01-01T00:00:00Z"}}"#
+        );
+    }
+}
