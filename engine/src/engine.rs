@@ -418,22 +418,22 @@ impl Engine {
         let found = shared.index.range(prefix, start_after, limit, now_ms);
         let mut items = Vec::with_capacity(found.len());
         for (key, loc) in found {
-            let loc = match shared.try_segment(loc.segment) {
-                Some(_) => loc,
-                // Moved by compaction since the range walk: follow the index.
-                None => match shared.index.get(&key) {
-                    Some(moved) if !moved.is_expired(now_ms) => moved,
-                    _ => continue,
-                },
-            };
-            items.push(self.list_item(key, &loc)?);
+            if let Some(item) = self.list_item(key, loc, now_ms)? {
+                items.push(item);
+            }
         }
         Ok(items)
     }
 
-    /// Reads what a list shows of one entry: header and meta, not the value.
-    fn list_item(&self, key: Bytes, loc: &Location) -> Result<ListItem> {
-        let seg = self.shared().segment(loc.segment)?;
+    /// Reads what a list shows of one entry: header and meta, not the value. `None`
+    /// when the key went away since the index walk.
+    fn list_item(&self, key: Bytes, loc: Location, now_ms: u64) -> Result<Option<ListItem>> {
+        let Some((loc, seg)) = self.locate_at(&key, loc)? else {
+            return Ok(None);
+        };
+        if loc.is_expired(now_ms) {
+            return Ok(None);
+        }
         let offset = u64::from(loc.offset);
         let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
         let head = seg.read(offset, HEADER_BYTES)?;
@@ -443,14 +443,23 @@ impl Engine {
             return Err(corrupt(record::DecodeError::Truncated));
         }
         let bytes = seg.read(offset, upto)?;
-        Ok(ListItem {
+        Ok(Some(ListItem {
             key,
             value_len: u64::from(header.value_len),
             meta: bytes.slice(header.meta_range()),
             expires_at_ms: header.expires_at(),
             version: header.seq,
             written_at_ms: header.written_at_ms,
-        })
+        }))
+    }
+
+    /// The segment of `loc`, or — if compaction retired it since the index walk —
+    /// the key's current location and segment.
+    fn locate_at(&self, key: &[u8], loc: Location) -> Result<Option<(Location, Arc<Segment>)>> {
+        match self.shared().try_segment(loc.segment) {
+            Some(seg) => Ok(Some((loc, seg))),
+            None => self.locate(key),
+        }
     }
 
     /// Number of keys in the index starting with `prefix` (expired keys not yet swept
