@@ -36,6 +36,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub fn run(cli: Cli) -> ExitCode {
     let Command::Serve(args) = cli.command;
     crate::logging::init(args.log_format);
+    if let Err(e) = ignore_file_size_signal() {
+        eprintln!("caskade: error: cannot ignore SIGXFSZ: {e}");
+        return ExitCode::FAILURE;
+    }
     let tokens = match prepare(&args) {
         Ok(tokens) => tokens,
         Err(message) => {
@@ -54,6 +58,17 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     runtime.block_on(serve(args, tokens))
+}
+
+/// Makes a write past the file-size limit (`ulimit -f`, RLIMIT_FSIZE) fail with
+/// EFBIG instead of killing the process with SIGXFSZ: the engine then answers 507
+/// `storage-full` for that write and keeps serving, as it does for a full disk.
+fn ignore_file_size_signal() -> nix::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: `SigIgn` installs no handler function, so no code runs in signal
+    // context and nothing here can break async-signal safety; the disposition is
+    // set once, before the runtime starts any thread.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.map(drop)
 }
 
 /// Checks that need no network: the exposure rule and the token file.
