@@ -112,6 +112,46 @@ pub struct ServeArgs {
     /// Milliseconds shutdown waits for in-flight requests before closing the store anyway.
     #[arg(long, env = "CASKADE_SHUTDOWN_TIMEOUT_MS", default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT)]
     pub shutdown_timeout_ms: u64,
+
+    /// Background compaction: `auto` runs it by the thresholds below, `off` only on
+    /// `POST /v1/admin/compact`.
+    #[arg(long, env = "CASKADE_COMPACTION", value_enum, default_value_t = CompactionMode::Auto)]
+    pub compaction: CompactionMode,
+
+    /// Compact a sealed segment once this share of its bytes is dead (0 < ratio ≤ 1).
+    #[arg(long, env = "CASKADE_COMPACTION_DEAD_RATIO", default_value_t = 0.5,
+          value_parser = parse_ratio)]
+    pub compaction_dead_ratio: f64,
+
+    /// Compact every segment with dead bytes once all sealed segments together hold
+    /// this many dead bytes.
+    #[arg(long, env = "CASKADE_COMPACTION_DEAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub compaction_dead_bytes: u64,
+
+    /// How often background compaction looks for work, e.g. `60s`, `5m`.
+    #[arg(long, env = "CASKADE_COMPACTION_INTERVAL", default_value = "60s",
+          value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
+    /// Most bytes per second compaction copies, so foreground requests keep the disk;
+    /// 0 = unlimited.
+    #[arg(long, env = "CASKADE_COMPACTION_BYTES_PER_SEC", default_value_t = 64 * 1024 * 1024)]
+    pub compaction_bytes_per_sec: u64,
+
+    /// How often expired keys are swept from the index, e.g. `1s`, `500ms` (at most
+    /// 10 000 keys per sweep; reads never return an expired key either way).
+    #[arg(long, env = "CASKADE_SWEEP_INTERVAL", default_value = "1s",
+          value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+}
+
+/// Whether compaction runs in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompactionMode {
+    /// By the dead-bytes thresholds, every `--compaction-interval`.
+    Auto,
+    /// Only when asked through the admin route.
+    Off,
 }
 
 /// The `--sync` policy as given on the command line.
@@ -141,6 +181,24 @@ impl ServeArgs {
     /// How long shutdown waits for in-flight requests.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The engine options these flags describe.
+    pub fn engine_options(&self) -> caskade_engine::Options {
+        caskade_engine::Options {
+            segment_bytes: self.segment_bytes,
+            sync: self.sync.0,
+            compaction: caskade_engine::CompactionOptions {
+                enabled: self.compaction == CompactionMode::Auto,
+                dead_ratio: self.compaction_dead_ratio,
+                dead_bytes_trigger: self.compaction_dead_bytes,
+                interval: self.compaction_interval,
+                bytes_per_sec: (self.compaction_bytes_per_sec > 0)
+                    .then_some(self.compaction_bytes_per_sec),
+            },
+            sweep_interval: self.sweep_interval,
+            ..caskade_engine::Options::default()
+        }
     }
 
     /// Refuses an open server on a reachable address: without tokens only loopback is
@@ -212,6 +270,27 @@ fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// A share of a segment: more than 0, at most 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let r: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !(r > 0.0 && r <= 1.0) {
+        return Err(format!("must be more than 0 and at most 1; got {text}"));
+    }
+    Ok(r)
+}
+
+/// A duration like `60s`, `5m`, `500ms`; at least 1 ms, at most a day.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 60s or 500ms: {e}"))?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("must be from 1ms to 24h; got {text}"));
+    }
+    Ok(d)
+}
+
 /// At least one request must be able to run; more than a million is a typo.
 fn parse_inflight(text: &str) -> Result<usize, String> {
     const LIMIT: usize = 1_000_000;
@@ -233,6 +312,41 @@ mod tests {
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Serve(args) => args,
         })
+    }
+
+    #[test]
+    fn compaction_flags_reach_the_engine_options() -> Result<(), clap::Error> {
+        let defaults = serve(&[])?.engine_options();
+        assert!(defaults.compaction.enabled);
+        assert_eq!(defaults.compaction.dead_ratio, 0.5);
+        assert_eq!(defaults.sweep_interval, Duration::from_secs(1));
+        let args = serve(&[
+            "--compaction",
+            "off",
+            "--compaction-dead-ratio",
+            "0.25",
+            "--compaction-interval",
+            "5m",
+            "--compaction-bytes-per-sec",
+            "0",
+            "--sweep-interval",
+            "250ms",
+        ])?;
+        let options = args.engine_options();
+        assert!(!options.compaction.enabled);
+        assert_eq!(options.compaction.dead_ratio, 0.25);
+        assert_eq!(options.compaction.interval, Duration::from_secs(300));
+        assert_eq!(options.compaction.bytes_per_sec, None);
+        assert_eq!(options.sweep_interval, Duration::from_millis(250));
+        for bad in [
+            &["--compaction-dead-ratio", "0"][..],
+            &["--compaction-dead-ratio", "1.5"],
+            &["--compaction-interval", "soon"],
+            &["--compaction", "sometimes"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?} must be refused");
+        }
+        Ok(())
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use caskade_engine::{Engine, Options};
+use caskade_engine::Engine;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -165,11 +165,7 @@ fn app_state(engine: Engine, args: &ServeArgs, started_at: Instant) -> AppState 
 /// Opens the store on a blocking thread: recovery reads files and may take a while.
 async fn open_engine(args: &ServeArgs) -> Result<Engine, String> {
     let dir = args.data_dir.clone();
-    let options = Options {
-        segment_bytes: args.segment_bytes,
-        sync: args.sync.0,
-        ..Options::default()
-    };
+    let options = args.engine_options();
     info!(data_dir = %dir.display(), "opening the store");
     match tokio::task::spawn_blocking(move || Engine::open(&dir, options)).await {
         Ok(Ok(engine)) => Ok(engine),
