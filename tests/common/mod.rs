@@ -118,7 +118,26 @@ impl Server {
     /// Listens on `127.0.0.1:0` unless `args` has its own `--listen`.
     /// Errors carry the server's stderr when it exits before announcing.
     pub fn spawn(data_dir: &Path, args: &[&str]) -> Result<Server, String> {
-        let mut command = Command::new(binary());
+        Server::launch(Command::new(binary()), data_dir, args)
+    }
+
+    /// Starts a server whose files may grow to at most `blocks` blocks of the shell's
+    /// `ulimit -f` unit (512 bytes with dash): writes beyond fail with EFBIG, as on a
+    /// full disk. Waits until it is ready.
+    pub fn start_with_file_size_limit(data_dir: &Path, blocks: u64, args: &[&str]) -> Server {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+            .arg(binary());
+        let server = Server::launch(shell, data_dir, args).unwrap_or_else(|e| panic!("{e}"));
+        server.wait_ready();
+        server
+    }
+
+    /// Runs `command` (the binary, or something that execs it with the arguments it is
+    /// given) with `serve` and the harness's arguments, and reads its announcement.
+    fn launch(mut command: Command, data_dir: &Path, args: &[&str]) -> Result<Server, String> {
         command.arg("serve");
         if !args.contains(&"--listen") {
             command.arg("--listen").arg("127.0.0.1:0");

@@ -1,0 +1,1307 @@
+//! The store API of `API.md`, proven over HTTP against the real `caskade` binary:
+//! every client-provokable row of the error table, every key-value route, exact JSON
+//! round-trips, persistence across a restart, and a full disk (507).
+//!
+//! 401/403 (3001, 3002) are in `auth.rs`; 503 `unavailable` (5002) is in `limits.rs`;
+//! 5000 is a bug and cannot be provoked.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::{Resp, Server};
+use serde_json::{Value, json};
+
+/// API.md's error table: `(error_code, status, type slug)`.
+const ERROR_TABLE: &[(u64, u16, &str)] = &[
+    (1000, 400, "malformed-request"),
+    (1001, 422, "invalid-entity"),
+    (1002, 422, "invalid-key"),
+    (1003, 422, "invalid-ttl"),
+    (1004, 422, "invalid-value"),
+    (1005, 422, "invalid-metadata"),
+    (1006, 422, "invalid-content-type"),
+    (1007, 422, "invalid-body"),
+    (1008, 422, "invalid-query"),
+    (1009, 413, "payload-too-large"),
+    (1010, 415, "unsupported-media-type"),
+    (1011, 422, "invalid-bulk"),
+    (1012, 422, "invalid-header"),
+    (2001, 404, "not-found"),
+    (2002, 404, "route-not-found"),
+    (2003, 405, "method-not-allowed"),
+    (2004, 412, "precondition-failed"),
+    (5000, 500, "internal"),
+    (5001, 507, "storage-full"),
+    (5002, 503, "unavailable"),
+];
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// Checks every rule API.md sets for an error response and returns its
+/// `(error_code, instance)` pairs in order.
+fn problems(server: &Server, resp: &Resp, status: u16) -> Vec<(u64, String)> {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    let codes = resp.error_codes();
+    let text = resp.text();
+    let data_dir = server.data_dir.to_string_lossy();
+    for leak in [data_dir.as_ref(), "/tmp/", ".rs:", "/home/", "panicked"] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+    let doc = resp.json();
+    let errors = doc["errors"].as_array().cloned().unwrap_or_default();
+    errors
+        .iter()
+        .zip(codes)
+        .map(|(e, code)| {
+            let row = ERROR_TABLE.iter().find(|(c, _, _)| *c == code);
+            let (_, row_status, slug) = row.unwrap_or_else(|| panic!("unknown code in {e}"));
+            assert_eq!(*row_status, status, "{e}");
+            assert_eq!(e["type"], json!(format!("/problems/{slug}")), "{e}");
+            for field in ["title", "detail"] {
+                let n = e[field].as_str().map_or(0, |s| s.chars().count());
+                assert!(n >= 5, "{field} too short in {e}");
+            }
+            let instance = e["instance"].as_str().unwrap_or_default().to_owned();
+            (code, instance)
+        })
+        .collect()
+}
+
+/// Sends a request and asserts it answers `status` with exactly the problems `want`,
+/// each `(error_code, pointer)`: the pointer is appended to the path without its query.
+fn expect(
+    server: &Server,
+    (method, path, headers, body): (&str, &str, &[(&str, &str)], &[u8]),
+    status: u16,
+    want: &[(u64, &str)],
+) -> Resp {
+    let resp = server.request(method, path, headers, body.to_vec());
+    let bare = path.split('?').next().unwrap_or(path);
+    let want: Vec<(u64, String)> = want
+        .iter()
+        .map(|(code, pointer)| (*code, format!("{bare}{pointer}")))
+        .collect();
+    let got = problems(server, &resp, status);
+    assert_eq!(
+        got,
+        want,
+        "{method} {path} {}",
+        String::from_utf8_lossy(body)
+    );
+    resp
+}
+
+/// The `data` of a success envelope with this status.
+fn data(resp: &Resp, status: u16) -> Value {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    let doc = resp.json();
+    assert_eq!(doc["ok"], json!(true), "{}", resp.text());
+    doc["data"].clone()
+}
+
+fn version(data: &Value) -> u64 {
+    data["version"].as_u64().expect("a numeric version")
+}
+
+fn etag(v: u64) -> String {
+    format!("\"{v}\"")
+}
+
+fn put_raw(server: &Server, path: &str, content_type: &str, body: &[u8]) -> Resp {
+    server.request(
+        "PUT",
+        path,
+        &[("content-type", content_type)],
+        body.to_vec(),
+    )
+}
+
+/// An RFC 3339 UTC timestamp with whole seconds: `2026-11-26T09:14:43Z`.
+fn assert_timestamp(v: &Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    assert!(shape_ok, "not RFC 3339 UTC whole seconds: {s}");
+    unix_seconds(s)
+}
+
+/// Seconds since the epoch of a timestamp already checked by `assert_timestamp`.
+fn unix_seconds(s: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<u64>().expect("digits");
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm), valid for years ≥ 1970.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// Sends `request` on a fresh connection and returns everything the server wrote
+/// until it closed: the way to see that a HEAD response really has no body.
+fn raw_exchange(server: &Server, request: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).expect("read until close");
+    all
+}
+
+// ---------------------------------------------------------------- the error table
+
+#[test]
+fn malformed_bodies_are_400_malformed_request() {
+    let s = Server::start(&[]);
+    let p = "/v1/kv/user/k";
+    for body in [
+        &b"{\"value\": "[..],
+        b"{\"value\": 1} x",
+        b"\xEF\xBB\xBF{\"value\": 1}",
+    ] {
+        expect(&s, ("PUT", p, &[JSON], body), 400, &[(1000, "")]);
+    }
+    expect(&s, ("PUT", p, &[], b"nope"), 400, &[(1000, "")]);
+    let deep = format!("{{\"value\": {}{}}}", "[".repeat(300), "]".repeat(300));
+    expect(&s, ("PUT", p, &[JSON], deep.as_bytes()), 400, &[(1000, "")]);
+    let raw_json = [("content-type", "application/problem+json")];
+    expect(&s, ("PUT", p, &raw_json, b"{x"), 400, &[(1000, "")]);
+    let bulk = b"{\"operations\": [";
+    expect(&s, ("POST", "/v1/bulk", &[JSON], bulk), 400, &[(1000, "")]);
+    assert_eq!(s.get(p).status, 404, "nothing was written");
+}
+
+#[test]
+fn names_are_checked_after_percent_decoding() {
+    let s = Server::start(&[]);
+    let body = br#"{"value": 1}"#;
+    for entity in ["users", "User", "%75sers", "nope"] {
+        let p = format!("/v1/kv/{entity}/k");
+        expect(&s, ("PUT", &p, &[JSON], body), 422, &[(1001, "")]);
+        expect(&s, ("GET", &p, &[], b""), 422, &[(1001, "")]);
+    }
+    let long = "k".repeat(257);
+    for key in ["a.b", "a%20b", "%C3%A9", "%FF", long.as_str()] {
+        let p = format!("/v1/kv/user/{key}");
+        expect(&s, ("PUT", &p, &[JSON], body), 422, &[(1002, "")]);
+        expect(&s, ("DELETE", &p, &[], b""), 422, &[(1002, "")]);
+    }
+    let longest = "k".repeat(256);
+    let created = s.request(
+        "PUT",
+        &format!("/v1/kv/%75ser/{longest}"),
+        &[JSON],
+        body.to_vec(),
+    );
+    assert_eq!(data(&created, 201)["entity"], json!("user"));
+    assert_eq!(s.get(&format!("/v1/kv/user/{longest}")).status, 200);
+}
+
+#[test]
+fn envelope_fields_each_have_their_own_problem() {
+    let s = Server::start(&["--max-metadata-bytes", "64"]);
+    let p = "/v1/kv/user/k";
+    let long_ct = format!("text/{}", "x".repeat(251));
+    let long_ct_body = json!({"value": "v", "content_type": long_ct}).to_string();
+    let cases: &[(&[u8], u64, &str)] = &[
+        (br#"{"value": 1, "ttl": 59}"#, 1003, "#/ttl"),
+        (br#"{"value": 1, "ttl": 31536001}"#, 1003, "#/ttl"),
+        (br#"{"value": 1, "ttl": "60"}"#, 1003, "#/ttl"),
+        (br#"{"value": 1, "ttl": 60.0}"#, 1003, "#/ttl"),
+        (br#"{"ttl": 60}"#, 1004, "#/value"),
+        (br#"{"value": null}"#, 1004, "#/value"),
+        (
+            br#"{"value": 1, "content_type": "text/plain"}"#,
+            1004,
+            "#/value",
+        ),
+        (
+            br#"{"value": "**", "content_type": "image/png"}"#,
+            1004,
+            "#/value",
+        ),
+        (
+            br#"{"value": "AAF", "content_type": "image/png"}"#,
+            1004,
+            "#/value",
+        ),
+        (br#"{"value": 1, "metadata": "x"}"#, 1005, "#/metadata"),
+        (br#"{"value": 1, "metadata": [1]}"#, 1005, "#/metadata"),
+        (
+            br#"{"value": 1, "content_type": "text"}"#,
+            1006,
+            "#/content_type",
+        ),
+        (long_ct_body.as_bytes(), 1006, "#/content_type"),
+        (b"[1]", 1007, ""),
+        (b"\"value\"", 1007, ""),
+        (br#"{"value": 1, "tll": 60}"#, 1007, "#/tll"),
+    ];
+    for (body, code, pointer) in cases {
+        expect(&s, ("PUT", p, &[JSON], body), 422, &[(*code, pointer)]);
+    }
+    let big_meta = json!({"value": 1, "metadata": {"m": "x".repeat(60)}}).to_string();
+    let fits = json!({"value": 1, "metadata": {"m": "x".repeat(56)}}).to_string();
+    expect(
+        &s,
+        ("PUT", p, &[JSON], big_meta.as_bytes()),
+        422,
+        &[(1005, "#/metadata")],
+    );
+    let header_meta = [JSON, ("x-kv-metadata", "{}")];
+    let resp = s.request("PUT", p, &header_meta, br#"{"value": 1}"#.to_vec());
+    assert_eq!(
+        problems(&s, &resp, 422)[0].0,
+        1005,
+        "metadata belongs in the body"
+    );
+    assert_eq!(s.get(p).status, 404, "nothing was written");
+    // {"m":"xx…"} of exactly 64 bytes fits.
+    data(&s.request("PUT", p, &[JSON], fits.into_bytes()), 201);
+}
+
+#[test]
+fn raw_puts_check_ttl_query_metadata_header_and_content() {
+    let s = Server::start(&[]);
+    let text = [("content-type", "text/plain")];
+    for (query, code) in [
+        ("ttl=abc", 1008),
+        ("ttl=1.5", 1008),
+        ("ttl=1&ttl=2", 1008),
+        ("tll=60", 1008),
+        ("ttl=30", 1003),
+        ("ttl=-5", 1003),
+        ("ttl=31536001", 1003),
+    ] {
+        let p = format!("/v1/kv/user/r?{query}");
+        let resp = s.request("PUT", &p, &text, b"x".to_vec());
+        assert_eq!(
+            problems(&s, &resp, 422)[0],
+            (code, "/v1/kv/user/r".into()),
+            "{query}"
+        );
+    }
+    for bad in ["[1]", "{", "{\"a\":1,\"a\":2}", "\"x\""] {
+        let headers = [("content-type", "image/png"), ("x-kv-metadata", bad)];
+        let resp = s.request("PUT", "/v1/kv/user/r", &headers, b"x".to_vec());
+        assert_eq!(problems(&s, &resp, 422)[0].0, 1005, "{bad}");
+    }
+    let not_utf8 = s.request("PUT", "/v1/kv/user/r", &text, b"\xff\xfe".to_vec());
+    assert_eq!(problems(&s, &not_utf8, 422)[0].0, 1004);
+    let dup = [("content-type", "application/vnd.a+json")];
+    let resp = s.request("PUT", "/v1/kv/user/r", &dup, br#"{"a":1,"a":2}"#.to_vec());
+    assert_eq!(problems(&s, &resp, 422)[0].0, 1004);
+    let bad_ct = [("content-type", "not a media type")];
+    let resp = s.request("PUT", "/v1/kv/user/r", &bad_ct, b"x".to_vec());
+    assert_eq!(problems(&s, &resp, 422)[0].0, 1006);
+    let envelope_ttl = s.request(
+        "PUT",
+        "/v1/kv/user/r?ttl=60",
+        &[JSON],
+        br#"{"value":1}"#.to_vec(),
+    );
+    assert_eq!(
+        problems(&s, &envelope_ttl, 422),
+        vec![(1008, "/v1/kv/user/r".into())]
+    );
+    assert_eq!(s.get("/v1/kv/user/r").status, 404, "nothing was written");
+}
+
+#[test]
+fn list_queries_are_checked() {
+    let s = Server::start(&[]);
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=1&limit=2",
+        "prefix=a.b",
+        "cursor=%21%21",
+        "limt=5",
+    ] {
+        let p = format!("/v1/kv/user?{query}");
+        expect(&s, ("GET", &p, &[], b""), 422, &[(1008, "")]);
+    }
+    expect(&s, ("GET", "/v1/kv/users", &[], b""), 422, &[(1001, "")]);
+}
+
+#[test]
+fn oversized_bodies_and_values_are_413() {
+    let s = Server::start(&["--max-value-bytes", "16"]);
+    let raw = put_raw(&s, "/v1/kv/user/k", "application/octet-stream", &[7; 17]);
+    assert_eq!(
+        problems(&s, &raw, 413),
+        vec![(1009, "/v1/kv/user/k".into())]
+    );
+    let text = json!({"value": "x".repeat(17)}).to_string();
+    expect(
+        &s,
+        ("PUT", "/v1/kv/user/k", &[JSON], text.as_bytes()),
+        413,
+        &[(1009, "#/value")],
+    );
+    // 24 base64 characters decode to 18 bytes: the body is small, the value is not.
+    let b64 = json!({"value": "A".repeat(24), "content_type": "image/png"}).to_string();
+    expect(
+        &s,
+        ("PUT", "/v1/kv/user/k", &[JSON], b64.as_bytes()),
+        413,
+        &[(1009, "#/value")],
+    );
+    // ceil(16 / 3) × 4 + 64 KiB is the envelope's body limit.
+    let huge = format!("{{\"value\": \"{}\"}}", "x".repeat(70 * 1024));
+    let resp = s.request("PUT", "/v1/kv/user/k", &[JSON], huge.into_bytes());
+    assert_eq!(
+        problems(&s, &resp, 413),
+        vec![(1009, "/v1/kv/user/k".into())]
+    );
+    assert_eq!(s.get("/v1/kv/user/k").status, 404);
+    let fits = put_raw(&s, "/v1/kv/user/k", "application/octet-stream", &[7; 16]);
+    assert_eq!(data(&fits, 201)["size_bytes"], json!(16));
+}
+
+#[test]
+fn forms_and_multipart_are_415_pointing_to_json() {
+    let s = Server::start(&[]);
+    for ct in [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for (method, path) in [("PUT", "/v1/kv/user/f"), ("POST", "/v1/bulk")] {
+            let resp = expect(
+                &s,
+                (method, path, &[("content-type", ct)], b"value=1"),
+                415,
+                &[(1010, "")],
+            );
+            let detail = resp.json()["errors"][0]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(detail.contains("application/json"), "{detail}");
+        }
+    }
+}
+
+#[test]
+fn bulk_problems_point_into_the_operation_list() {
+    let s = Server::start(&[]);
+    let body = json!({"operations": [
+        {"op": "put", "entity": "user", "key": "fresh", "value": 1},
+        {"op": "put", "entity": "user", "key": "bad.key", "value": 1, "ttl": 5},
+        {"op": "upsert", "entity": "user", "key": "k"},
+        {"op": "delete", "entity": "user", "key": "k", "ttl": 60},
+        {"op": "put", "entity": "users", "key": "k", "value": null},
+        7
+    ]})
+    .to_string();
+    let want = [
+        (1002, "#/operations/1/key"),
+        (1003, "#/operations/1/ttl"),
+        (1011, "#/operations/2/op"),
+        (1007, "#/operations/3/ttl"),
+        (1001, "#/operations/4/entity"),
+        (1004, "#/operations/4/value"),
+        (1011, "#/operations/5"),
+    ];
+    expect(
+        &s,
+        ("POST", "/v1/bulk", &[JSON], body.as_bytes()),
+        422,
+        &want,
+    );
+    assert_eq!(
+        s.get("/v1/kv/user/fresh").status,
+        404,
+        "nothing was written"
+    );
+    let empty = br#"{"operations": []}"#;
+    expect(
+        &s,
+        ("POST", "/v1/bulk", &[JSON], empty),
+        422,
+        &[(1011, "#/operations")],
+    );
+    let op = json!({"op": "delete", "entity": "user", "key": "k"});
+    let too_many = json!({"operations": vec![op; 10_001]}).to_string();
+    expect(
+        &s,
+        ("POST", "/v1/bulk", &[JSON], too_many.as_bytes()),
+        422,
+        &[(1011, "#/operations")],
+    );
+    let extra = br#"{"operations": [], "atomic": true}"#;
+    let resp = s.request("POST", "/v1/bulk", &[JSON], extra.to_vec());
+    assert!(problems(&s, &resp, 422).contains(&(1007, "/v1/bulk#/atomic".into())));
+}
+
+#[test]
+fn keys_state_routes_and_methods_have_their_problems() {
+    let s = Server::start(&[]);
+    expect(
+        &s,
+        ("GET", "/v1/kv/user/absent", &[], b""),
+        404,
+        &[(2001, "")],
+    );
+    expect(
+        &s,
+        ("GET", "/v1/kv/user/absent/value", &[], b""),
+        404,
+        &[(2001, "")],
+    );
+    expect(
+        &s,
+        ("DELETE", "/v1/kv/user/absent", &[], b""),
+        404,
+        &[(2001, "")],
+    );
+    expect(&s, ("GET", "/v1/nope?x=1", &[], b""), 404, &[(2002, "")]);
+    expect(
+        &s,
+        ("GET", "/v1/kv/user/a/b/c", &[], b""),
+        404,
+        &[(2002, "")],
+    );
+    let post = expect(
+        &s,
+        ("POST", "/v1/kv/user/a", &[JSON], b"{}"),
+        405,
+        &[(2003, "")],
+    );
+    let allow = post.header("allow").unwrap_or_default().to_owned();
+    for method in ["GET", "HEAD", "PUT", "DELETE"] {
+        assert!(allow.contains(method), "Allow: {allow}");
+    }
+    let get_bulk = expect(&s, ("GET", "/v1/bulk", &[], b""), 405, &[(2003, "")]);
+    assert_eq!(get_bulk.header("allow"), Some("POST"));
+    let v = version(&data(
+        &s.put_json("/v1/kv/user/a", &json!({"value": 1}), &[]),
+        201,
+    ));
+    let body = br#"{"value": 2}"#;
+    expect(
+        &s,
+        (
+            "PUT",
+            "/v1/kv/user/a",
+            &[JSON, ("if-none-match", "*")],
+            body,
+        ),
+        412,
+        &[(2004, "")],
+    );
+    let stale = etag(v + 1000);
+    expect(
+        &s,
+        ("PUT", "/v1/kv/user/a", &[JSON, ("if-match", &stale)], body),
+        412,
+        &[(2004, "")],
+    );
+    for bad in ["42", "\"unterminated", "W/42", "*, \"1\"", "\"a\" \"b\""] {
+        let headers = [JSON, ("if-match", bad)];
+        expect(
+            &s,
+            ("PUT", "/v1/kv/user/a", &headers, body),
+            422,
+            &[(1012, "")],
+        );
+        expect(
+            &s,
+            ("GET", "/v1/kv/user/a", &[("if-none-match", bad)], b""),
+            422,
+            &[(1012, "")],
+        );
+    }
+}
+
+#[test]
+fn stages_decide_which_problem_answers() {
+    let s = Server::start(&["--max-value-bytes", "16"]);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    // Route and method before media type.
+    expect(
+        &s,
+        ("POST", "/v1/kv/nope/a.b", &form, b"v=1"),
+        405,
+        &[(2003, "")],
+    );
+    // Media type before size and validation.
+    expect(
+        &s,
+        ("PUT", "/v1/kv/nope/a.b", &form, &[b'x'; 100]),
+        415,
+        &[(1010, "")],
+    );
+    // Size before syntax.
+    let raw_too_big = [("content-type", "application/json; x=1")];
+    let big_raw = [b'{'; 70 * 1024];
+    expect(
+        &s,
+        ("PUT", "/v1/kv/nope/k", &raw_too_big, &big_raw),
+        413,
+        &[(1009, "")],
+    );
+    // Syntax before validation: a bad entity in the path does not matter yet.
+    expect(
+        &s,
+        ("PUT", "/v1/kv/nope/a.b", &[JSON], b"{\"ttl\": 1,"),
+        400,
+        &[(1000, "")],
+    );
+    // A decoded value over the limit outranks every 422.
+    let over = json!({"value": "x".repeat(17), "ttl": 1, "tll": 1, "metadata": 3}).to_string();
+    expect(
+        &s,
+        ("PUT", "/v1/kv/nope/a.b", &[JSON], over.as_bytes()),
+        413,
+        &[(1009, "#/value")],
+    );
+    // Every validation problem at once.
+    let many = json!({"value": 1, "ttl": 30, "metadata": "x", "tll": 1}).to_string();
+    let resp = s.request("PUT", "/v1/kv/users/a.b", &[JSON], many.into_bytes());
+    let mut got = problems(&s, &resp, 422);
+    got.sort();
+    let mut want: Vec<(u64, String)> = [
+        (1001, ""),
+        (1002, ""),
+        (1003, "#/ttl"),
+        (1005, "#/metadata"),
+        (1007, "#/tll"),
+    ]
+    .iter()
+    .map(|(c, p)| (*c, format!("/v1/kv/users/a.b{p}")))
+    .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Validation before the key's state: no 404 or 412 for a request that is invalid.
+    expect(&s, ("GET", "/v1/kv/user/a.b", &[], b""), 422, &[(1002, "")]);
+    let cond = [JSON, ("if-match", "\"1\"")];
+    expect(
+        &s,
+        ("PUT", "/v1/kv/user/k", &cond, br#"{"value": null}"#),
+        422,
+        &[(1004, "#/value")],
+    );
+}
+
+// ---------------------------------------------------------------- the kv routes
+
+#[test]
+fn envelope_put_creates_then_updates_and_get_reports_every_field() {
+    let s = Server::start(&[]);
+    let p = "/v1/kv/user/alice";
+    let before = now_s();
+    let body = json!({"value": {"a": 1}, "ttl": 3600, "metadata": {"schema": 2}});
+    let created = s.put_json(p, &body, &[]);
+    let d = data(&created, 201);
+    let v1 = version(&d);
+    assert_eq!(created.header("etag"), Some(etag(v1).as_str()));
+    assert_eq!(created.header("location"), Some(p));
+    assert_eq!(
+        d,
+        json!({"entity": "user", "key": "alice", "created": true, "expires_at": d["expires_at"],
+            "content_type": "application/json", "size_bytes": 7, "version": v1})
+    );
+    let expires = assert_timestamp(&d["expires_at"]);
+    assert!((before + 3600..=now_s() + 3600).contains(&expires), "{d}");
+
+    let got = s.get(p);
+    let g = data(&got, 200);
+    assert_eq!(got.header("etag"), Some(etag(v1).as_str()));
+    assert_eq!(
+        g,
+        json!({"entity": "user", "key": "alice", "value": {"a": 1}, "encoding": "json",
+            "content_type": "application/json", "metadata": {"schema": 2},
+            "created_at": g["created_at"], "updated_at": g["created_at"],
+            "expires_at": d["expires_at"], "size_bytes": 7, "version": v1})
+    );
+    let created_at = assert_timestamp(&g["created_at"]);
+    assert!((before..=now_s()).contains(&created_at));
+
+    // No Content-Type at all is an envelope too; an update replaces everything.
+    let update = s.request("PUT", p, &[], br#"{"value": [1, 2]}"#.to_vec());
+    let u = data(&update, 200);
+    assert_eq!(u["created"], json!(false));
+    assert_eq!(
+        u["expires_at"],
+        Value::Null,
+        "an update without ttl removes the expiry"
+    );
+    assert!(version(&u) > v1);
+    assert_eq!(update.header("location"), None);
+    assert_eq!(update.header("etag"), Some(etag(version(&u)).as_str()));
+    let g2 = data(&s.get(p), 200);
+    assert_eq!(g2["value"], json!([1, 2]));
+    assert_eq!(g2["metadata"], Value::Null);
+    assert_eq!(
+        g2["created_at"], g["created_at"],
+        "an update keeps created_at"
+    );
+    assert_eq!(g2["size_bytes"], json!(5));
+    assert_eq!(g2["version"], u["version"]);
+}
+
+#[test]
+fn text_binary_and_raw_values_come_back_byte_for_byte() {
+    let s = Server::start(&[]);
+    let t = data(
+        &s.put_json("/v1/kv/user/t", &json!({"value": "héllo\n"}), &[]),
+        201,
+    );
+    assert_eq!(t["content_type"], json!("text/plain; charset=utf-8"));
+    assert_eq!(t["size_bytes"], json!(7));
+    let g = data(&s.get("/v1/kv/user/t"), 200);
+    assert_eq!(
+        (&g["value"], &g["encoding"]),
+        (&json!("héllo\n"), &json!("text"))
+    );
+    let raw = s.get("/v1/kv/user/t/value");
+    assert_eq!(raw.body, "héllo\n".as_bytes());
+    assert_eq!(
+        raw.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    let bytes: Vec<u8> = (0..=255).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let envelope = json!({"value": b64, "content_type": "application/octet-stream"});
+    let b = data(&s.put_json("/v1/kv/event/bin", &envelope, &[]), 201);
+    assert_eq!(b["size_bytes"], json!(256));
+    let g = data(&s.get("/v1/kv/event/bin"), 200);
+    assert_eq!(
+        (&g["value"], &g["encoding"]),
+        (&json!(b64), &json!("base64"))
+    );
+    assert_eq!(s.get("/v1/kv/event/bin/value").body, bytes);
+
+    let headers = [
+        ("content-type", "image/png; q=1"),
+        ("x-kv-metadata", r#"{"w": 64, "h": [1]}"#),
+    ];
+    let raw_put = s.request("PUT", "/v1/kv/event/logo?ttl=600", &headers, bytes.clone());
+    let r = data(&raw_put, 201);
+    assert_eq!(raw_put.header("location"), Some("/v1/kv/event/logo"));
+    assert_eq!(raw_put.header("etag"), Some(etag(version(&r)).as_str()));
+    assert_eq!(r["content_type"], json!("image/png; q=1"));
+    assert_eq!(r["size_bytes"], json!(256));
+    let value = s.get("/v1/kv/event/logo/value");
+    assert_eq!(value.status, 200);
+    assert_eq!(value.body, bytes);
+    assert_eq!(value.header("content-type"), Some("image/png; q=1"));
+    assert_eq!(value.header("etag"), Some(etag(version(&r)).as_str()));
+    assert_eq!(value.header("x-kv-expires-at"), r["expires_at"].as_str());
+    assert_timestamp(&r["expires_at"]);
+    let g = data(&s.get("/v1/kv/event/logo"), 200);
+    assert_eq!(g["metadata"], json!({"w": 64, "h": [1]}));
+    assert_eq!(g["encoding"], json!("base64"));
+    assert_eq!(s.get("/v1/kv/user/t/value").header("x-kv-expires-at"), None);
+
+    let raw_json = [("content-type", "application/vnd.x+json")];
+    let sent = b" {\"a\" : 1} ";
+    data(
+        &s.request("PUT", "/v1/kv/user/j", &raw_json, sent.to_vec()),
+        201,
+    );
+    assert_eq!(
+        s.get("/v1/kv/user/j/value").body,
+        sent,
+        "raw JSON is stored as sent"
+    );
+    assert_eq!(
+        data(&s.get("/v1/kv/user/j"), 200)["encoding"],
+        json!("json")
+    );
+    let update = s.request("PUT", "/v1/kv/user/j", &raw_json, b"2".to_vec());
+    assert_eq!(data(&update, 200)["created"], json!(false));
+}
+
+#[test]
+fn head_answers_get_headers_without_a_body() {
+    let s = Server::start(&[]);
+    let envelope = json!({"value": "AAEC", "content_type": "application/octet-stream", "ttl": 120});
+    let d = data(&s.put_json("/v1/kv/user/h", &envelope, &[]), 201);
+    let value = s.get("/v1/kv/user/h/value");
+    for path in ["/v1/kv/user/h", "/v1/kv/user/h/value"] {
+        let head = s.request("HEAD", path, &[], Vec::new());
+        assert_eq!(head.status, 200);
+        for name in ["content-type", "content-length", "etag", "x-kv-expires-at"] {
+            assert_eq!(head.header(name), value.header(name), "{path} {name}");
+        }
+        assert_eq!(head.header("content-length"), Some("3"));
+        assert_eq!(head.header("x-kv-expires-at"), d["expires_at"].as_str());
+        let wire = raw_exchange(
+            &s,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let text = String::from_utf8_lossy(&wire);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "HEAD sent a body: {text:?}");
+    }
+    let get_404 = s.get("/v1/kv/user/none");
+    let head_404 = s.request("HEAD", "/v1/kv/user/none", &[], Vec::new());
+    assert_eq!(head_404.status, 404);
+    assert_eq!(
+        head_404.header("content-type"),
+        get_404.header("content-type")
+    );
+    let wire = raw_exchange(
+        &s,
+        "HEAD /v1/kv/user/none/value HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&wire);
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "HEAD sent a body: {text:?}");
+    let list = s.request("HEAD", "/v1/kv/user", &[], Vec::new());
+    assert_eq!(list.status, 200);
+}
+
+#[test]
+fn delete_removes_a_key_once() {
+    let s = Server::start(&[]);
+    data(&s.put_json("/v1/kv/user/d", &json!({"value": 1}), &[]), 201);
+    let del = s.request("DELETE", "/v1/kv/user/d", &[], Vec::new());
+    assert_eq!(
+        data(&del, 200),
+        json!({"entity": "user", "key": "d", "deleted": true})
+    );
+    expect(&s, ("GET", "/v1/kv/user/d", &[], b""), 404, &[(2001, "")]);
+    expect(
+        &s,
+        ("DELETE", "/v1/kv/user/d", &[], b""),
+        404,
+        &[(2001, "")],
+    );
+    let again = s.put_json("/v1/kv/user/d", &json!({"value": 2}), &[]);
+    assert_eq!(data(&again, 201)["created"], json!(true));
+}
+
+#[test]
+fn list_pages_through_keys_in_byte_order() {
+    let s = Server::start(&[]);
+    for key in ["b", "a", "ab", "aa", "B", "a-", "a_", "c"] {
+        data(
+            &s.put_json(&format!("/v1/kv/user/{key}"), &json!({"value": key}), &[]),
+            201,
+        );
+    }
+    data(
+        &s.put_json("/v1/kv/event/a0", &json!({"value": 1}), &[]),
+        201,
+    );
+    let meta = json!({"value": {"x": 1}, "metadata": {"m": true}, "ttl": 600});
+    let m = data(&s.put_json("/v1/kv/user/am", &meta, &[]), 201);
+
+    let all = data(&s.get("/v1/kv/user"), 200);
+    let keys: Vec<&str> = all["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["B", "a", "a-", "a_", "aa", "ab", "am", "b", "c"]);
+    assert_eq!(
+        (&all["cursor"], &all["list_complete"]),
+        (&Value::Null, &json!(true))
+    );
+    assert_eq!(all["entity"], json!("user"));
+    let am = all["keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|i| i["key"] == "am"))
+        .cloned();
+    assert_eq!(
+        am,
+        Some(
+            json!({"key": "am", "content_type": "application/json", "size_bytes": 7,
+            "expires_at": m["expires_at"], "metadata": {"m": true}, "version": m["version"]})
+        )
+    );
+
+    let mut seen = Vec::new();
+    let mut query = "/v1/kv/user?prefix=a&limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = data(&s.get(&query), 200);
+        pages += 1;
+        let items = page["keys"].as_array().expect("keys");
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .filter_map(|k| k["key"].as_str().map(str::to_owned)),
+        );
+        if page["list_complete"] == json!(true) {
+            assert_eq!(page["cursor"], Value::Null);
+            break;
+        }
+        let cursor = page["cursor"]
+            .as_str()
+            .expect("a cursor while not complete")
+            .to_owned();
+        assert!(
+            cursor
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.~".contains(&c)),
+            "{cursor}"
+        );
+        assert!(pages < 10, "paging never ends");
+        query = format!("/v1/kv/user?prefix=a&limit=2&cursor={cursor}");
+    }
+    assert_eq!(seen, ["a", "a-", "a_", "aa", "ab", "am"]);
+    let limited = data(&s.get("/v1/kv/user?limit=1&prefix="), 200);
+    assert_eq!(limited["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(limited["list_complete"], json!(false));
+    let none = data(&s.get("/v1/kv/event?prefix=zz"), 200);
+    assert_eq!(
+        none,
+        json!({"entity": "event", "keys": [], "cursor": null, "list_complete": true})
+    );
+}
+
+#[test]
+fn bulk_applies_every_operation_with_increasing_versions() {
+    let s = Server::start(&[]);
+    let old = version(&data(
+        &s.put_json("/v1/kv/event/b", &json!({"value": 0}), &[]),
+        201,
+    ));
+    let body = json!({"operations": [
+        {"op": "put", "entity": "user", "key": "a", "value": {"x": 1}, "ttl": 120},
+        {"op": "delete", "entity": "event", "key": "b"},
+        {"op": "put", "entity": "user", "key": "t", "value": "hi", "metadata": {"k": 1}},
+        {"op": "delete", "entity": "user", "key": "never"},
+        {"op": "put", "entity": "event", "key": "bin", "value": "AAEC", "content_type": "image/png"},
+        {"op": "put", "entity": "user", "key": "a", "value": 2}
+    ]});
+    let resp = s.request("POST", "/v1/bulk", &[JSON], body.to_string().into_bytes());
+    let results = data(&resp, 200)["results"]
+        .as_array()
+        .cloned()
+        .expect("results");
+    assert_eq!(results.len(), 6);
+    let versions: Vec<u64> = results.iter().map(version).collect();
+    assert!(versions[0] > old);
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(
+        results[0],
+        json!({"op": "put", "entity": "user", "key": "a", "created": true,
+            "expires_at": results[0]["expires_at"], "content_type": "application/json",
+            "size_bytes": 7, "version": versions[0]})
+    );
+    assert_timestamp(&results[0]["expires_at"]);
+    assert_eq!(
+        results[1],
+        json!({"op": "delete", "entity": "event", "key": "b", "deleted": true, "version": versions[1]})
+    );
+    assert_eq!(
+        results[2]["content_type"],
+        json!("text/plain; charset=utf-8")
+    );
+    assert_eq!(results[3]["deleted"], json!(false));
+    assert_eq!(results[4]["size_bytes"], json!(3));
+    assert_eq!(results[5]["created"], json!(false));
+
+    let a = data(&s.get("/v1/kv/user/a"), 200);
+    assert_eq!((&a["value"], &a["expires_at"]), (&json!(2), &Value::Null));
+    assert_eq!(a["version"], json!(versions[5]));
+    assert_eq!(s.get("/v1/kv/event/b").status, 404);
+    assert_eq!(
+        data(&s.get("/v1/kv/user/t"), 200)["metadata"],
+        json!({"k": 1})
+    );
+    assert_eq!(s.get("/v1/kv/event/bin/value").body, [0, 1, 2]);
+
+    // One bad operation: nothing of the batch is written.
+    let bad = json!({"operations": [
+        {"op": "put", "entity": "user", "key": "fresh", "value": 1},
+        {"op": "delete", "entity": "user", "key": "a"},
+        {"op": "put", "entity": "user", "key": "x", "value": 1, "ttl": 1}
+    ]});
+    let resp = s.request("POST", "/v1/bulk", &[JSON], bad.to_string().into_bytes());
+    assert_eq!(
+        problems(&s, &resp, 422),
+        vec![(1003, "/v1/bulk#/operations/2/ttl".into())]
+    );
+    assert_eq!(s.get("/v1/kv/user/fresh").status, 404);
+    assert_eq!(
+        data(&s.get("/v1/kv/user/a"), 200)["version"],
+        json!(versions[5])
+    );
+}
+
+#[test]
+fn conditional_requests_follow_if_match_and_if_none_match() {
+    let s = Server::start(&[]);
+    let p = "/v1/kv/user/c";
+    let body = |n: u64| json!({ "value": n });
+    expect(
+        &s,
+        ("PUT", p, &[JSON, ("if-match", "*")], br#"{"value":0}"#),
+        412,
+        &[(2004, "")],
+    );
+    let create = s.put_json(p, &body(1), &[("if-none-match", "*")]);
+    let v1 = version(&data(&create, 201));
+    expect(
+        &s,
+        ("PUT", p, &[JSON, ("if-none-match", "*")], br#"{"value":0}"#),
+        412,
+        &[(2004, "")],
+    );
+
+    let list = format!("\"999999\", \"abc\", {}", etag(v1));
+    let v2 = version(&data(&s.put_json(p, &body(2), &[("if-match", &list)]), 200));
+    let weak = format!("W/{}", etag(v2));
+    let v3 = version(&data(&s.put_json(p, &body(3), &[("if-match", &weak)]), 200));
+    expect(
+        &s,
+        (
+            "PUT",
+            p,
+            &[JSON, ("if-match", &etag(v1))],
+            br#"{"value":0}"#,
+        ),
+        412,
+        &[(2004, "")],
+    );
+    expect(
+        &s,
+        (
+            "PUT",
+            p,
+            &[JSON, ("if-match", "\"abc\"")],
+            br#"{"value":0}"#,
+        ),
+        412,
+        &[(2004, "")],
+    );
+    let star = s.put_json(p, &body(4), &[("if-match", "*")]);
+    let v4 = version(&data(&star, 200));
+    assert!(v1 < v2 && v2 < v3 && v3 < v4);
+
+    for path in [p.to_owned(), format!("{p}/value")] {
+        for tag in [
+            etag(v4),
+            format!("W/{}", etag(v4)),
+            format!("\"1\", {}", etag(v4)),
+            "*".into(),
+        ] {
+            let not_modified = s.request("GET", &path, &[("if-none-match", &tag)], Vec::new());
+            assert_eq!(not_modified.status, 304, "{path} {tag}");
+            assert_eq!(not_modified.header("etag"), Some(etag(v4).as_str()));
+            assert!(not_modified.body.is_empty());
+        }
+        let stale = s.request("GET", &path, &[("if-none-match", &etag(v3))], Vec::new());
+        assert_eq!(stale.status, 200, "{path}");
+        let head = s.request("HEAD", &path, &[("if-none-match", &etag(v4))], Vec::new());
+        assert_eq!(head.status, 304, "{path}");
+    }
+
+    let stale = [("if-match", etag(v3))];
+    let stale: Vec<(&str, &str)> = stale.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    expect(&s, ("DELETE", p, &stale, b""), 412, &[(2004, "")]);
+    assert_eq!(
+        data(&s.get(p), 200)["version"],
+        json!(v4),
+        "a failed delete deletes nothing"
+    );
+    let del = s.request(
+        "DELETE",
+        p,
+        &[("if-match", &format!("W/{}", etag(v4)))],
+        Vec::new(),
+    );
+    assert_eq!(data(&del, 200)["deleted"], json!(true));
+    expect(
+        &s,
+        ("DELETE", p, &[("if-match", "*")], b""),
+        412,
+        &[(2004, "")],
+    );
+    let recreate = s.put_json(p, &body(5), &[("if-none-match", "*")]);
+    assert_eq!(data(&recreate, 201)["created"], json!(true));
+}
+
+// ---------------------------------------------------------------- JSON round-trip
+
+#[test]
+fn json_is_stored_exactly_as_written() {
+    let s = Server::start(&[]);
+    let sent = concat!(
+        r#"{ "value" : {"z": 123456789012345678901234567890, "f": 0.1, "nz": -0.0,"#,
+        r#" "e": 1e+300, "a": [1E-7, -0, 0e0], "u": "h\u00e9llo \ud83d\ude00 ✓","#,
+        r#" "esc": "q\"b\\s\/ \b\f\n\r\t", "ctl": "\u0001\u001F\u0000\u007f"},"#,
+        r#" "metadata": {"b": 1.50, "a": null, "c": "\u001b"} }"#
+    );
+    let stored = concat!(
+        r#"{"z":123456789012345678901234567890,"f":0.1,"nz":-0.0,"#,
+        r#""e":1e+300,"a":[1E-7,-0,0e0],"u":"héllo 😀 ✓","#,
+        r#""esc":"q\"b\\s/ \b\f\n\r\t","ctl":"\u0001\u001f\u0000"#,
+        "\u{7f}\"}"
+    );
+    let resp = s.request("PUT", "/v1/kv/event/j", &[JSON], sent.as_bytes().to_vec());
+    assert_eq!(data(&resp, 201)["size_bytes"], json!(stored.len()));
+    let value = s.get("/v1/kv/event/j/value");
+    assert_eq!(value.text(), stored);
+    assert_eq!(value.header("content-type"), Some("application/json"));
+    let envelope = s.get("/v1/kv/event/j").text();
+    assert!(
+        envelope.contains(&format!("\"value\":{stored},")),
+        "{envelope}"
+    );
+    assert!(
+        envelope.contains(r#""metadata":{"b":1.50,"a":null,"c":"\u001b"}"#),
+        "{envelope}"
+    );
+    let listed = s.get("/v1/kv/event").text();
+    assert!(
+        listed.contains(r#""metadata":{"b":1.50,"a":null,"c":"\u001b"}"#),
+        "{listed}"
+    );
+
+    // A JSON string under a JSON content type is stored as JSON, quotes included.
+    let string = json!({"value": "x\u{1}", "content_type": "application/ld+json"});
+    data(&s.put_json("/v1/kv/event/s", &string, &[]), 201);
+    assert_eq!(s.get("/v1/kv/event/s/value").text(), "\"x\\u0001\"");
+}
+
+#[test]
+fn duplicate_members_and_lone_surrogates_are_refused_where_they_are() {
+    let s = Server::start(&[]);
+    let p = "/v1/kv/user/d";
+    let cases: &[(&[u8], u64, &str)] = &[
+        (br#"{"value": 1, "value": 2}"#, 1007, "#/value"),
+        (br#"{"value": 1, "\ud800": 2}"#, 1007, ""),
+        (br#"{"value": {"a": 1, "a": 2}}"#, 1004, "#/value/a"),
+        (br#"{"value": ["\ud800"]}"#, 1004, "#/value/0"),
+        (br#"{"value": {"\udc00x": 1}}"#, 1004, "#/value"),
+        (br#"{"value": "\ud800"}"#, 1004, "#/value"),
+        (
+            br#"{"value": 1, "metadata": {"m": 1, "m": 2}}"#,
+            1005,
+            "#/metadata/m",
+        ),
+        (
+            br#"{"value": 1, "metadata": {"m": "\udfff"}}"#,
+            1005,
+            "#/metadata/m",
+        ),
+    ];
+    for (body, code, pointer) in cases {
+        let resp = s.request("PUT", p, &[JSON], body.to_vec());
+        // A lone surrogate in a top-level name also makes that name an unknown field:
+        // both are 1007 at the member, so every problem must match, not just one.
+        let got = problems(&s, &resp, 422);
+        for (got_code, instance) in &got {
+            assert_eq!(got_code, code, "{}", String::from_utf8_lossy(body));
+            assert!(instance.starts_with(&format!("{p}{pointer}")), "{got:?}");
+        }
+    }
+    let raw = [("content-type", "application/vnd.a+json")];
+    for body in [&br#"{"a": 1, "a": 2}"#[..], br#"["\ud800"]"#] {
+        expect(&s, ("PUT", p, &raw, body), 422, &[(1004, "")]);
+    }
+    let headers = [
+        ("content-type", "image/png"),
+        ("x-kv-metadata", r#"{"a": "\ud800"}"#),
+    ];
+    let resp = s.request("PUT", p, &headers, b"x".to_vec());
+    assert_eq!(problems(&s, &resp, 422)[0].0, 1005);
+    let bulk = br#"{"operations": [{"op": "put", "entity": "user", "key": "k", "value": {"a": 1, "a": 1}}]}"#;
+    expect(
+        &s,
+        ("POST", "/v1/bulk", &[JSON], bulk),
+        422,
+        &[(1004, "#/operations/0/value/a")],
+    );
+    assert_eq!(s.get(p).status, 404);
+}
+
+// ---------------------------------------------------------------- persistence
+
+#[test]
+fn values_metadata_and_versions_survive_a_restart() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let paths = [
+        "/v1/kv/user/j",
+        "/v1/kv/user/t",
+        "/v1/kv/event/img",
+        "/v1/kv/event/ttl",
+    ];
+    let (envelopes, values, last) = {
+        let mut s = Server::start_in(&dir, &[]);
+        let body = br#"{"value": {"n": 1e+300, "a": [0.1]}, "metadata": {"z": 1, "a": 2}}"#;
+        data(&s.request("PUT", paths[0], &[JSON], body.to_vec()), 201);
+        data(&s.put_json(paths[1], &json!({"value": "héllo"}), &[]), 201);
+        let headers = [
+            ("content-type", "image/png; Q=\"1\""),
+            ("x-kv-metadata", r#"{"w":64}"#),
+        ];
+        data(
+            &s.request("PUT", paths[2], &headers, vec![0, 1, 2, 255]),
+            201,
+        );
+        data(
+            &s.put_json(paths[3], &json!({"value": 1, "ttl": 3600}), &[]),
+            201,
+        );
+        data(
+            &s.put_json(paths[1], &json!({"value": "updated"}), &[]),
+            200,
+        );
+        data(
+            &s.put_json("/v1/kv/user/gone", &json!({"value": 1}), &[]),
+            201,
+        );
+        data(
+            &s.request("DELETE", "/v1/kv/user/gone", &[], Vec::new()),
+            200,
+        );
+        let ops =
+            json!({"operations": [{"op": "put", "entity": "event", "key": "bulk", "value": 7}]});
+        let bulk = data(
+            &s.request("POST", "/v1/bulk", &[JSON], ops.to_string().into_bytes()),
+            200,
+        );
+        let envelopes: Vec<String> = paths.iter().map(|p| s.get(p).text()).collect();
+        let values: Vec<Resp> = paths.iter().map(|p| s.get(&format!("{p}/value"))).collect();
+        let last = version(&bulk["results"][0]);
+        let status = s.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+        assert!(status.success(), "{status}");
+        (envelopes, values, last)
+    };
+    let s = Server::start_in(&dir, &[]);
+    for ((path, envelope), value) in paths.iter().zip(&envelopes).zip(&values) {
+        assert_eq!(&s.get(path).text(), envelope, "{path}");
+        let again = s.get(&format!("{path}/value"));
+        assert_eq!(again.body, value.body, "{path}");
+        for name in ["content-type", "etag", "x-kv-expires-at"] {
+            assert_eq!(again.header(name), value.header(name), "{path} {name}");
+        }
+    }
+    let t = data(&s.get(paths[1]), 200);
+    assert_eq!(t["value"], json!("updated"));
+    assert_ne!(t["created_at"], Value::Null);
+    assert_eq!(
+        s.get("/v1/kv/user/gone").status,
+        404,
+        "a delete survives too"
+    );
+    assert_eq!(data(&s.get("/v1/kv/event/bulk"), 200)["value"], json!(7));
+    let next = data(
+        &s.put_json("/v1/kv/user/new", &json!({"value": 1}), &[]),
+        201,
+    );
+    assert!(
+        version(&next) > last,
+        "versions keep growing after a restart"
+    );
+}
+
+// ---------------------------------------------------------------- a full disk
+
+/// The `caskade_engine_recovered_truncated_bytes` gauge, read from `/metrics`.
+fn truncated_bytes(s: &Server) -> Option<u64> {
+    s.get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("caskade_engine_recovered_truncated_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_full_disk_is_507_and_loses_nothing_acknowledged() {
+    /// Bytes of each value: a few fit under the limit below, not all.
+    const VALUE_BYTES: usize = 8 * 1024;
+    /// `ulimit -f` blocks (512 bytes with dash, 1 KiB with some shells): 32 or 64 KiB.
+    const FILE_BLOCKS: u64 = 64;
+    /// More writes than can fit under either unit.
+    const WRITES_MAX: usize = 16;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let value =
+        |i: usize| -> Vec<u8> { (0..VALUE_BYTES).map(|j| (i * 31 + j * 7) as u8).collect() };
+    let octets = "application/octet-stream";
+
+    let mut s = Server::start_with_file_size_limit(&dir, FILE_BLOCKS, &[]);
+    let mut stored = Vec::new();
+    let mut full = None;
+    for i in 0..WRITES_MAX {
+        let path = format!("/v1/kv/user/k{i}");
+        let resp = s.request("PUT", &path, &[("content-type", octets)], value(i));
+        if resp.status == 507 {
+            full = Some((i, resp));
+            break;
+        }
+        stored.push((path, version(&data(&resp, 201))));
+    }
+    let (failed, resp) = full.expect("a write past the file-size limit answers 507");
+    assert!(!stored.is_empty(), "the first write should fit");
+    let failed_path = format!("/v1/kv/user/k{failed}");
+    assert_eq!(problems(&s, &resp, 507), vec![(5001, failed_path.clone())]);
+
+    // Still serving: earlier keys read back, the failed key is absent, a retry still 507s.
+    assert_eq!(s.get("/healthz").status, 200);
+    for (i, (path, v)) in stored.iter().enumerate() {
+        let got = s.get(&format!("{path}/value"));
+        assert_eq!(got.body, value(i), "{path}");
+        assert_eq!(got.header("etag"), Some(etag(*v).as_str()));
+    }
+    expect(&s, ("GET", &failed_path, &[], b""), 404, &[(2001, "")]);
+    let again = s.request(
+        "PUT",
+        &failed_path,
+        &[("content-type", octets)],
+        value(failed),
+    );
+    assert_eq!(problems(&s, &again, 507)[0].0, 5001);
+    let listed = data(&s.get("/v1/kv/user"), 200);
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(stored.len()));
+    s.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+
+    // Without the limit: everything acknowledged is there, nothing half-written.
+    let s = Server::start_in(&dir, &[]);
+    assert_eq!(truncated_bytes(&s), Some(0), "recovery found a torn record");
+    for (i, (path, v)) in stored.iter().enumerate() {
+        let got = s.get(&format!("{path}/value"));
+        assert_eq!(got.body, value(i), "{path}");
+        assert_eq!(got.header("etag"), Some(etag(*v).as_str()));
+    }
+    assert_eq!(
+        s.get(&failed_path).status,
+        404,
+        "the refused write left nothing"
+    );
+    let retry = s.request(
+        "PUT",
+        &failed_path,
+        &[("content-type", octets)],
+        value(failed),
+    );
+    assert_eq!(data(&retry, 201)["size_bytes"], json!(VALUE_BYTES));
+    assert_eq!(s.get(&format!("{failed_path}/value")).body, value(failed));
+}
