@@ -9,7 +9,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::{Resp, Server};
@@ -279,8 +280,23 @@ fn envelope_fields_each_have_their_own_problem() {
         "metadata belongs in the body"
     );
     assert_eq!(s.get(p).status, 404, "nothing was written");
-    // {"m":"xx…"} of exactly 64 bytes fits.
+    // {"m":"xx…"} of exactly 64 bytes fits: the limit counts the compact serialization,
+    // not the spelling sent (spaces, `\u0078` escapes), in the body and in the header.
     data(&s.request("PUT", p, &[JSON], fits.into_bytes()), 201);
+    let spelled = format!(
+        "{{\"value\": 1, \"metadata\": {{ \"m\" : \"{}\" }} }}",
+        "\\u0078".repeat(56)
+    );
+    let resp = s.request("PUT", p, &[JSON], spelled.into_bytes());
+    assert_eq!(data(&resp, 200)["created"], json!(false));
+    let header = format!("{{ \"m\" : \"{}\" }}", "\\u0078".repeat(56));
+    let raw = [
+        ("content-type", "image/png"),
+        ("x-kv-metadata", header.as_str()),
+    ];
+    data(&s.request("PUT", p, &raw, b"x".to_vec()), 200);
+    let metadata = data(&s.get(p), 200)["metadata"].clone();
+    assert_eq!(metadata, json!({"m": "x".repeat(56)}));
 }
 
 #[test]
@@ -882,6 +898,60 @@ fn list_pages_through_keys_in_byte_order() {
 }
 
 #[test]
+fn paging_returns_each_steady_key_once_while_others_come_and_go() {
+    /// Keys live for the whole walk.
+    const STEADY_KEYS: usize = 40;
+    let s = Server::start(&[]);
+    let steady: Vec<String> = (0..STEADY_KEYS).map(|i| format!("k{i:03}")).collect();
+    for key in &steady {
+        data(
+            &s.put_json(&format!("/v1/kv/user/{key}"), &json!({"value": 1}), &[]),
+            201,
+        );
+    }
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let seen = std::thread::scope(|scope| {
+        // Churn between and around the steady keys on another connection.
+        let churn = scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let round = rounds.load(Ordering::Relaxed);
+                let key = format!("/v1/kv/user/k{:03}x", round % (STEADY_KEYS + 1));
+                data(&s.put_json(&key, &json!({"value": round}), &[]), 201);
+                data(&s.request("DELETE", &key, &[], Vec::new()), 200);
+                rounds.store(round + 1, Ordering::Relaxed);
+            }
+        });
+        // The walk starts once the churn has.
+        let deadline = Instant::now() + common::STARTUP_TIMEOUT;
+        while rounds.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the churn never started");
+            std::thread::yield_now();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..4 * STEADY_KEYS {
+            let page = data(&s.get(&format!("/v1/kv/user?limit=3&cursor={cursor}")), 200);
+            let keys = page["keys"].as_array().cloned().unwrap_or_default();
+            seen.extend(
+                keys.iter()
+                    .filter_map(|k| k["key"].as_str().map(str::to_owned)),
+            );
+            match page["cursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => break,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().expect("the churn thread");
+        seen
+    });
+    let got: Vec<&String> = seen.iter().filter(|k| !k.ends_with('x')).collect();
+    assert_eq!(got, steady.iter().collect::<Vec<_>>());
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+#[test]
 fn bulk_applies_every_operation_with_increasing_versions() {
     let s = Server::start(&[]);
     let old = version(&data(
@@ -1041,8 +1111,44 @@ fn conditional_requests_follow_if_match_and_if_none_match() {
         412,
         &[(2004, "")],
     );
+    // Reads honour If-Match too, and If-None-Match: * on a DELETE of a live key fails.
+    expect(
+        &s,
+        ("GET", p, &[("if-match", "*")], b""),
+        412,
+        &[(2004, "")],
+    );
     let recreate = s.put_json(p, &body(5), &[("if-none-match", "*")]);
-    assert_eq!(data(&recreate, 201)["created"], json!(true));
+    let v5 = version(&data(&recreate, 201));
+    let stale = etag(v4);
+    expect(
+        &s,
+        ("GET", p, &[("if-match", &stale)], b""),
+        412,
+        &[(2004, "")],
+    );
+    let value = format!("{p}/value");
+    expect(
+        &s,
+        ("GET", &value, &[("if-match", &stale)], b""),
+        412,
+        &[(2004, "")],
+    );
+    assert_eq!(
+        s.request("GET", &value, &[("if-match", &etag(v5))], Vec::new())
+            .status,
+        200
+    );
+    expect(
+        &s,
+        ("DELETE", p, &[("if-none-match", "*")], b""),
+        412,
+        &[(2004, "")],
+    );
+    let recreate = s.put_json(p, &body(5), &[("if-none-match", "*")]);
+    assert_eq!(recreate.status, 412, "{}", recreate.text());
+    let update = s.put_json(p, &body(6), &[("if-match", &etag(v5))]);
+    assert_eq!(data(&update, 200)["created"], json!(false));
 }
 
 // ---------------------------------------------------------------- JSON round-trip
