@@ -395,6 +395,16 @@ fn oversized_bodies_and_values_are_413() {
         vec![(1009, "/v1/kv/user/k".into())]
     );
     assert_eq!(s.get("/v1/kv/user/k").status, 404);
+    // A chunked upload has no length to check up front; it is cut off as it streams.
+    let chunked = raw_exchange(
+        &s,
+        "PUT /v1/kv/user/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n11\r\n0123456789abcdefg\r\n0\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&chunked);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"error_code\":1009"), "{text}");
+    assert_eq!(s.get("/v1/kv/user/k").status, 404);
     let fits = put_raw(&s, "/v1/kv/user/k", "application/octet-stream", &[7; 16]);
     assert_eq!(data(&fits, 201)["size_bytes"], json!(16));
 }
@@ -424,7 +434,7 @@ fn forms_and_multipart_are_415_pointing_to_json() {
 
 #[test]
 fn bulk_problems_point_into_the_operation_list() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--max-value-bytes", "100"]);
     let body = json!({"operations": [
         {"op": "put", "entity": "user", "key": "fresh", "value": 1},
         {"op": "put", "entity": "user", "key": "bad.key", "value": 1, "ttl": 5},
@@ -472,6 +482,25 @@ fn bulk_problems_point_into_the_operation_list() {
     let extra = br#"{"operations": [], "atomic": true}"#;
     let resp = s.request("POST", "/v1/bulk", &[JSON], extra.to_vec());
     assert!(problems(&s, &resp, 422).contains(&(1007, "/v1/bulk#/atomic".into())));
+    // A value over the limit in any operation outranks the 422s of the others.
+    let big = json!({"operations": [
+        {"op": "put", "entity": "users", "key": "a", "value": 1},
+        {"op": "put", "entity": "user", "key": "b", "value": "x".repeat(101)}
+    ]})
+    .to_string();
+    let resp = s.request("POST", "/v1/bulk", &[JSON], big.into_bytes());
+    assert_eq!(
+        problems(&s, &resp, 413),
+        vec![(1009, "/v1/bulk#/operations/1/value".into())]
+    );
+    // Exactly 10000 operations is allowed.
+    let op = json!({"op": "delete", "entity": "user", "key": "k"});
+    let most = json!({"operations": vec![op; 10_000]}).to_string();
+    let resp = s.request("POST", "/v1/bulk", &[JSON], most.into_bytes());
+    assert_eq!(
+        data(&resp, 200)["results"].as_array().map(Vec::len),
+        Some(10_000)
+    );
 }
 
 #[test]
