@@ -279,6 +279,10 @@ fn envelope_fields_each_have_their_own_problem() {
         1005,
         "metadata belongs in the body"
     );
+    // A pointer is written as a URI fragment (RFC 6901 §6): `instance` stays a URI.
+    let odd = br#"{"value": 1, "a b/\u00e9~%": 1}"#;
+    let want = [(1007, "#/a%20b~1%C3%A9~0%25")];
+    expect(&s, ("PUT", p, &[JSON], odd), 422, &want);
     assert_eq!(s.get(p).status, 404, "nothing was written");
     // {"m":"xx…"} of exactly 64 bytes fits: the limit counts the compact serialization,
     // not the spelling sent (spaces, `\u0078` escapes), in the body and in the header.

@@ -262,7 +262,7 @@ fn schemas() -> Value {
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "title": {"type": "string", "minLength": 5},
             "detail": {"type": "string", "minLength": 5},
-            "instance": {"type": "string", "description": "request path, plus #/pointer into the body"},
+            "instance": {"type": "string", "description": "request path, plus #/pointer into the body written as a URI fragment (RFC 6901 section 6)"},
             "error_code": {"type": "integer"}}},
         "PutEnvelope": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
             "value": {"description": "any JSON but null; a string for text kind, base64 for binary kind"},

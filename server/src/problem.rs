@@ -2,7 +2,27 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;
+
+/// What a URI fragment may not hold as it is (RFC 3986 `fragment`): a pointer to a
+/// member named `a b` or `é` is written `#/a%20b`, `#/%C3%A9` (RFC 6901 §6), so that
+/// `instance` stays a URI reference whatever names a client sends.
+const FRAGMENT_ENCODED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// Every error code of API.md's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,7 +266,11 @@ impl IntoResponse for ApiError {
                 title: p.code.title(),
                 detail: &p.detail,
                 instance: match &p.pointer {
-                    Some(pointer) => format!("{}#{}", self.instance, pointer),
+                    Some(pointer) => format!(
+                        "{}#{}",
+                        self.instance,
+                        utf8_percent_encode(pointer, FRAGMENT_ENCODED)
+                    ),
                     None => self.instance.clone(),
                 },
                 error_code: p.code.code(),
