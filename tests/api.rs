@@ -1361,6 +1361,69 @@ fn values_metadata_and_versions_survive_a_restart() {
     );
 }
 
+#[test]
+fn acknowledged_writes_survive_a_kill_9() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    let mut s = Server::start_in(&dir, &[]);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let path = format!("/v1/kv/event/e{i}");
+        let d = data(&s.put_json(&path, &json!({"value": {"i": i}}), &[]), 201);
+        acked.push((path, version(&d)));
+    }
+    let ops: Vec<Value> = (0..50)
+        .map(|i| json!({"op": "put", "entity": "user", "key": format!("b{i}"), "value": i}))
+        .collect();
+    let body = json!({ "operations": ops }).to_string();
+    data(
+        &s.request("POST", "/v1/bulk", &[JSON], body.into_bytes()),
+        200,
+    );
+    s.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+
+    let s = Server::start_in(&dir, &[]);
+    for (i, (path, v)) in acked.iter().enumerate() {
+        let d = data(&s.get(path), 200);
+        assert_eq!((&d["value"], version(&d)), (&json!({"i": i}), *v), "{path}");
+    }
+    let listed = data(&s.get("/v1/kv/user?prefix=b&limit=1000"), 200);
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(50));
+}
+
+#[test]
+fn racing_creates_with_if_none_match_star_have_one_winner() {
+    /// Clients racing to create the same key.
+    const RACERS: usize = 8;
+    let s = Server::start(&[]);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let body = json!({ "value": i });
+                    s.put_json("/v1/kv/user/race", &body, &[("if-none-match", "*")])
+                        .status
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().expect("a racer"))
+            .collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 412).count(),
+        RACERS - 1,
+        "{statuses:?}"
+    );
+}
+
 // ---------------------------------------------------------------- a full disk
 
 /// The `caskade_engine_recovered_truncated_bytes` gauge, read from `/metrics`.
