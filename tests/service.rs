@@ -232,6 +232,68 @@ fn compaction_gives_back_overwritten_space() {
     assert_eq!(server.get("/v1/kv/user/churn").status, 200);
 }
 
+/// Issue 4's acceptance: 1 MiB segments, heavy overwrites, `compact?wait=true` brings
+/// disk use near the live bytes, and a restart loads the index from hint files.
+#[test]
+fn compaction_after_heavy_overwrites_brings_disk_near_live_and_a_restart_loads_hints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--segment-bytes", "1048576"];
+    let mut server = Server::start_in(dir.path(), &args);
+    let bulk = |round: usize| {
+        let operations: Vec<_> = (0..500)
+            .map(|k| {
+                serde_json::json!({"op": "put", "entity": "user", "key": format!("k{k}"),
+                    "value": format!("{round}-{}", "v".repeat(1000))})
+            })
+            .collect();
+        serde_json::json!({ "operations": operations })
+    };
+    for round in 0..10 {
+        let body = serde_json::to_vec(&bulk(round)).expect("json");
+        let resp = server.request(
+            "POST",
+            "/v1/bulk",
+            &[("content-type", "application/json")],
+            body,
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let before = server.get("/v1/admin/stats").json()["data"].clone();
+    assert!(before["segments"].as_u64() > Some(3), "{before}");
+    let done = server.request("POST", "/v1/admin/compact?wait=true", &[], Vec::new());
+    assert_eq!(done.status, 200, "{}", done.text());
+    let after = server.get("/v1/admin/stats").json()["data"].clone();
+    let (disk, live) = (after["disk_bytes"].as_u64(), after["live_bytes"].as_u64());
+    let (Some(disk), Some(live)) = (disk, live) else {
+        panic!("stats without sizes: {after}");
+    };
+    assert!(
+        disk * 10 <= live * 12,
+        "disk {disk} is not near live {live}: {after}"
+    );
+    assert_eq!(
+        server
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .code(),
+        Some(0)
+    );
+    drop(server);
+    let server = Server::start_in(dir.path(), &args);
+    let metrics = server.get("/metrics").text();
+    let hints = metrics
+        .lines()
+        .find(|l| l.starts_with("caskade_engine_hints_loaded"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(hints > Some(0.0), "no hints loaded:\n{metrics}");
+    let got = server.get("/v1/kv/user/k7").json();
+    assert_eq!(
+        got["data"]["value"].as_str().map(|v| &v[..2]),
+        Some("9-"),
+        "{got}"
+    );
+}
+
 /// Walks the route table against the running server: every listed (method, path)
 /// reaches a handler (no 404 route-not-found, no 405; HEAD answers GET's status), and
 /// every other common method on the same path is a 405. Needs the kv routes of `api`.
