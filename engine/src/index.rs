@@ -1,17 +1,30 @@
 //! The in-memory index: every live key → where its latest record is.
 //!
-//! Keys are spread over [`SHARDS`] ordered maps by a hash of the key, so writers and
-//! readers of different keys rarely touch the same lock, and each shard keeps its keys
-//! in byte order for listing; a list merges the shards' ranges.
+//! Keys are spread over [`SHARDS`] shards by a hash of the key, so writers and readers
+//! of different keys rarely touch the same lock. Each shard is
+//! - a slab of [`Slot`]s (key inline up to 16 bytes, and its 32-byte [`Location`]),
+//! - a hash table of slot ids for point lookups: one hash, one key comparison,
+//! - a key order for listing: a sorted run of slot ids, plus the ids of keys created
+//!   since the last list, sorted and merged in only when a list (or a prefix count)
+//!   needs the order. Point writes never compare keys for ordering; a store that is
+//!   filled and then read pays for order once, at its first list.
+//!
+//! A removed key's slot stays in the order runs, marked dead, until a merge drops it;
+//! only then is its slot reused, so an id in the order always names the key it was
+//! sorted as.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use smallvec::SmallVec;
 
 use crate::expiry::Expiries;
+use crate::hint::HintEntry;
 
 /// Number of index shards: a power of two well above the core count.
 pub(crate) const SHARDS: usize = 16;
@@ -24,7 +37,7 @@ pub(crate) struct Location {
     pub segment: u32,
     /// Offset of the record inside the segment.
     pub offset: u32,
-    /// Length of the whole record.
+    /// Length of the whole record (never 0 for a live entry: a record has a header).
     pub len: u32,
     /// Expiry in ms since the epoch; 0 = never.
     pub expires_at_ms: u64,
@@ -40,51 +53,259 @@ impl Location {
     }
 }
 
-type Shard = BTreeMap<Box<[u8]>, Location>;
+/// A key, stored inline when it is at most 16 bytes (no allocation of its own).
+type Key = SmallVec<[u8; 16]>;
+
+/// One entry of a shard's slab. `loc.len == 0` marks a removed key whose slot waits
+/// for the next order merge before it can be reused.
+#[derive(Debug)]
+struct Slot {
+    key: Key,
+    loc: Location,
+}
+
+impl Slot {
+    fn is_live(&self) -> bool {
+        self.loc.len != 0
+    }
+}
+
+/// Slot ids in key order.
+#[derive(Debug, Default)]
+struct Order {
+    /// Sorted by key; may hold ids of removed keys (skipped when read).
+    sorted: Vec<u32>,
+    /// Ids of keys created since the last merge, in creation order.
+    pending: Vec<u32>,
+    /// Removed keys whose ids are still in `sorted` or `pending`.
+    dead: usize,
+}
+
+/// One shard: slab, hash table of slot ids, key order.
+#[derive(Debug, Default)]
+struct Shard {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    table: HashTable<u32>,
+    order: Order,
+    /// Bytes of keys too long to be stored inline.
+    heap_key_bytes: u64,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&id| slots[id as usize].key.as_slice() == key)
+            .copied()
+    }
+
+    fn get(&self, hash: u64, key: &[u8]) -> Option<Location> {
+        self.find(hash, key).map(|id| self.slots[id as usize].loc)
+    }
+
+    fn slot_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Location> {
+        let id = self.find(hash, key)?;
+        Some(&mut self.slots[id as usize].loc)
+    }
+
+    /// Adds a key that is not in the shard.
+    fn create(&mut self, hasher: &DefaultHashBuilder, hash: u64, key: &[u8], loc: Location) {
+        debug_assert!(loc.len != 0);
+        let key = Key::from_slice(key);
+        if key.spilled() {
+            self.heap_key_bytes += key.len() as u64;
+        }
+        let slot = Slot { key, loc };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.table.insert_unique(hash, id, |&id| {
+            hasher.hash_one(slots[id as usize].key.as_slice())
+        });
+        self.order.pending.push(id);
+    }
+
+    /// Removes a key; its slot stays until the next merge of the order.
+    fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Location> {
+        let slots = &self.slots;
+        let entry = self
+            .table
+            .find_entry(hash, |&id| slots[id as usize].key.as_slice() == key)
+            .ok()?;
+        let (id, _) = entry.remove();
+        let slot = &mut self.slots[id as usize];
+        let loc = std::mem::replace(&mut slot.loc.len, 0);
+        let removed = Location {
+            len: loc,
+            ..slot.loc
+        };
+        self.order.dead += 1;
+        if self.order.dead > ORDER_DEAD_MAX.max(self.table.len() / 2) {
+            self.purge_dead();
+        }
+        Some(removed)
+    }
+
+    /// Drops removed keys' ids from the order and frees their slots. No key
+    /// comparisons: the runs keep their order.
+    fn purge_dead(&mut self) {
+        let slots = &self.slots;
+        let mut freed = Vec::new();
+        for run in [&mut self.order.sorted, &mut self.order.pending] {
+            run.retain(|&id| {
+                let live = slots[id as usize].is_live();
+                if !live {
+                    freed.push(id);
+                }
+                live
+            });
+        }
+        for id in freed {
+            let slot = &mut self.slots[id as usize];
+            if slot.key.spilled() {
+                self.heap_key_bytes -= slot.key.len() as u64;
+            }
+            slot.key = Key::new();
+            self.free.push(id);
+        }
+        self.order.dead = 0;
+    }
+
+    /// True when a list must first bring the order up to date (write lock needed).
+    fn order_is_stale(&self) -> bool {
+        !self.order.pending.is_empty()
+    }
+
+    /// Sorts the keys created since the last merge into the sorted run.
+    fn merge_pending(&mut self) {
+        self.purge_dead();
+        let slots = &self.slots;
+        let key = |id: &u32| slots[*id as usize].key.as_slice();
+        let mut pending = std::mem::take(&mut self.order.pending);
+        pending.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        let sorted = std::mem::take(&mut self.order.sorted);
+        let mut merged = Vec::with_capacity(sorted.len() + pending.len());
+        let (mut a, mut b) = (
+            sorted.into_iter().peekable(),
+            pending.into_iter().peekable(),
+        );
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => key(x) <= key(y),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_a { a.next() } else { b.next() };
+            merged.extend(next);
+        }
+        self.order.sorted = merged;
+    }
+
+    /// Index in the sorted run of the first key ≥ `bound` (or > when excluded).
+    fn position(&self, bound: Bound<&[u8]>) -> usize {
+        let slots = &self.slots;
+        let key = |id: &u32| slots[*id as usize].key.as_slice();
+        match bound {
+            Bound::Included(b) => self.order.sorted.partition_point(|id| key(id) < b),
+            Bound::Excluded(b) => self.order.sorted.partition_point(|id| key(id) <= b),
+            Bound::Unbounded => 0,
+        }
+    }
+
+    /// Live keys of the sorted run from `lower` on that start with `prefix`, in order
+    /// (keys still pending a merge are not walked).
+    fn walk<'s>(
+        &'s self,
+        prefix: &'s [u8],
+        lower: Bound<&[u8]>,
+    ) -> impl Iterator<Item = &'s Slot> + 's {
+        let start = self.position(lower);
+        self.order.sorted[start..]
+            .iter()
+            .map(|&id| &self.slots[id as usize])
+            .take_while(move |s| s.key.starts_with(prefix))
+            .filter(|s| s.is_live())
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + self.table.capacity() * (4 + 1)
+            + (self.order.sorted.capacity() + self.order.pending.capacity()) * 4) as u64
+            + self.heap_key_bytes
+    }
+}
+
+/// Removed keys a shard tolerates in its order runs before it drops them eagerly.
+const ORDER_DEAD_MAX: usize = 4096;
 
 /// The sharded index with its running totals.
 #[derive(Debug)]
 pub(crate) struct Index {
     shards: Vec<RwLock<Shard>>,
+    hasher: DefaultHashBuilder,
     keys: AtomicU64,
-    key_bytes: AtomicU64,
     live_bytes: AtomicU64,
     /// Entries that expire, by expiry; kept in step with the shards.
     pub expiries: Expiries,
 }
 
-fn shard_of(key: &[u8]) -> usize {
-    crc32fast::hash(key) as usize % SHARDS
-}
-
 impl Index {
     pub fn new() -> Index {
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher: DefaultHashBuilder::default(),
             keys: AtomicU64::new(0),
-            key_bytes: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             expiries: Expiries::default(),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
-        &self.shards[shard_of(key)]
+    /// The key's hash and shard. The shard comes from a multiplicative mix of the hash,
+    /// so a shard's keys still spread over all of its table's bits.
+    fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
+        let (hash, shard) = self.shard_index(key);
+        (hash, &self.shards[shard])
+    }
+
+    fn shard_index(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        let shard = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS;
+        (hash, shard)
+    }
+
+    fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+        shard.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+        shard.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The location of `key`, expired or not.
     pub fn get(&self, key: &[u8]) -> Option<Location> {
-        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
-        shard.get(key).copied()
+        let (hash, shard) = self.locate(key);
+        Self::read(shard).get(hash, key)
     }
 
     /// Points `key` at `loc`; returns what it pointed at before.
     pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let old = match shard.get_mut(key) {
+        let (hash, shard) = self.locate(key);
+        let mut shard = Self::write(shard);
+        let old = match shard.slot_mut(hash, key) {
             Some(slot) => Some(std::mem::replace(slot, loc)),
             None => {
-                shard.insert(key.into(), loc);
+                shard.create(&self.hasher, hash, key, loc);
                 None
             }
         };
@@ -93,42 +314,12 @@ impl Index {
         old
     }
 
-    /// Points `key` at `loc` unless it already points at a record at least as new
-    /// (recovery meets records in file order, not version order). One lookup.
-    pub fn insert_if_newer(&self, key: &[u8], loc: Location) -> bool {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let old = match shard.get_mut(key) {
-            Some(slot) if slot.version >= loc.version => return false,
-            Some(slot) => Some(std::mem::replace(slot, loc)),
-            None => {
-                shard.insert(key.into(), loc);
-                None
-            }
-        };
-        drop(shard);
-        self.account(key, old.as_ref(), Some(&loc));
-        true
-    }
-
-    /// Removes `key` if it points at a record older than `seq` (recovery meeting a
-    /// tombstone or an expired record). True unless the index holds something newer.
-    pub fn remove_if_older(&self, key: &[u8], seq: u64) -> bool {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let old = match shard.get(key) {
-            Some(loc) if loc.version >= seq => return false,
-            Some(_) => shard.remove(key),
-            None => None,
-        };
-        drop(shard);
-        self.account(key, old.as_ref(), None);
-        true
-    }
-
     /// Moves `key` from the record at (`segment`, `offset`) to `to` — only if it still
     /// points there (compaction must not undo a newer write). True when moved.
     pub fn repoint(&self, key: &[u8], segment: u32, offset: u32, to: Location) -> bool {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let Some(slot) = shard.get_mut(key) else {
+        let (hash, shard) = self.locate(key);
+        let mut shard = Self::write(shard);
+        let Some(slot) = shard.slot_mut(hash, key) else {
             return false;
         };
         if slot.segment != segment || slot.offset != offset {
@@ -147,12 +338,13 @@ impl Index {
     /// Removes `key` if its entry expired at `now_ms` with exactly `expires_at_ms`
     /// (a newer write since the sweep looked keeps it). Returns the removed entry.
     pub fn remove_expired(&self, key: &[u8], expires_at_ms: u64, now_ms: u64) -> Option<Location> {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let loc = *shard.get(key)?;
+        let (hash, shard) = self.locate(key);
+        let mut shard = Self::write(shard);
+        let loc = shard.get(hash, key)?;
         if loc.expires_at_ms != expires_at_ms || !loc.is_expired(now_ms) {
             return None;
         }
-        shard.remove(key);
+        shard.remove(hash, key);
         drop(shard);
         self.account(key, Some(&loc), None);
         Some(loc)
@@ -161,33 +353,30 @@ impl Index {
     /// Calls `f` with every entry, one shard at a time (each under its read lock).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &Location)) {
         for shard in &self.shards {
-            let shard = shard.read().unwrap_or_else(|p| p.into_inner());
-            for (k, loc) in shard.iter() {
-                f(k, loc);
+            let shard = Self::read(shard);
+            for &id in shard.table.iter() {
+                let slot = &shard.slots[id as usize];
+                f(&slot.key, &slot.loc);
             }
         }
     }
 
     /// Removes `key`; returns where it pointed.
     pub fn remove(&self, key: &[u8]) -> Option<Location> {
-        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        let old = shard.remove(key);
-        drop(shard);
+        let (hash, shard) = self.locate(key);
+        let old = Self::write(shard).remove(hash, key);
         self.account(key, old.as_ref(), None);
         old
     }
 
     /// Keeps the totals and the expiry order in step with a change of `key`.
     fn account(&self, key: &[u8], old: Option<&Location>, new: Option<&Location>) {
-        let key_len = key.len();
         match (old, new) {
             (None, Some(_)) => {
                 self.keys.fetch_add(1, Ordering::Relaxed);
-                self.key_bytes.fetch_add(key_len as u64, Ordering::Relaxed);
             }
             (Some(_), None) => {
                 self.keys.fetch_sub(1, Ordering::Relaxed);
-                self.key_bytes.fetch_sub(key_len as u64, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -212,6 +401,17 @@ impl Index {
         }
     }
 
+    /// A read guard of a shard whose key order is up to date: keys created before
+    /// this call are merged into the sorted run first, under the write lock. Keys
+    /// created after it were written while the list ran and may be missed, as the
+    /// API allows.
+    fn ordered(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+        if Self::read(shard).order_is_stale() {
+            Self::write(shard).merge_pending();
+        }
+        Self::read(shard)
+    }
+
     /// Unexpired keys with `prefix`, strictly after `start_after`, in byte order, at
     /// most `limit`.
     pub fn range(
@@ -227,14 +427,13 @@ impl Index {
         };
         let mut merged: Vec<(Bytes, Location)> = Vec::new();
         for shard in &self.shards {
-            let shard = shard.read().unwrap_or_else(|p| p.into_inner());
-            let range = shard.range::<[u8], _>((lower, Bound::Unbounded));
+            let shard = Self::ordered(shard);
             merged.extend(
-                range
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .filter(|(_, loc)| !loc.is_expired(now_ms))
+                shard
+                    .walk(prefix, lower)
+                    .filter(|s| !s.loc.is_expired(now_ms))
                     .take(limit)
-                    .map(|(k, loc)| (Bytes::copy_from_slice(k), *loc)),
+                    .map(|s| (Bytes::copy_from_slice(&s.key), s.loc)),
             );
         }
         merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -247,11 +446,8 @@ impl Index {
         self.shards
             .iter()
             .map(|shard| {
-                let shard = shard.read().unwrap_or_else(|p| p.into_inner());
-                shard
-                    .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .count() as u64
+                let shard = Self::ordered(shard);
+                shard.walk(prefix, Bound::Included(prefix)).count() as u64
             })
             .sum()
     }
@@ -264,19 +460,155 @@ impl Index {
         self.live_bytes.load(Ordering::Relaxed)
     }
 
-    /// Estimated heap bytes: per key, its slot in a B-tree node (boxed key pointer and
-    /// location, at the ~70 % fill of random inserts) plus the key's own allocation
-    /// (rounded to the allocator's 8-byte granule plus its 8-byte chunk header).
+    /// Heap bytes of the index, counted from the capacities of its tables: slabs,
+    /// hash tables (4-byte ids plus a control byte per bucket), order runs and keys
+    /// longer than 16 bytes. The expiry set is not included.
     pub fn estimated_bytes(&self) -> u64 {
-        const SLOT_BYTES: u64 = (16 + std::mem::size_of::<Location>() as u64) * 10 / 7;
-        let keys = self.keys();
-        let key_bytes = self.key_bytes.load(Ordering::Relaxed);
-        keys * (SLOT_BYTES + 8 + 7) + key_bytes
+        self.shards.iter().map(|s| Self::read(s).bytes()).sum()
+    }
+}
+
+/// An entry of a bulk load with its key's hash, bucketed by shard.
+type ShardEntry<'e, 'k> = (u64, &'e HintEntry<&'k [u8]>);
+
+/// Recovery's bulk load: applies the records of whole segments, met in any order,
+/// so that for each key the highest seq wins — a tombstone or an already-expired
+/// record included, which leaves the key absent. Each segment's entries are split by
+/// shard and the shards filled in parallel, one lock per shard; totals and the expiry
+/// order are computed once at the end ([`Loader::finish`]).
+pub(crate) struct Loader<'i> {
+    index: &'i Index,
+    /// Per shard: seq of the newest tombstone or expired record of keys that are not
+    /// in the index (only while loading).
+    hidden: Vec<HashMap<Box<[u8]>, u64>>,
+    /// The highest seq met.
+    pub max_seq: u64,
+    now_ms: u64,
+}
+
+impl<'i> Loader<'i> {
+    pub fn new(index: &'i Index, now_ms: u64) -> Loader<'i> {
+        Loader {
+            index,
+            hidden: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            max_seq: 0,
+            now_ms,
+        }
+    }
+
+    /// Applies the entries of one segment.
+    pub fn apply(&mut self, segment: u32, entries: &[HintEntry<&[u8]>]) {
+        let mut buckets: Vec<Vec<ShardEntry<'_, '_>>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for e in entries {
+            self.max_seq = self.max_seq.max(e.seq);
+            let (hash, shard) = self.index.shard_index(e.key);
+            buckets[shard].push((hash, e));
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, SHARDS);
+        let per_thread = SHARDS.div_ceil(threads);
+        let (index, now_ms) = (self.index, self.now_ms);
+        let work = index
+            .shards
+            .chunks(per_thread)
+            .zip(self.hidden.chunks_mut(per_thread))
+            .zip(buckets.chunks(per_thread));
+        std::thread::scope(|scope| {
+            for ((shards, hidden), buckets) in work {
+                scope.spawn(move || {
+                    for ((shard, hidden), bucket) in shards.iter().zip(hidden).zip(buckets) {
+                        let mut shard = Index::write(shard);
+                        let Shard {
+                            table,
+                            slots,
+                            order,
+                            ..
+                        } = &mut *shard;
+                        table.reserve(bucket.len(), |&id| {
+                            index.hasher.hash_one(shard_key(slots, id))
+                        });
+                        slots.reserve(bucket.len());
+                        order.pending.reserve(bucket.len());
+                        for (hash, e) in bucket {
+                            load_one(&mut shard, &index.hasher, hidden, *hash, segment, e, now_ms);
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Sets the totals and the expiry order from what was loaded.
+    pub fn finish(self) {
+        let index = self.index;
+        let (mut keys, mut live_bytes) = (0u64, 0u64);
+        index.for_each(|key, loc| {
+            keys += 1;
+            live_bytes += u64::from(loc.len);
+            if loc.expires_at_ms != 0 {
+                index
+                    .expiries
+                    .add(loc.expires_at_ms, Bytes::copy_from_slice(key));
+            }
+        });
+        index.keys.store(keys, Ordering::Relaxed);
+        index.live_bytes.store(live_bytes, Ordering::Relaxed);
+    }
+}
+
+fn shard_key(slots: &[Slot], id: u32) -> &[u8] {
+    slots[id as usize].key.as_slice()
+}
+
+/// One record of a bulk load: the highest seq per key wins.
+fn load_one(
+    shard: &mut Shard,
+    hasher: &DefaultHashBuilder,
+    hidden: &mut HashMap<Box<[u8]>, u64>,
+    hash: u64,
+    segment: u32,
+    e: &HintEntry<&[u8]>,
+    now_ms: u64,
+) {
+    if !hidden.is_empty() && hidden.get(e.key).is_some_and(|&s| s >= e.seq) {
+        return;
+    }
+    let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now_ms;
+    if e.tombstone || expired {
+        match shard.get(hash, e.key) {
+            Some(loc) if loc.version >= e.seq => return,
+            Some(_) => {
+                shard.remove(hash, e.key);
+            }
+            None => {}
+        }
+        hidden.insert(e.key.into(), e.seq);
+        return;
+    }
+    let loc = Location {
+        segment,
+        offset: e.offset,
+        len: e.len,
+        expires_at_ms: e.expires_at_ms,
+        version: e.seq,
+    };
+    match shard.slot_mut(hash, e.key) {
+        Some(slot) if slot.version >= e.seq => return,
+        Some(slot) => *slot = loc,
+        None => shard.create(hasher, hash, e.key, loc),
+    }
+    if !hidden.is_empty() {
+        hidden.remove(e.key);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn loc(version: u64) -> Location {
@@ -289,13 +621,16 @@ mod tests {
         }
     }
 
+    fn keys(v: Vec<(Bytes, Location)>) -> Vec<Bytes> {
+        v.into_iter().map(|(k, _)| k).collect()
+    }
+
     #[test]
     fn range_merges_shards_in_byte_order_and_honours_start_after() {
         let index = Index::new();
         for (i, k) in ["a/3", "a/1", "b/1", "a/2", "a/10"].iter().enumerate() {
             index.insert(k.as_bytes(), loc(i as u64 + 1));
         }
-        let keys = |v: Vec<(Bytes, Location)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(
             keys(index.range(b"a/", None, 10, 0)),
             vec!["a/1", "a/10", "a/2", "a/3"]
@@ -318,5 +653,82 @@ mod tests {
         index.insert(b"k2", loc(2));
         assert_eq!(index.range(b"k", None, 10, 99).len(), 2);
         assert_eq!(index.range(b"k", None, 10, 100).len(), 1);
+    }
+
+    #[test]
+    fn long_keys_and_slot_reuse_after_many_removals_keep_lists_right() {
+        let index = Index::new();
+        let long = |i: u32| format!("long/{i:06}/{}", "x".repeat(40)).into_bytes();
+        for round in 0..3u64 {
+            for i in 0..20_000u32 {
+                index.insert(&long(i), loc(round * 100_000 + u64::from(i) + 1));
+            }
+            assert_eq!(index.count_prefix(b"long/"), 20_000);
+            for i in (0..20_000u32).filter(|i| i % 3 != 0) {
+                assert!(index.remove(&long(i)).is_some());
+            }
+            let listed = index.range(b"long/", None, 100_000, 0);
+            assert_eq!(listed.len(), 6667);
+            assert!(listed.windows(2).all(|w| w[0].0 < w[1].0));
+        }
+        assert!(index.estimated_bytes() > 0);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u16),
+        Remove(u16),
+        List(u8, Option<u16>, usize),
+    }
+
+    fn key(k: u16) -> Vec<u8> {
+        // Short keys (inline) and long ones (on the heap), under a few prefixes.
+        let long = if k.is_multiple_of(5) {
+            "-with-a-long-tail-beyond-sixteen"
+        } else {
+            ""
+        };
+        format!("{}{k:04}{long}", ["a/", "b/", "ab/"][usize::from(k % 3)]).into_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_agrees_with_a_btreemap(ops in prop::collection::vec(prop_oneof![
+            4 => (0u16..300).prop_map(Op::Insert),
+            3 => (0u16..300).prop_map(Op::Remove),
+            1 => (0u8..4, prop::option::of(0u16..300), 1usize..50).prop_map(|(p, a, l)| Op::List(p, a, l)),
+        ], 1..400)) {
+            let index = Index::new();
+            let mut model = BTreeMap::new();
+            for (v, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Insert(k) => {
+                        let old = index.insert(&key(k), loc(v as u64 + 1)).map(|l| l.version);
+                        prop_assert_eq!(old, model.insert(key(k), v as u64 + 1));
+                    }
+                    Op::Remove(k) => {
+                        let old = index.remove(&key(k)).map(|l| l.version);
+                        prop_assert_eq!(old, model.remove(&key(k)));
+                    }
+                    Op::List(p, after, limit) => {
+                        let prefix: &[u8] = [&b""[..], b"a", b"ab/", b"b/"][usize::from(p)];
+                        let after = after.map(key);
+                        let got: Vec<Vec<u8>> = keys(index.range(prefix, after.as_deref(), limit, 0))
+                            .into_iter().map(|k| k.to_vec()).collect();
+                        let want: Vec<Vec<u8>> = model.keys()
+                            .filter(|k| k.starts_with(prefix))
+                            .filter(|k| after.as_ref().is_none_or(|a| k.as_slice() > a.as_slice()))
+                            .take(limit).cloned().collect();
+                        prop_assert_eq!(got, want);
+                        let count = model.keys().filter(|k| k.starts_with(prefix)).count() as u64;
+                        prop_assert_eq!(index.count_prefix(prefix), count);
+                    }
+                }
+                prop_assert_eq!(index.keys(), model.len() as u64);
+            }
+            for (k, v) in &model {
+                prop_assert_eq!(index.get(k).map(|l| l.version), Some(*v));
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! highest seq wherever it lives. Tombstones and expired records count as "newest" too,
 //! so the value they hide never comes back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::compaction;
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry};
-use crate::index::{Index, Location};
+use crate::index::{Index, Loader};
 use crate::record::{self, DecodeError, HEADER_BYTES};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 
@@ -63,42 +63,6 @@ fn segment_ids(dir: &Path) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Builds the index from records met in any order: the highest seq per key wins.
-struct Rebuild {
-    index: Index,
-    /// Seq of the newest tombstone or expired record per key not in the index (only
-    /// while recovering).
-    hidden: HashMap<Box<[u8]>, u64>,
-    max_seq: u64,
-    now_ms: u64,
-}
-
-impl Rebuild {
-    fn apply(&mut self, segment: u32, e: &HintEntry<&[u8]>) {
-        self.max_seq = self.max_seq.max(e.seq);
-        if !self.hidden.is_empty() && self.hidden.get(e.key).is_some_and(|&s| s >= e.seq) {
-            return;
-        }
-        let expired = e.expires_at_ms != 0 && e.expires_at_ms <= self.now_ms;
-        if e.tombstone || expired {
-            if self.index.remove_if_older(e.key, e.seq) {
-                self.hidden.insert(e.key.into(), e.seq);
-            }
-        } else {
-            let loc = Location {
-                segment,
-                offset: e.offset,
-                len: e.len,
-                expires_at_ms: e.expires_at_ms,
-                version: e.seq,
-            };
-            if self.index.insert_if_newer(e.key, loc) && !self.hidden.is_empty() {
-                self.hidden.remove(e.key);
-            }
-        }
-    }
-}
-
 /// Where a scan of one segment stopped.
 enum ScanEnd {
     /// Every byte belonged to a committed transaction.
@@ -111,10 +75,10 @@ enum ScanEnd {
     },
 }
 
-/// Scans the records of one segment's bytes, calling `apply` for each record of each
-/// committed transaction, in order. Records of a transaction without its commit
-/// record are not applied.
-fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry<&[u8]>)) -> ScanEnd {
+/// Scans the records of one segment's bytes, collecting every record of every
+/// committed transaction into `found`, in order. Records of a transaction without its
+/// commit record are not collected.
+fn scan<'b>(bytes: &'b [u8], found: &mut Vec<HintEntry<&'b [u8]>>) -> ScanEnd {
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     let mut txn_start = pos;
     let mut pending: Vec<HintEntry<&[u8]>> = Vec::new();
@@ -139,8 +103,7 @@ fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry<&[u8]>)) -> ScanEnd {
         });
         pos += header.record_len();
         if header.is_commit() {
-            pending.iter().for_each(&mut apply);
-            pending.clear();
+            found.append(&mut pending);
             txn_start = pos;
         }
     }
@@ -159,12 +122,8 @@ fn scan(bytes: &[u8], mut apply: impl FnMut(&HintEntry<&[u8]>)) -> ScanEnd {
 pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
     compaction::finish_interrupted(dir)?;
     let ids = segment_ids(dir)?;
-    let mut rebuild = Rebuild {
-        index: Index::new(),
-        hidden: HashMap::new(),
-        max_seq: 0,
-        now_ms,
-    };
+    let index = Index::new();
+    let mut loader = Loader::new(&index, now_ms);
     let next_segment_id = ids.last().map_or(1, |id| id.saturating_add(1));
 
     // Map every segment; the active one is the newest log segment.
@@ -217,28 +176,30 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             );
         }
         if let Some(entries) = entries {
-            entries.iter().for_each(|e| rebuild.apply(id, e));
+            loader.apply(id, &entries);
             seg.has_hint
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             hints_used += 1;
             continue;
         }
         let bytes = seg.mapped().cloned().unwrap_or_default();
-        if let ScanEnd::Damaged { at, reason, .. } = scan(&bytes, |e| rebuild.apply(id, e)) {
+        let mut entries = Vec::new();
+        if let ScanEnd::Damaged { at, reason, .. } = scan(&bytes, &mut entries) {
             return Err(record::corrupt(seg.path.clone(), at, reason));
         }
+        loader.apply(id, &entries);
     }
 
     let (active_id, active_header, active_file, active_len, truncated_bytes) = match active_id {
         Some(id) => {
             sealed.remove(&id);
-            let (file, header, len, cut) = open_active(dir, id, |e| rebuild.apply(id, e))?;
+            let (file, header, len, cut) = open_active(dir, id, &mut loader)?;
             (id, header, file, len, cut)
         }
         None => {
             // No log segment (a fresh folder, or only compacted ones): start one.
             let id = next_segment_id;
-            let base_seq = rebuild.max_seq.saturating_add(1).max(base_seq_max);
+            let base_seq = loader.max_seq.saturating_add(1).max(base_seq_max);
             let file = segment::create(dir, id, base_seq)?;
             let header = SegmentHeader {
                 base_seq,
@@ -247,13 +208,14 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             (id, header, file, SEGMENT_HEADER_BYTES, 0)
         }
     };
-    let next_seq = rebuild
-        .max_seq
+    let max_seq = loader.max_seq;
+    loader.finish();
+    let next_seq = max_seq
         .saturating_add(1)
         .max(base_seq_max)
         .max(active_header.base_seq);
     Ok(Recovered {
-        index: rebuild.index,
+        index,
         sealed: sealed
             .into_iter()
             .map(|(id, s)| (id, Arc::new(s)))
@@ -274,7 +236,7 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
 fn open_active(
     dir: &Path,
     id: u32,
-    apply: impl FnMut(&HintEntry<&[u8]>),
+    loader: &mut Loader<'_>,
 ) -> Result<(File, SegmentHeader, u64, u64)> {
     let path = dir.join(segment::file_name(id));
     let name = segment::file_name(id);
@@ -290,7 +252,10 @@ fn open_active(
         offset: 0,
         reason,
     })?;
-    let (len, truncated) = match scan(&bytes, apply) {
+    let mut entries = Vec::new();
+    let scanned = scan(&bytes, &mut entries);
+    loader.apply(id, &entries);
+    let (len, truncated) = match scanned {
         ScanEnd::Clean => (bytes.len() as u64, 0),
         ScanEnd::Damaged {
             valid_len,
