@@ -244,12 +244,8 @@ impl<'a> Run<'a> {
     fn copy_and_swap(&mut self) -> Result<()> {
         let input_ids: BTreeSet<u32> = self.inputs.iter().map(|s| s.id).collect();
         let min_surviving = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            segments
+            self.shared
+                .segments()
                 .values()
                 .filter(|s| !input_ids.contains(&s.id))
                 .map(|s| s.header.base_seq)
@@ -362,14 +358,8 @@ impl<'a> Run<'a> {
         let offset = out.len;
         out.len += record.len() as u64;
         out.min_seq = out.min_seq.min(header.seq);
-        out.entries.push(HintEntry {
-            tombstone: header.is_tombstone(),
-            seq: header.seq,
-            expires_at_ms: header.expires_at_ms,
-            offset: offset as u32,
-            len: record.len() as u32,
-            key: record[header.key_range()].to_vec(),
-        });
+        out.entries
+            .push(HintEntry::of_record(header, record, offset as u32).to_owned_key());
         let loc = Location {
             segment: out.id,
             offset: offset as u32,

@@ -71,9 +71,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The segment map, for reading. A poisoned lock is still sound to read: every
+    /// writer of the map swaps whole entries.
+    pub fn segments(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn try_segment(&self, id: u32) -> Option<Arc<Segment>> {
-        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
-        segments.get(&id).cloned()
+        self.segments().get(&id).cloned()
     }
 
     fn segment(&self, id: u32) -> Result<Arc<Segment>> {
@@ -472,7 +477,7 @@ impl Engine {
     pub fn stats(&self) -> Stats {
         let shared = self.shared();
         let (segments, disk_bytes) = {
-            let segs = shared.segments.read().unwrap_or_else(|p| p.into_inner());
+            let segs = shared.segments();
             (
                 segs.len() as u64,
                 segs.values().map(|s| s.len()).sum::<u64>(),

@@ -56,6 +56,33 @@ pub(crate) struct HintEntry<K = Vec<u8>> {
     pub key: K,
 }
 
+impl<'a> HintEntry<&'a [u8]> {
+    /// The entry of the record that starts `record` (its header already decoded) at
+    /// `offset` in its segment.
+    pub fn of_record(header: &record::Header, record: &'a [u8], offset: u32) -> Self {
+        HintEntry {
+            tombstone: header.is_tombstone(),
+            seq: header.seq,
+            expires_at_ms: header.expires_at_ms,
+            offset,
+            len: header.record_len() as u32,
+            key: &record[header.key_range()],
+        }
+    }
+
+    /// The same entry owning its key.
+    pub fn to_owned_key(&self) -> HintEntry {
+        HintEntry {
+            tombstone: self.tombstone,
+            seq: self.seq,
+            expires_at_ms: self.expires_at_ms,
+            offset: self.offset,
+            len: self.len,
+            key: self.key.to_vec(),
+        }
+    }
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -157,14 +184,7 @@ pub(crate) fn entries_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<HintEnt
     while pos < bytes.len() {
         let header = record::decode(&bytes[pos..])
             .map_err(|e| record::corrupt(path.to_path_buf(), pos as u64, e))?;
-        entries.push(HintEntry {
-            tombstone: header.is_tombstone(),
-            seq: header.seq,
-            expires_at_ms: header.expires_at_ms,
-            offset: pos as u32,
-            len: header.record_len() as u32,
-            key: &bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize],
-        });
+        entries.push(HintEntry::of_record(&header, &bytes[pos..], pos as u32));
         pos += header.record_len();
     }
     Ok(entries)
@@ -228,17 +248,7 @@ mod tests {
     fn a_hint_round_trips() {
         let bytes = encode(7, 142, &sample());
         let decoded = decode(&bytes, 7, 142).expect("whole hint");
-        let owned: Vec<HintEntry> = decoded
-            .into_iter()
-            .map(|e| HintEntry {
-                tombstone: e.tombstone,
-                seq: e.seq,
-                expires_at_ms: e.expires_at_ms,
-                offset: e.offset,
-                len: e.len,
-                key: e.key.to_vec(),
-            })
-            .collect();
+        let owned: Vec<HintEntry> = decoded.into_iter().map(|e| e.to_owned_key()).collect();
         assert_eq!(owned, sample());
     }
 

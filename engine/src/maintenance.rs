@@ -101,12 +101,8 @@ impl Maintenance {
 
     fn sealed(&self) -> Vec<Arc<Segment>> {
         let active = self.shared.active_id.load(Ordering::Acquire);
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        segments
+        self.shared
+            .segments()
             .values()
             .filter(|s| s.id != active && s.mapped().is_some())
             .cloned()

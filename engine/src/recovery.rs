@@ -16,7 +16,7 @@ use crate::compaction;
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry};
 use crate::index::{Index, Loader};
-use crate::record::{self, DecodeError, HEADER_BYTES};
+use crate::record::{self, DecodeError};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 
 /// What recovery hands to the engine.
@@ -93,14 +93,7 @@ fn scan<'b>(bytes: &'b [u8], found: &mut Vec<HintEntry<&'b [u8]>>) -> ScanEnd {
                 };
             }
         };
-        pending.push(HintEntry {
-            tombstone: header.is_tombstone(),
-            seq: header.seq,
-            expires_at_ms: header.expires_at_ms,
-            offset: pos as u32,
-            len: header.record_len() as u32,
-            key: &bytes[pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize],
-        });
+        pending.push(HintEntry::of_record(&header, &bytes[pos..], pos as u32));
         pos += header.record_len();
         if header.is_commit() {
             found.append(&mut pending);
