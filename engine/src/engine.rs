@@ -246,6 +246,7 @@ impl Engine {
             recovered.active_header,
             reader,
             recovered.active_len,
+            options.segment_bytes,
         ));
         let mut segments = recovered.sealed;
         segments.insert(recovered.active_id, Arc::clone(&active));

@@ -18,10 +18,11 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 
@@ -164,6 +165,10 @@ pub(crate) struct Segment {
     /// The sealed file's bytes: a shared view of its memory map, so values can be
     /// handed out as `Bytes` without copying. `None` while the segment is active.
     map: Option<Bytes>,
+    /// The active segment mapped read-only ahead of its growth (`segment_bytes` long),
+    /// so reads of written records are views instead of copies. `None` for sealed
+    /// segments, or when mapping failed (positioned reads then).
+    window: Option<Arc<MmapRaw>>,
     /// Read handle for the active segment (positioned reads; the writer has its own).
     file: File,
     /// Bytes in the file, header included. Grows while active.
@@ -175,12 +180,24 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// The active segment: read by positioned reads, since it still grows.
-    pub fn active(path: PathBuf, id: u32, header: SegmentHeader, file: File, len: u64) -> Segment {
+    pub fn active(
+        path: PathBuf,
+        id: u32,
+        header: SegmentHeader,
+        file: File,
+        len: u64,
+        window_bytes: u64,
+    ) -> Segment {
+        let window = usize::try_from(window_bytes)
+            .ok()
+            .and_then(|n| MmapOptions::new().len(n).map_raw_read_only(&file).ok())
+            .map(Arc::new);
         Segment {
             id,
             path,
             header,
             map: None,
+            window,
             file,
             len: AtomicU64::new(len),
             has_hint: AtomicBool::new(false),
@@ -208,6 +225,7 @@ impl Segment {
             path,
             header,
             map: Some(Bytes::from_owner(map)),
+            window: None,
             file,
             len: AtomicU64::new(len),
             has_hint: AtomicBool::new(false),
@@ -243,6 +261,9 @@ impl Segment {
                 }),
             };
         }
+        if let Some(view) = self.written_view(offset, len) {
+            return Ok(Bytes::from_owner(view));
+        }
         let mut buf = vec![0u8; len];
         self.file.read_exact_at(&mut buf, offset).map_err(|e| {
             Error::io(
@@ -251,6 +272,43 @@ impl Segment {
             )
         })?;
         Ok(Bytes::from(buf))
+    }
+}
+
+impl Segment {
+    /// A view of written bytes of the active segment through its window, if the range
+    /// is both written and inside the window.
+    fn written_view(&self, offset: u64, len: usize) -> Option<WrittenRange> {
+        let window = self.window.as_ref()?;
+        let end = offset.checked_add(len as u64)?;
+        if end > self.len() || end > window.len() as u64 {
+            return None;
+        }
+        Some(WrittenRange {
+            map: Arc::clone(window),
+            start: usize::try_from(offset).ok()?,
+            len,
+        })
+    }
+}
+
+/// Written, never-again-changing bytes of the active segment's window; keeps the
+/// mapping alive for as long as a `Bytes` made from it lives.
+struct WrittenRange {
+    map: Arc<MmapRaw>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for WrittenRange {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `written_view` made this range only if it lies inside the mapping and
+        // below the segment's written length. The writer only appends after that length
+        // and never rewrites written bytes (a failed write is cut back only past the
+        // last byte it had written before, and only unindexed bytes lie there), so the
+        // bytes behind this slice are initialised and do not change while it exists;
+        // `self.map` keeps the mapping alive.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
     }
 }
 

@@ -399,6 +399,7 @@ impl Writer {
             header,
             reader,
             SEGMENT_HEADER_BYTES,
+            self.shared.options.segment_bytes,
         ));
         let mut segments = self
             .shared
