@@ -829,6 +829,66 @@ fn head_answers_get_headers_without_a_body() {
 }
 
 #[test]
+fn head_of_a_304_has_the_get_headers_and_no_content_length() {
+    let s = Server::start(&[]);
+    let d = data(
+        &s.put_json("/v1/kv/user/n", &json!({"value": {"a": 1}}), &[]),
+        201,
+    );
+    let tag = etag(version(&d));
+    for path in ["/v1/kv/user/n", "/v1/kv/user/n/value"] {
+        for method in ["GET", "HEAD"] {
+            let wire = raw_exchange(
+                &s,
+                &format!(
+                    "{method} {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\nConnection: close\r\n\r\n"
+                ),
+            );
+            let text = String::from_utf8_lossy(&wire).to_ascii_lowercase();
+            assert!(text.starts_with("http/1.1 304"), "{method} {path}: {text}");
+            assert!(
+                text.contains(&format!("etag: {tag}\r\n")),
+                "{method} {path}: {text}"
+            );
+            assert!(
+                !text.contains("content-length:"),
+                "{method} {path}: a 304 claims a length: {text}"
+            );
+            assert!(
+                text.ends_with("\r\n\r\n"),
+                "{method} {path}: a body: {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn head_works_on_every_get_route() {
+    let s = Server::start(&[]);
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/v1/admin/stats",
+        "/v1/kv/user",
+    ] {
+        let get = s.get(path);
+        let head = s.request("HEAD", path, &[], Vec::new());
+        assert_eq!(head.status, get.status, "{path}");
+        assert!(head.body.is_empty(), "{path}");
+        for name in ["content-type", "content-length", "etag"] {
+            assert_eq!(head.header(name), get.header(name), "{path} {name}");
+        }
+    }
+    let head = s.request("HEAD", "/metrics", &[], Vec::new());
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-type"),
+        s.get("/metrics").header("content-type")
+    );
+}
+
+#[test]
 fn delete_removes_a_key_once() {
     let s = Server::start(&[]);
     data(&s.put_json("/v1/kv/user/d", &json!({"value": 1}), &[]), 201);

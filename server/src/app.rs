@@ -216,7 +216,7 @@ impl App {
 
 /// Adds the request id, and `Connection: close` when the body was left unread: its
 /// bytes are still on the wire, so the connection cannot carry another request, and
-/// the client should hear that rather than find out.
+/// the client should hear that rather than find out. A 304 carries no `Content-Length`.
 fn stamp(response: &mut Response, id: &RequestId, body_read: bool) {
     if let Ok(value) = HeaderValue::from_str(&id.0) {
         response.headers_mut().insert(request_id::HEADER, value);
@@ -225,6 +225,11 @@ fn stamp(response: &mut Response, id: &RequestId, body_read: bool) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // The router sets `Content-Length` from the (empty) body on HEAD; on a 304 that
+    // would claim the representation is 0 bytes (RFC 9110 §8.6), and GET's 304 has none.
+    if response.status() == StatusCode::NOT_MODIFIED {
+        response.headers_mut().remove(header::CONTENT_LENGTH);
     }
 }
 
