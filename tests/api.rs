@@ -889,6 +889,28 @@ fn head_works_on_every_get_route() {
 }
 
 #[test]
+fn a_second_content_type_header_is_refused() {
+    let s = Server::start(&[]);
+    let put = raw_exchange(
+        &s,
+        "PUT /v1/kv/user/two HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+         Content-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"value\":1}",
+    );
+    let text = String::from_utf8_lossy(&put);
+    assert!(text.starts_with("HTTP/1.1 422"), "{text}");
+    assert!(text.contains("\"error_code\":1006"), "{text}");
+    assert_eq!(s.get("/v1/kv/user/two").status, 404);
+    let bulk = raw_exchange(
+        &s,
+        "POST /v1/bulk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    let text = String::from_utf8_lossy(&bulk);
+    assert!(text.starts_with("HTTP/1.1 415"), "{text}");
+    assert!(text.contains("\"error_code\":1010"), "{text}");
+}
+
+#[test]
 fn delete_removes_a_key_once() {
     let s = Server::start(&[]);
     data(&s.put_json("/v1/kv/user/d", &json!({"value": 1}), &[]), 201);

@@ -66,11 +66,17 @@ pub async fn bulk(
 /// Bulk bodies are JSON only: `application/json` (any params) or no Content-Type.
 fn media_problem(headers: &HeaderMap) -> Option<Problem> {
     let value = headers.get(header::CONTENT_TYPE)?;
-    let is_json = value
-        .to_str()
-        .ok()
-        .and_then(|text| media::parse(text).ok())
-        .is_some_and(|mt| mt.is("application", "json"));
+    let single = headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_none();
+    let is_json = single
+        && value
+            .to_str()
+            .ok()
+            .and_then(|text| media::parse(text).ok())
+            .is_some_and(|mt| mt.is("application", "json"));
     (!is_json).then(|| {
         Problem::new(
             ErrorCode::UnsupportedMediaType,

@@ -71,6 +71,19 @@ fn put_mode(headers: &HeaderMap, problems: &mut Vec<Problem>) -> Result<PutMode,
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(PutMode::Envelope);
     };
+    // Two Content-Types leave the value's type (and whether this is an envelope) open.
+    if headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        problems.push(Problem::new(
+            ErrorCode::InvalidContentType,
+            "the Content-Type header may appear only once",
+        ));
+        return Ok(PutMode::RawInvalid);
+    }
     let parsed = value.to_str().ok().map(|text| (text, media::parse(text)));
     match parsed {
         Some((_, Ok(mt))) if mt.is_form_or_multipart() => Err(Problem::new(
