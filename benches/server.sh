@@ -99,7 +99,7 @@ to_ms() {
 run_wrk() {
   local name=$1 script=$2 url=$3 per=${4:-1} out="$TMP/wrk-$1.txt"
   log "wrk $name ($DURATION, $CONNECTIONS connections, $THREADS threads)"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WRK_DIR/$script" "$url" \
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency -s "$WRK_DIR/$script" "$url" \
     | tee "$out" >&2
   local rps p50 p99 errors
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -136,10 +136,10 @@ if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
   sleep 1
   perf record -F 999 -g -p "$PID" -o "$TMP/perf.data" -- sleep 7 2>/dev/null >&2
   wait "$WRK_PID"
-  perf report -i "$TMP/perf.data" --no-children --sort sym --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -30 >&2
-  perf report -i "$TMP/perf.data" --no-children --sort dso --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -8 >&2
+  { perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | head -8
+    perf report -i "$TMP/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | head -30; } >&2 || true
 fi
 run_wrk caskade_put put.lua "$URL"
 run_wrk caskade_mix mix.lua "$URL"
@@ -207,9 +207,8 @@ row() { # name label reference-name reference-label
   err=$(result "$n" 6)
   if [ -n "$ref" ]; then r="$(ratio "$rps" "$(result "$ref" 2)") of $reflabel"; else r="(reference)"; fi
   if [ "$n" = get_compacting ]; then r="$r; p99 $(ratio "$p99" "$(result get_idle 5)")"; fi
-  printf '| %s | %s | %s | %s | %s | %s |%s\n' "$label" \
-    "$(printf "%'.0f" "${rps%.*}")" "$(printf "%'.0f" "$keys")" "$p50" "$p99" "$r" \
-    "$([ "${err:-0}" != 0 ] && echo " $err errors/non-2xx" || true)"
+  [ "${err:-0}" = 0 ] || r="$r; $err errors, timeouts or non-2xx"
+  printf '| %s | %.0f | %.0f | %s | %s | %s |\n' "$label" "$rps" "$keys" "$p50" "$p99" "$r"
 }
 echo
 echo "caskade $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $KEYS keys, $VALUE_BYTES-byte values, --sync always"
