@@ -179,7 +179,8 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// The active segment: read by positioned reads, since it still grows.
+    /// The active segment: mapped read-only `window_bytes` ahead of its growth; bytes
+    /// are read through the window only below its written length.
     pub fn active(
         path: PathBuf,
         id: u32,
@@ -247,8 +248,8 @@ impl Segment {
         self.map.as_ref()
     }
 
-    /// Reads `len` bytes at `offset`: a zero-copy view for a sealed segment, one
-    /// positioned read for the active one.
+    /// Reads `len` bytes at `offset`: a zero-copy view of a sealed segment's map or of
+    /// the active segment's window; one positioned read for a range beyond the window.
     pub fn read(&self, offset: u64, len: usize) -> Result<Bytes> {
         if let Some(map) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
