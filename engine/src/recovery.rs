@@ -185,8 +185,13 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
 
     let (active_id, active_header, active_file, active_len, truncated_bytes) = match active_id {
         Some(id) => {
-            sealed.remove(&id);
-            let (file, header, len, cut) = open_active(dir, id, &mut loader)?;
+            let Some(seg) = sealed.remove(&id) else {
+                return Err(Error::Closed(
+                    "the newest log segment vanished during open".into(),
+                ));
+            };
+            let header = seg.header;
+            let (file, len, cut) = open_active(seg, &mut loader)?;
             (id, header, file, len, cut)
         }
         None => {
@@ -224,38 +229,33 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
     })
 }
 
-/// Scans the active segment and cuts any torn tail; returns its write handle, header,
+/// Scans the newest log segment through the mapping made while listing the segments
+/// (its header already checked) and cuts any torn tail; returns a write handle, the
 /// length and the bytes cut.
-fn open_active(
-    dir: &Path,
-    id: u32,
-    loader: &mut Loader<'_>,
-) -> Result<(File, SegmentHeader, u64, u64)> {
-    let path = dir.join(segment::file_name(id));
-    let name = segment::file_name(id);
+fn open_active(seg: Segment, loader: &mut Loader<'_>) -> Result<(File, u64, u64)> {
+    let name = segment::file_name(seg.id);
+    let bytes = seg.mapped().cloned().unwrap_or_default();
+    let mut entries = Vec::new();
+    let scanned = scan(&bytes, &mut entries);
+    loader.apply(seg.id, &entries);
+    drop(entries);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&path)
+        .open(&seg.path)
         .map_err(|e| Error::io(format!("opening segment {name}"), e))?;
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("reading segment {name}"), e))?;
-    let header = segment::decode_header(&bytes, id).map_err(|reason| Error::Corrupt {
-        file: path.clone(),
-        offset: 0,
-        reason,
-    })?;
-    let mut entries = Vec::new();
-    let scanned = scan(&bytes, &mut entries);
-    loader.apply(id, &entries);
+    let file_len = bytes.len() as u64;
+    // Unmap before a possible truncation: no page past the new end may stay mapped.
+    drop(bytes);
+    drop(seg);
     let (len, truncated) = match scanned {
-        ScanEnd::Clean => (bytes.len() as u64, 0),
+        ScanEnd::Clean => (file_len, 0),
         ScanEnd::Damaged {
             valid_len,
             at,
             reason,
         } => {
-            let dropped = bytes.len() as u64 - valid_len;
+            let dropped = file_len - valid_len;
             let what = match reason {
                 DecodeError::Truncated => "a torn write".to_owned(),
                 DecodeError::Invalid(r) => r,
@@ -273,5 +273,5 @@ fn open_active(
             (valid_len, dropped)
         }
     };
-    Ok((file, header, len, truncated))
+    Ok((file, len, truncated))
 }
