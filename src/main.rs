@@ -1,11 +1,15 @@
-//! The `caskade` binary: parse the command line, then hand over to the server library.
+//! The `caskade` binary: parse the command line, then hand each subcommand to the
+//! library that implements it.
 
 use std::process::ExitCode;
 
+use caskade_server::config::{Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
     // Bad flags print clap's message and exit with code 2.
-    let cli = caskade_server::config::Cli::parse();
-    caskade_server::serve::run(cli)
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => caskade_server::serve::run(args),
+    }
 }

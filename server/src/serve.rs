@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::App;
 use crate::auth::Tokens;
-use crate::config::{Cli, Command, ServeArgs};
+use crate::config::ServeArgs;
 use crate::state::{AppState, Limits, Shared};
 
 /// Exit code for a configuration the server refuses (same as clap's usage errors).
@@ -32,9 +32,8 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Runs the parsed command line; the process exits with what this returns.
-pub fn run(cli: Cli) -> ExitCode {
-    let Command::Serve(args) = cli.command;
+/// Runs `caskade serve`; the process exits with what this returns.
+pub fn run(args: ServeArgs) -> ExitCode {
     crate::logging::init(args.log_format);
     if let Err(e) = ignore_file_size_signal() {
         eprintln!("caskade: error: cannot ignore SIGXFSZ: {e}");
