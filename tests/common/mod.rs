@@ -98,6 +98,46 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Sends one request to `url` (any server, not only a caskade one) and reads the answer.
+pub fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Resp, ureq::Error> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = if body.is_empty() {
+        agent.run(builder.body(())?)?
+    } else {
+        agent.run(builder.body(body)?)?
+    };
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        response.into_body().read_to_vec()?
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
 impl Server {
     /// Starts a server on a fresh temporary data folder and waits until it is ready.
     pub fn start(args: &[&str]) -> Server {
@@ -239,38 +279,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Resp, ureq::Error> {
-        let mut builder = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = if body.is_empty() {
-            self.agent.run(builder.body(())?)?
-        } else {
-            self.agent.run(builder.body(body)?)?
-        };
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = if method == "HEAD" {
-            Vec::new()
-        } else {
-            response.into_body().read_to_vec()?
-        };
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        send(&self.agent, &self.url(path), method, headers, body)
     }
 
     /// PUT a JSON envelope to `path`.
