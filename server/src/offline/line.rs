@@ -58,8 +58,9 @@ pub fn decode_line(bytes: &[u8], limits: &Limits, now_ms: u64) -> Result<Record,
         )]);
     };
     let mut unknown = Vec::new();
-    let fields = PutFields::collect(members, &LINE_ONLY_MEMBERS, &mut unknown);
-    if fields.ttl.is_some() {
+    let mut fields = PutFields::collect(members, &LINE_ONLY_MEMBERS, &mut unknown);
+    // A line gives `expires_at`; a `ttl` is refused as unknown, not also checked.
+    if fields.ttl.take().is_some() {
         unknown.push("ttl");
     }
     for name in unknown {

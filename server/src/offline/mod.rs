@@ -128,8 +128,14 @@ pub fn is_segment_file_name(name: &str) -> bool {
 fn check_folder(dir: &Path, mode: OpenMode) -> Result<(), Failure> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && mode == OpenMode::CreateIfMissing => {
-            return Ok(());
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match mode {
+                OpenMode::CreateIfMissing => Ok(()),
+                OpenMode::Existing => Err(Failure::Usage(format!(
+                    "there is no store at {}: the folder does not exist",
+                    dir.display()
+                ))),
+            };
         }
         Err(e) => {
             return Err(Failure::Usage(format!(
@@ -157,9 +163,13 @@ fn check_folder(dir: &Path, mode: OpenMode) -> Result<(), Failure> {
             "{} holds no caskade store (no segment files)",
             dir.display()
         ))),
-        (_, false) => Err(Failure::Usage(format!(
+        (OpenMode::Existing, false) => Err(Failure::Usage(format!(
+            "{} holds no caskade store (no segment files); give the --data-dir of a store",
+            dir.display()
+        ))),
+        (OpenMode::CreateIfMissing, false) => Err(Failure::Usage(format!(
             "{} is not empty and holds no caskade store (no segment files); \
-             give the folder of a store, or a new or empty one to import into",
+             import into the folder of a store, or a new or empty one",
             dir.display()
         ))),
     }

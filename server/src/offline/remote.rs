@@ -36,6 +36,8 @@ pub struct BulkClient {
     pub imported: u64,
     /// Keys whose remaining life was under the shortest ttl and got that ttl.
     pub ttl_raised: u64,
+    /// Whether the server has accepted the token (see [`BulkClient::check_access`]).
+    access_checked: bool,
 }
 
 impl BulkClient {
@@ -66,6 +68,7 @@ impl BulkClient {
             lines: Vec::new(),
             imported: 0,
             ttl_raised: 0,
+            access_checked: false,
         })
     }
 
@@ -120,6 +123,9 @@ impl BulkClient {
         if self.lines.is_empty() {
             return Ok(());
         }
+        if !self.access_checked {
+            self.check_access()?;
+        }
         let mut body = Vec::with_capacity(self.ops.len() + 20);
         body.extend_from_slice(b"{\"operations\":[");
         body.extend_from_slice(&self.ops);
@@ -132,6 +138,27 @@ impl BulkClient {
         self.ops.clear();
         self.lines.clear();
         Ok(())
+    }
+
+    /// Asks with an empty operation list, which the server refuses as a 422 once the
+    /// token is accepted: a missing or weak token is then told apart from the
+    /// connection a server closes when it refuses a large body unread (401, 403).
+    fn check_access(&mut self) -> Result<(), Failure> {
+        let (status, answer) = self.send(br#"{"operations":[]}"#)?;
+        match status {
+            422 => {
+                self.access_checked = true;
+                Ok(())
+            }
+            _ => {
+                let doc: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+                let detail = doc["errors"][0]["detail"].as_str().unwrap_or("no detail");
+                Err(Failure::Failed(format!(
+                    "the server at {} refused the import (HTTP {status}): {detail}",
+                    self.endpoint
+                )))
+            }
+        }
     }
 
     /// Posts `body`, trying again while the server answers 503.
