@@ -64,6 +64,7 @@ fn parse_prefix(text: &str) -> Result<String, String> {
 
 /// Runs `caskade export`.
 pub fn run(args: ExportArgs) -> ExitCode {
+    super::init_logging();
     exit_code(export(&args))
 }
 

@@ -78,6 +78,7 @@ impl ImportArgs {
 
 /// Runs `caskade import`.
 pub fn run(args: ImportArgs) -> ExitCode {
+    super::init_logging();
     exit_code(import(&args))
 }
 

@@ -55,6 +55,20 @@ impl Failure {
     }
 }
 
+/// Sends the engine's warnings (a torn tail cut at open) to stderr as text lines;
+/// `RUST_LOG` overrides the level. Quieter than `serve`, whose default is `info`: an
+/// offline command's output is its summary.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    drop(installed);
+}
+
 /// Runs a command's body and turns its result into the process's exit code.
 pub fn exit_code(result: Result<(), Failure>) -> ExitCode {
     match result {

@@ -59,6 +59,7 @@ struct StoreStats {
 
 /// Runs `caskade stats`.
 pub fn run(args: StatsArgs) -> ExitCode {
+    super::init_logging();
     exit_code(stats(&args))
 }
 
