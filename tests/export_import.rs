@@ -285,6 +285,46 @@ fn import_reads_stdin_and_export_to_a_file_never_leaves_it_half_written() {
         .expect("out dir")
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A folder that holds other files is never made a store.
+    let out = caskade(
+        &[
+            "import",
+            "--data-dir",
+            path_str(&dir.path().join("out")),
+            "-i",
+            path_str(&target),
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing input: {}",
+        stderr(&out)
+    );
+    std::fs::write(&target, lines).expect("input file");
+    let out = caskade(
+        &[
+            "import",
+            "--data-dir",
+            path_str(&dir.path().join("out")),
+            "-i",
+            path_str(&target),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no caskade store"),
+        "{}",
+        stderr(&out)
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["x.jsonl"]);
 }
 
 #[test]
