@@ -11,5 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => caskade_server::serve::run(args),
+        Command::Export(args) => caskade_server::offline::export::run(args),
+        Command::Import(args) => caskade_server::offline::import::run(args),
+        Command::Stats(args) => caskade_server::offline::stats::run(args),
     }
 }

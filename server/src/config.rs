@@ -43,6 +43,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve the store API over HTTP until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Write every live key of a stopped store as JSON Lines (stdout or a file).
+    Export(crate::offline::ExportArgs),
+    /// Read JSON Lines of `caskade export` into a stopped store or a running server.
+    Import(crate::offline::ImportArgs),
+    /// Show what a stopped store holds: keys, segments, bytes, index size.
+    Stats(crate::offline::StatsArgs),
 }
 
 /// Flags of `caskade serve`; every flag also reads a `CASKADE_*` environment variable.
@@ -259,7 +265,7 @@ fn parse_sync(text: &str) -> Result<SyncArg, String> {
 
 /// Metadata is stored in the engine's metadata section beside timestamps and the
 /// content type, so it must leave room below the engine's own limit.
-fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
     let limit = caskade_engine::META_BYTES_MAX / 2;
     let n: usize = text
         .parse()
@@ -311,6 +317,7 @@ mod tests {
         let argv = ["caskade", "serve"].iter().chain(args).copied();
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Serve(args) => args,
+            other => panic!("parsed as another command: {other:?}"),
         })
     }
 

@@ -459,29 +459,43 @@ fn envelope_body(
     path: &str,
 ) -> Result<Vec<u8>, ApiError> {
     let mut w = JsonWriter::ok_data(entry.value.len() * 4 / 3 + 256);
+    write_entry_head(&mut w, entity, key, entry, meta).map_err(|e| mutation::internal(path, &e))?;
+    w.key("updated_at").time(Some(entry.written_at_ms));
+    w.key("expires_at").time(entry.expires_at_ms);
+    w.key("size_bytes").u64(entry.value.len() as u64);
+    w.key("version").u64(entry.version);
+    Ok(w.finish())
+}
+
+/// Writes the members GET's envelope and a `caskade export` line share, in GET's
+/// order: `entity`, `key`, `value`, `encoding`, `content_type`, `metadata` and
+/// `created_at`. Fails only when a text-kind value is not UTF-8 (damage or a bug:
+/// writes check it).
+pub fn write_entry_head(
+    w: &mut JsonWriter,
+    entity: Entity,
+    key: &str,
+    entry: &Entry,
+    meta: &RecordMeta<'_>,
+) -> Result<(), std::str::Utf8Error> {
     w.key("entity").str(entity.as_str());
     w.key("key").str(key);
     w.key("value");
-    let encoding = match meta.kind {
+    match meta.kind {
         Kind::Json => {
             w.raw(&entry.value);
-            "json"
         }
         Kind::Text => {
-            let text =
-                std::str::from_utf8(&entry.value).map_err(|e| mutation::internal(path, &e))?;
-            w.str(text);
-            "text"
+            w.str(std::str::from_utf8(&entry.value)?);
         }
         Kind::Binary => {
             let out = w.value_buffer();
             out.push(b'"');
             append_base64(&entry.value, out);
             out.push(b'"');
-            "base64"
         }
-    };
-    w.key("encoding").str(encoding);
+    }
+    w.key("encoding").str(meta.kind.encoding());
     w.key("content_type").str(meta.content_type);
     w.key("metadata");
     match meta.metadata {
@@ -490,11 +504,7 @@ fn envelope_body(
     };
     w.key("created_at")
         .time(Some(meta.created_at(entry.written_at_ms)));
-    w.key("updated_at").time(Some(entry.written_at_ms));
-    w.key("expires_at").time(entry.expires_at_ms);
-    w.key("size_bytes").u64(entry.value.len() as u64);
-    w.key("version").u64(entry.version);
-    Ok(w.finish())
+    Ok(())
 }
 
 /// Appends the standard, padded base64 of `bytes` to `out` without an extra copy.

@@ -22,6 +22,18 @@ pub enum Kind {
     Binary,
 }
 
+impl Kind {
+    /// The `encoding` a GET envelope (and an export line) names for a value of this
+    /// kind: `json`, `text` or `base64`.
+    pub fn encoding(self) -> &'static str {
+        match self {
+            Kind::Json => "json",
+            Kind::Text => "text",
+            Kind::Binary => "base64",
+        }
+    }
+}
+
 /// A parsed media type, borrowing from its text. Parameter values are unquoted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaType<'a> {

@@ -15,6 +15,8 @@ use crate::timefmt::rfc3339_seconds;
 pub struct JsonWriter {
     out: Vec<u8>,
     comma: bool,
+    /// What [`JsonWriter::finish`] appends to close what the constructor opened.
+    close: &'static [u8],
 }
 
 impl JsonWriter {
@@ -22,7 +24,23 @@ impl JsonWriter {
     pub fn ok_data(capacity: usize) -> JsonWriter {
         let mut out = Vec::with_capacity(capacity + 32);
         out.extend_from_slice(b"{\"ok\":true,\"data\":{");
-        JsonWriter { out, comma: false }
+        JsonWriter {
+            out,
+            comma: false,
+            close: b"}}",
+        }
+    }
+
+    /// Starts a bare `{` with room for `capacity` more bytes (a line of `caskade
+    /// export`, an operation of a bulk body).
+    pub fn object(capacity: usize) -> JsonWriter {
+        let mut out = Vec::with_capacity(capacity + 2);
+        out.push(b'{');
+        JsonWriter {
+            out,
+            comma: false,
+            close: b"}",
+        }
     }
 
     fn sep(&mut self) {
@@ -121,9 +139,9 @@ impl JsonWriter {
         &mut self.out
     }
 
-    /// Closes `data` and the envelope.
+    /// Closes what the constructor opened: `data` and the envelope, or the object.
     pub fn finish(mut self) -> Vec<u8> {
-        self.out.extend_from_slice(b"}}");
+        self.out.extend_from_slice(self.close);
         self.out
     }
 }
@@ -164,5 +182,12 @@ mod tests {
             String::from_utf8(body).expect("UTF-8"),
             r#"{"ok":true,"data":{"a":1,"b":[{"x":null},{"y":true}],"c":{"z":1},"t":"1970-01-01T00:00:00Z"}}"#
         );
+    }
+
+    #[test]
+    fn bare_objects_close_once() {
+        let mut w = JsonWriter::object(0);
+        w.key("a").u64(1).key("b").null();
+        assert_eq!(w.finish(), br#"{"a":1,"b":null}"#.to_vec());
     }
 }
