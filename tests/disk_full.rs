@@ -161,6 +161,21 @@ fn a_file_size_limit_is_507_and_loses_nothing_acknowledged() {
     assert_eq!(newest_segment(&dir).1, segment_len, "a half-written record");
     let listed = data(&s.get("/v1/kv/user"), 200);
     assert_eq!(listed["keys"].as_array().map(Vec::len), Some(stored.len()));
+    // A bulk batch that does not fit is refused whole: not even its small first put.
+    let big = "y".repeat(VALUE_BYTES);
+    let bulk = json!({"operations": [
+        {"op": "put", "entity": "user", "key": "bulk-small", "value": "x"},
+        {"op": "put", "entity": "user", "key": "bulk-big", "value": big},
+    ]});
+    let resp = s.request(
+        "POST",
+        "/v1/bulk",
+        &[("content-type", "application/json")],
+        bulk.to_string().into_bytes(),
+    );
+    assert_storage_full(&s, &resp, "/v1/bulk");
+    assert_eq!(s.get("/v1/kv/user/bulk-small").status, 404);
+    assert_eq!(newest_segment(&dir).1, segment_len, "a half-written batch");
     s.signal_and_wait(Signal::SIGTERM);
 
     // The limit cannot be lifted from a running process, so space comes back with a
@@ -232,6 +247,9 @@ fn a_full_filesystem_is_507_and_writes_resume_once_space_is_freed() {
     const WRITES_MAX: usize = 200;
     /// Space taken by another file on the filesystem; deleting it is "space is back".
     const BALLAST_BYTES: usize = 256 * 1024;
+    /// A second, small file: deleting it gives room for a new segment file but not for
+    /// a compaction's output (the live values, `KEYS * VALUE_BYTES`).
+    const SMALL_BALLAST_BYTES: usize = 16 * 1024;
     let fs = match SmallFilesystem::mount("1m") {
         Ok(fs) => fs,
         Err(why) => {
@@ -241,6 +259,8 @@ fn a_full_filesystem_is_507_and_writes_resume_once_space_is_freed() {
     };
     let ballast = fs.path.join("ballast");
     std::fs::write(&ballast, vec![0u8; BALLAST_BYTES]).expect("the ballast file");
+    let small_ballast = fs.path.join("small-ballast");
+    std::fs::write(&small_ballast, vec![0u8; SMALL_BALLAST_BYTES]).expect("a small file");
     let dir = fs.path.join("store");
     // Compaction only when asked, so the test decides when space is reclaimed.
     let flags = ["--segment-bytes", "65536", "--compaction", "off"];
@@ -271,8 +291,7 @@ fn a_full_filesystem_is_507_and_writes_resume_once_space_is_freed() {
     let stored: Vec<_> = latest.iter().flatten().cloned().collect();
 
     // Reads keep working and see the newest acknowledged values; a retry is refused
-    // again; a compaction, which needs room for its output first, is refused the same
-    // way and leaves no partial file behind.
+    // again; so is a compaction, which first needs room for a new segment file.
     assert_all_there(&s, &stored);
     assert_eq!(
         data(&s.get("/v1/kv/user"), 200)["keys"]
@@ -284,7 +303,27 @@ fn a_full_filesystem_is_507_and_writes_resume_once_space_is_freed() {
     assert_storage_full(&s, &again, &path(failed));
     let compact = s.request("POST", "/v1/admin/compact?wait=true", &[], Vec::new());
     assert_storage_full(&s, &compact, "/v1/admin/compact");
+    assert_all_there(&s, &stored);
+
+    // With a little room, compaction gets further and runs out while writing its
+    // output: still 507, and it leaves no file behind (no temporary, no segment the
+    // server does not count) to hold the space it could not use.
+    std::fs::remove_file(&small_ballast).expect("deleting the small file");
+    let compact = s.request("POST", "/v1/admin/compact?wait=true", &[], Vec::new());
+    assert_storage_full(&s, &compact, "/v1/admin/compact");
+    assert!(
+        s.logs().contains("writing a compacted segment"),
+        "the compaction did not fail on its output: {}",
+        s.logs()
+    );
     assert_eq!(temporary_files(&dir), Vec::<String>::new());
+    let stats = data(&s.get("/v1/admin/stats"), 200);
+    let on_disk = std::fs::read_dir(&dir)
+        .expect("the data folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .count();
+    assert_eq!(stats["segments"].as_u64(), Some(on_disk as u64), "{stats}");
     assert_all_there(&s, &stored);
 
     // Space is back (another file on the disk is deleted): the same server process
