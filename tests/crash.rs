@@ -5,7 +5,8 @@
 //! acknowledged value of the same key), and nothing acknowledged-deleted may come back.
 //!
 //! A write that was in flight at the kill (sent, no answer yet) may or may not be there;
-//! both are fine. Each key has exactly one writer, which sends one request at a time,
+//! both are fine. One writer sends bulk batches over all its keys: after a kill a
+//! batch is visible whole or not at all. Each key has exactly one writer, which sends one request at a time,
 //! so a key has at most one write in flight and its acknowledged history is a sequence.
 //!
 //! The kill moments come from a seeded RNG (printed; set `CASKADE_CRASH_SEED` to
@@ -30,7 +31,8 @@ use nix::sys::signal::Signal;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-/// Concurrent writer threads; each owns its own keys.
+/// Concurrent writer threads doing single PUTs and DELETEs; each owns its own keys.
+/// One more thread writes its own keys in bulk batches.
 const WRITERS: usize = 4;
 /// Keys per writer: few enough that keys are overwritten and deleted often (dead bytes
 /// for compaction), enough that writers rarely wait on each other's keys.
@@ -126,6 +128,8 @@ struct Writer {
     rng: Xoshiro256PlusPlus,
     keys: Vec<KeyLog>,
     ops: u64,
+    /// Writes all its keys at once with `POST /v1/bulk` instead of one at a time.
+    bulk: bool,
 }
 
 /// Acknowledged writes so far, shared with the main thread that waits on them.
@@ -184,6 +188,9 @@ fn write_until_killed(
     progress: &Progress,
 ) -> Result<u64, String> {
     let mut max_version = version_floor;
+    if w.bulk {
+        return bulk_until_killed(server, w, round, version_floor, progress);
+    }
     loop {
         let i = w.rng.random_range(0..w.keys.len());
         let delete = w.rng.random_bool(DELETE_SHARE);
@@ -231,6 +238,60 @@ fn write_until_killed(
         }
         log.acked.push((target, Instant::now()));
         log.in_flight = None;
+        progress.ack();
+    }
+}
+
+/// Like [`write_until_killed`], but every write is one `POST /v1/bulk` batch that
+/// puts a new value into each of the writer's keys, all with the same operation
+/// number: after a crash, all of them or none must be there.
+fn bulk_until_killed(
+    server: &Server,
+    w: &mut Writer,
+    round: usize,
+    version_floor: u64,
+    progress: &Progress,
+) -> Result<u64, String> {
+    let mut max_version = version_floor;
+    loop {
+        w.ops += 1;
+        let mut operations = Vec::new();
+        for log in &mut w.keys {
+            let value = value_of(&log.name, round, w.ops);
+            let text = String::from_utf8(value.clone()).map_err(|e| e.to_string())?;
+            operations.push(serde_json::json!({
+                "op": "put", "entity": "user", "key": log.name, "value": text,
+            }));
+            log.in_flight = Some(State::Value(value));
+        }
+        let body = serde_json::json!({ "operations": operations }).to_string();
+        let json = ("content-type", "application/json");
+        let Ok(resp) = server.try_request("POST", "/v1/bulk", &[json], body.into_bytes()) else {
+            return Ok(max_version);
+        };
+        let doc = resp.json();
+        let results = doc["data"]["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if resp.status != 200 || results.len() != w.keys.len() {
+            return Err(format!("bulk: {} {}", resp.status, resp.text()));
+        }
+        let acked_at = Instant::now();
+        for (log, result) in w.keys.iter_mut().zip(&results) {
+            let created = *log.current() == State::Absent;
+            let version = result["version"].as_u64().unwrap_or(0);
+            if result["created"] != created || version <= max_version {
+                return Err(format!(
+                    "bulk result {result} for {}: expected created {created} and a \
+                     version above {max_version}",
+                    log.name
+                ));
+            }
+            max_version = version;
+            let done = log.in_flight.take().ok_or("no write in flight")?;
+            log.acked.push((done, acked_at));
+        }
         progress.ack();
     }
 }
@@ -443,8 +504,13 @@ fn check_after_restart(
     let mut live = BTreeSet::new();
     let mut failures = Vec::new();
     for w in writers.iter_mut() {
+        let mut batches = BTreeSet::new();
         for log in &mut w.keys {
             let observed = read_state(server, &log.name);
+            if w.bulk {
+                // The operation number in the value names the batch it came from.
+                batches.insert(observed.short().rsplit(':').next().map(str::to_owned));
+            }
             let verdict = match kill {
                 Some((at, window)) => judge(log, &observed, at, window),
                 None if observed == *log.current() && log.in_flight.is_none() => {
@@ -472,6 +538,9 @@ fn check_after_restart(
                 acked: Vec::new(),
                 in_flight: None,
             };
+        }
+        if batches.len() > 1 {
+            failures.push(format!("a bulk batch is visible in part: {batches:?}"));
         }
     }
     assert!(
@@ -532,8 +601,10 @@ fn sigkill_under_concurrent_writers_loses_nothing_acknowledged() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("store");
-    let mut writers: Vec<Writer> = (0..WRITERS)
+    // The last writer sends bulk batches.
+    let mut writers: Vec<Writer> = (0..=WRITERS)
         .map(|w| Writer {
+            bulk: w == WRITERS,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ ((w as u64 + 1) << 32)),
             keys: (0..KEYS_PER_WRITER)
                 .map(|k| KeyLog {
