@@ -3,9 +3,9 @@
 //! half-written, and writes resume once space is back.
 //!
 //! Two ways to run out of space:
-//! - a file-size limit (`RLIMIT_FSIZE`, SIGXFSZ ignored by the shell that execs the
-//!   server): works anywhere, but a running process's limit cannot be raised from
-//!   outside, so "space is back" is a restart without the limit;
+//! - a file-size limit (`RLIMIT_FSIZE`, SIGXFSZ ignored by the server): works anywhere
+//!   without privileges; "space is back" is raising the running server's soft limit
+//!   with `prlimit`, as an operator raises a quota;
 //! - a real small filesystem: a 1 MiB tmpfs mounted for the test (needs root; the test
 //!   says it skips when it cannot mount), where freeing space is deleting a file on it,
 //!   and writes resume in the same server process.
@@ -176,22 +176,56 @@ fn a_file_size_limit_is_507_and_loses_nothing_acknowledged() {
     assert_storage_full(&s, &resp, "/v1/bulk");
     assert_eq!(s.get("/v1/kv/user/bulk-small").status, 404);
     assert_eq!(newest_segment(&dir).1, segment_len, "a half-written batch");
+
+    // Space is back: the limit is raised on the running process, as an operator raises
+    // a quota, and the same process takes the refused write and the refused batch.
+    raise_file_size_limit(&s);
+    let retry = s.request("PUT", &failed_path, &[OCTETS], value(failed));
+    stored.push((failed_path.clone(), value(failed), put_version(&retry, 201)));
+    let resp = s.request(
+        "POST",
+        "/v1/bulk",
+        &[("content-type", "application/json")],
+        bulk.to_string().into_bytes(),
+    );
+    let results = data(&resp, 200)["results"].clone();
+    for (i, (key, bytes)) in [("bulk-small", b"x".to_vec()), ("bulk-big", big.into())]
+        .into_iter()
+        .enumerate()
+    {
+        let version = results[i]["version"].as_u64().expect("a bulk version");
+        stored.push((format!("/v1/kv/user/{key}"), bytes, version));
+    }
+    assert_all_there(&s, &stored);
     s.signal_and_wait(Signal::SIGTERM);
 
-    // The limit cannot be lifted from a running process, so space comes back with a
-    // restart without it: everything acknowledged is there, nothing was torn, and the
-    // refused write now succeeds.
+    // A restart finds everything acknowledged and nothing torn.
     let s = Server::start_in(&dir, &[]);
     assert_nothing_torn(&s);
     assert_all_there(&s, &stored);
-    assert_eq!(
-        s.get(&failed_path).status,
-        404,
-        "the refused write left nothing"
+}
+
+/// Raises the server's file-size soft limit to the hard one (`prlimit`, util-linux):
+/// no privilege needed for the same user.
+fn raise_file_size_limit(server: &Server) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_FSIZE).expect("this process's limits");
+    let hard = if hard == nix::sys::resource::RLIM_INFINITY {
+        "unlimited".to_owned()
+    } else {
+        hard.to_string()
+    };
+    let out = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(server.pid().to_string())
+        .arg(format!("--fsize={hard}:"))
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "prlimit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let retry = s.request("PUT", &failed_path, &[OCTETS], value(failed));
-    assert_eq!(data(&retry, 201)["size_bytes"], json!(VALUE_BYTES));
-    assert_eq!(s.get(&format!("{failed_path}/value")).body, value(failed));
 }
 
 /// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
