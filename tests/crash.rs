@@ -422,28 +422,44 @@ fn seed() -> u64 {
         })
 }
 
+/// What carries over from kill to kill, and from one phase to the next.
+struct Crashes {
+    /// Draws the kill moments.
+    rng: Xoshiro256PlusPlus,
+    writers: Vec<Writer>,
+    /// The highest version acknowledged so far: later writes must get higher ones.
+    version_floor: u64,
+    /// Number of the next round, for values and messages.
+    round: usize,
+}
+
 /// Runs `kills` rounds of write-kill-restart-check on `dir` with `flags`; `window` as
 /// for [`judge`]. Returns the phase's totals.
-#[allow(clippy::too_many_arguments)]
 fn crash_rounds(
     dir: &std::path::Path,
     flags: &[&str],
     kills: usize,
     window: Option<Duration>,
-    rng: &mut Xoshiro256PlusPlus,
-    writers: &mut [Writer],
-    version_floor: &mut u64,
-    round_base: usize,
+    crashes: &mut Crashes,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut server = Server::start_in(dir, flags);
-    check_after_restart(&server, writers, round_base, &mut tally, None);
-    for round in round_base..round_base + kills {
+    check_after_restart(
+        &server,
+        &mut crashes.writers,
+        crashes.round,
+        &mut tally,
+        None,
+    );
+    for _ in 0..kills {
+        let round = crashes.round;
+        crashes.round += 1;
         let progress = Progress::default();
-        let target = rng.random_range(ACKS_BEFORE_KILL);
-        let floor = *version_floor;
+        let target = crashes.rng.random_range(ACKS_BEFORE_KILL);
+        let floor = crashes.version_floor;
         let (killed_at, waited, highest) = std::thread::scope(|scope| {
-            let handles: Vec<_> = writers
+            let handles: Vec<_> = crashes
+                .writers
                 .iter_mut()
                 .map(|w| {
                     let (server, progress) = (&server, &progress);
@@ -473,19 +489,14 @@ fn crash_rounds(
         if let Err(why) = waited {
             panic!("round {round}: {why}; logs:\n{}", server.logs());
         }
-        *version_floor = highest;
+        crashes.version_floor = highest;
         tally.acked += progress.acks();
         tally.compactions += server.logs().matches("compaction finished").count();
 
         server = Server::start_in(dir, flags);
         tally.truncated_bytes += metric(&server, "caskade_engine_recovered_truncated_bytes");
-        check_after_restart(
-            &server,
-            writers,
-            round,
-            &mut tally,
-            Some((killed_at, window)),
-        );
+        let kill = Some((killed_at, window));
+        check_after_restart(&server, &mut crashes.writers, round, &mut tally, kill);
     }
     tally
 }
@@ -598,11 +609,10 @@ fn report(phase: &str, kills: usize, t: &Tally, took: Duration) {
 fn sigkill_under_concurrent_writers_loses_nothing_acknowledged() {
     let seed = seed();
     println!("crash test seed {seed} (CASKADE_CRASH_SEED={seed} replays the kill moments)");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("store");
     // The last writer sends bulk batches.
-    let mut writers: Vec<Writer> = (0..=WRITERS)
+    let writers: Vec<Writer> = (0..=WRITERS)
         .map(|w| Writer {
             bulk: w == WRITERS,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ ((w as u64 + 1) << 32)),
@@ -617,7 +627,12 @@ fn sigkill_under_concurrent_writers_loses_nothing_acknowledged() {
             ops: 0,
         })
         .collect();
-    let mut version_floor = 0;
+    let mut crashes = Crashes {
+        rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+        writers,
+        version_floor: 0,
+        round: 0,
+    };
 
     // Phase 1: `--sync always`: nothing acknowledged may be lost.
     let always: Vec<&str> = ["--sync", "always"]
@@ -626,16 +641,7 @@ fn sigkill_under_concurrent_writers_loses_nothing_acknowledged() {
         .copied()
         .collect();
     let started = Instant::now();
-    let tally = crash_rounds(
-        &dir,
-        &always,
-        KILLS_ALWAYS,
-        None,
-        &mut rng,
-        &mut writers,
-        &mut version_floor,
-        0,
-    );
+    let tally = crash_rounds(&dir, &always, KILLS_ALWAYS, None, &mut crashes);
     report("--sync always", KILLS_ALWAYS, &tally, started.elapsed());
     assert!(tally.lost.is_empty(), "acknowledged writes lost: {tally:?}");
     assert!(
@@ -663,16 +669,8 @@ fn sigkill_under_concurrent_writers_loses_nothing_acknowledged() {
         "a lone acknowledged write waited {delay:?} for its fsync under {interval}"
     );
     let started = Instant::now();
-    let tally = crash_rounds(
-        &dir,
-        &flags,
-        KILLS_INTERVAL,
-        Some(SYNC_INTERVAL + SYNC_MARGIN),
-        &mut rng,
-        &mut writers,
-        &mut version_floor,
-        KILLS_ALWAYS,
-    );
+    let window = Some(SYNC_INTERVAL + SYNC_MARGIN);
+    let tally = crash_rounds(&dir, &flags, KILLS_INTERVAL, window, &mut crashes);
     report(
         &format!("--sync {interval}"),
         KILLS_INTERVAL,
