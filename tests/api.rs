@@ -1,6 +1,6 @@
 //! The store API of `API.md`, proven over HTTP against the real `caskade` binary:
 //! every client-provokable row of the error table, every key-value route, exact JSON
-//! round-trips, persistence across a restart, and a full disk (507).
+//! round-trips and persistence across a restart. A full disk (507) is in `disk_full.rs`.
 //!
 //! 401/403 (3001, 3002) are in `auth.rs`; 503 `unavailable` (5002) is in `limits.rs`;
 //! 5000 is a bug and cannot be provoked.
@@ -1504,88 +1504,4 @@ fn racing_creates_with_if_none_match_star_have_one_winner() {
         RACERS - 1,
         "{statuses:?}"
     );
-}
-
-// ---------------------------------------------------------------- a full disk
-
-/// The `caskade_engine_recovered_truncated_bytes` gauge, read from `/metrics`.
-fn truncated_bytes(s: &Server) -> Option<u64> {
-    s.get("/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("caskade_engine_recovered_truncated_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-#[test]
-fn a_full_disk_is_507_and_loses_nothing_acknowledged() {
-    /// Bytes of each value: a few fit under the limit below, not all.
-    const VALUE_BYTES: usize = 8 * 1024;
-    /// `ulimit -f` blocks (512 bytes with dash, 1 KiB with some shells): 32 or 64 KiB.
-    const FILE_BLOCKS: u64 = 64;
-    /// More writes than can fit under either unit.
-    const WRITES_MAX: usize = 16;
-    let temp = tempfile::tempdir().expect("temp dir");
-    let dir = temp.path().join("store");
-    let value =
-        |i: usize| -> Vec<u8> { (0..VALUE_BYTES).map(|j| (i * 31 + j * 7) as u8).collect() };
-    let octets = "application/octet-stream";
-
-    let mut s = Server::start_with_file_size_limit(&dir, FILE_BLOCKS, &[]);
-    let mut stored = Vec::new();
-    let mut full = None;
-    for i in 0..WRITES_MAX {
-        let path = format!("/v1/kv/user/k{i}");
-        let resp = s.request("PUT", &path, &[("content-type", octets)], value(i));
-        if resp.status == 507 {
-            full = Some((i, resp));
-            break;
-        }
-        stored.push((path, version(&data(&resp, 201))));
-    }
-    let (failed, resp) = full.expect("a write past the file-size limit answers 507");
-    assert!(!stored.is_empty(), "the first write should fit");
-    let failed_path = format!("/v1/kv/user/k{failed}");
-    assert_eq!(problems(&s, &resp, 507), vec![(5001, failed_path.clone())]);
-
-    // Still serving: earlier keys read back, the failed key is absent, a retry still 507s.
-    assert_eq!(s.get("/healthz").status, 200);
-    for (i, (path, v)) in stored.iter().enumerate() {
-        let got = s.get(&format!("{path}/value"));
-        assert_eq!(got.body, value(i), "{path}");
-        assert_eq!(got.header("etag"), Some(etag(*v).as_str()));
-    }
-    expect(&s, ("GET", &failed_path, &[], b""), 404, &[(2001, "")]);
-    let again = s.request(
-        "PUT",
-        &failed_path,
-        &[("content-type", octets)],
-        value(failed),
-    );
-    assert_eq!(problems(&s, &again, 507)[0].0, 5001);
-    let listed = data(&s.get("/v1/kv/user"), 200);
-    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(stored.len()));
-    s.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
-
-    // Without the limit: everything acknowledged is there, nothing half-written.
-    let s = Server::start_in(&dir, &[]);
-    assert_eq!(truncated_bytes(&s), Some(0), "recovery found a torn record");
-    for (i, (path, v)) in stored.iter().enumerate() {
-        let got = s.get(&format!("{path}/value"));
-        assert_eq!(got.body, value(i), "{path}");
-        assert_eq!(got.header("etag"), Some(etag(*v).as_str()));
-    }
-    assert_eq!(
-        s.get(&failed_path).status,
-        404,
-        "the refused write left nothing"
-    );
-    let retry = s.request(
-        "PUT",
-        &failed_path,
-        &[("content-type", octets)],
-        value(failed),
-    );
-    assert_eq!(data(&retry, 201)["size_bytes"], json!(VALUE_BYTES));
-    assert_eq!(s.get(&format!("{failed_path}/value")).body, value(failed));
 }

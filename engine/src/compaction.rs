@@ -195,6 +195,8 @@ pub(crate) struct Run<'a> {
     moves: Vec<Move>,
     report: CompactionReport,
     pacer: Pacer,
+    /// The outputs are in the segment map: from here on they are kept on failure.
+    swapped: bool,
 }
 
 impl<'a> Run<'a> {
@@ -211,12 +213,18 @@ impl<'a> Run<'a> {
                 started: Instant::now(),
                 bytes: 0,
             },
+            swapped: false,
         }
     }
 
     fn fault(&self, step: &'static str) -> Result<()> {
-        if self.shared.options.fault.fires(step) {
+        let fault = &self.shared.options.fault;
+        if fault.fires(step) {
             return Err(Error::Closed(format!("injected crash at {step}")));
+        }
+        if fault.fails(step) {
+            let injected = std::io::Error::other("injected I/O error");
+            return Err(Error::io(format!("injected failure at {step}"), injected));
         }
         Ok(())
     }
@@ -232,13 +240,45 @@ impl<'a> Run<'a> {
         if let Err(e) = &result
             && !matches!(e, Error::Closed(r) if r.starts_with("injected crash"))
         {
-            for out in &self.outputs {
-                let _ = std::fs::remove_file(&out.tmp);
-            }
+            self.remove_unused_outputs();
         }
         result?;
         self.report.duration = started.elapsed();
         Ok(self.report)
+    }
+
+    /// After a failure: removes every output not yet in the segment map — temporary
+    /// segments and hints, and those already renamed into place — so a failed
+    /// compaction gives its space back (it matters most on a full disk). A renamed
+    /// output left behind would also hold copies the running engine does not know
+    /// of: a later compaction could drop the tombstone hiding one of them (no known
+    /// segment holds an older record of its key), and the next open would bring the
+    /// deleted value back. Once swapped in, outputs are known and stay.
+    fn remove_unused_outputs(&self) {
+        if self.swapped {
+            return;
+        }
+        let dir = &self.shared.dir;
+        for out in &self.outputs {
+            let hint_tmp = dir.join(format!("{}.tmp", hint::file_name(out.id)));
+            let renamed = [
+                dir.join(segment::file_name(out.id)),
+                dir.join(hint::file_name(out.id)),
+            ];
+            for path in [out.tmp.clone(), hint_tmp].iter().chain(&renamed) {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::error!(
+                        file = %path.display(),
+                        error = %e,
+                        "could not remove an output of a failed compaction; \
+                         reopen the store before compacting again"
+                    ),
+                }
+            }
+        }
+        let _ = sync_dir(dir);
     }
 
     fn copy_and_swap(&mut self) -> Result<()> {
@@ -455,6 +495,7 @@ impl<'a> Run<'a> {
                 .unwrap_or_else(|p| p.into_inner());
             segments.extend(mapped);
         }
+        self.swapped = true;
         for m in self.moves.drain(..) {
             self.shared
                 .index

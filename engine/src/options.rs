@@ -72,7 +72,9 @@ impl Default for CompactionOptions {
 }
 
 /// A test hook: called with the name of each crash point of compaction; returning
-/// true makes compaction stop right there, leaving files as a crash would.
+/// true makes compaction stop right there, leaving files as a crash would. It is also
+/// asked about the step's name followed by `:io-error`: returning true for that makes
+/// compaction fail there as an I/O error would (it cleans up and the engine goes on).
 #[derive(Clone, Default)]
 pub struct FaultHook(Option<Arc<FaultFn>>);
 
@@ -87,6 +89,13 @@ impl FaultHook {
 
     pub(crate) fn fires(&self, step: &str) -> bool {
         self.0.as_ref().is_some_and(|f| f(step))
+    }
+
+    /// Whether the hook wants an I/O error at `step` (asked as `<step>:io-error`).
+    pub(crate) fn fails(&self, step: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|f| f(&format!("{step}:io-error")))
     }
 }
 

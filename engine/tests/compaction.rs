@@ -220,6 +220,60 @@ fn a_crash_at_every_step_of_compaction_reopens_with_exactly_the_same_data() {
     }
 }
 
+/// A compaction that fails with an I/O error (a full disk, a failed rename or folder
+/// sync) after it renamed its outputs into place but before the index used them must
+/// take them back out. Left behind, they hold copies of values the running engine no
+/// longer knows about: a later compaction drops the tombstone that hides such a value
+/// (no known segment holds an older record of its key), and the next open brings the
+/// deleted value back.
+#[test]
+fn a_failed_compaction_leaves_no_output_behind_and_nothing_deleted_returns() {
+    for step in ["compaction:outputs-written", "compaction:outputs-renamed"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fail_once = Arc::new(AtomicBool::new(true));
+        let mut failing = small(16 * 1024);
+        let armed = Arc::clone(&fail_once);
+        let injected = format!("{step}:io-error");
+        failing.fault =
+            FaultHook::new(move |at| at == injected && armed.swap(false, Ordering::SeqCst));
+        let engine = Engine::open(dir.path(), failing).unwrap();
+        let model = churn(&engine);
+        engine
+            .put("victim", b"deleted later".to_vec(), wo())
+            .unwrap();
+
+        let err = engine
+            .compact()
+            .expect_err("the injected I/O error stops compaction");
+        assert!(err.to_string().contains(step), "{err}");
+        assert_eq!(
+            segment_files(dir.path()).len() as u64,
+            engine.stats().segments,
+            "after a failed compaction at {step}, files the engine does not know: {:?}",
+            segment_files(dir.path())
+        );
+        let temporary: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(temporary.is_empty(), "after {step}: {temporary:?}");
+        // Still serving; the delete's tombstone is then compacted away.
+        assert_matches(&engine, &model);
+        engine.delete("victim").unwrap();
+        engine.compact().unwrap();
+        engine.close().unwrap();
+
+        let engine = Engine::open(dir.path(), small(16 * 1024)).unwrap();
+        assert_eq!(
+            engine.get(b"victim").unwrap().map(|e| e.value.to_vec()),
+            None,
+            "a deleted value came back after a failed compaction at {step}"
+        );
+        assert_matches(&engine, &model);
+    }
+}
+
 #[test]
 fn a_damaged_or_missing_hint_falls_back_to_scanning_its_segment() {
     let dir = tempfile::tempdir().unwrap();

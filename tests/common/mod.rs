@@ -163,12 +163,14 @@ impl Server {
 
     /// Starts a server whose files may grow to at most `blocks` blocks of the shell's
     /// `ulimit -f` unit (512 bytes with dash): writes beyond fail with EFBIG, as on a
-    /// full disk. Waits until it is ready.
+    /// full disk. Only the soft limit is set, so the same user can raise it again on
+    /// the running process (`prlimit --pid PID --fsize=unlimited:`). Waits until it is
+    /// ready.
     pub fn start_with_file_size_limit(data_dir: &Path, blocks: u64, args: &[&str]) -> Server {
         let mut shell = Command::new("sh");
         shell
             .arg("-c")
-            .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+            .arg(format!("ulimit -S -f {blocks} && exec \"$0\" \"$@\""))
             .arg(binary());
         let server = Server::launch(shell, data_dir, args).unwrap_or_else(|e| panic!("{e}"));
         server.wait_ready();
@@ -287,6 +289,11 @@ impl Server {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
         self.request("PUT", path, &all, body.to_string().into_bytes())
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends `signal` to the server process.
