@@ -427,6 +427,10 @@ fn backup_to_another_file_system_copies_every_file() {
     assert!(report.hints > 0, "{report:?}");
     let copy = Engine::open(&report.path, Options::default()).expect("the copy opens");
     assert_eq!(copy.count_prefix(b"k/"), 300);
-    assert_eq!(copy.stats().hints_loaded, report.hints, "the copied hints load");
+    assert_eq!(
+        copy.stats().hints_loaded,
+        report.hints,
+        "the copied hints load"
+    );
     assert_eq!(get(&copy, "k/299"), Some(b"v299".to_vec()));
 }
