@@ -204,8 +204,8 @@ impl ServeArgs {
     }
 
     /// Refuses a `--backup-dir` that backups could not use: it must be an existing,
-    /// writable folder (not created here: a missing mount point must not silently fill
-    /// the root file system) and must not lie inside the data folder.
+    /// writable folder (never created here: a missing one is more likely a typo or an
+    /// unmounted disk than a wish) and must not lie inside the data folder.
     pub fn check_backup_dir(&self) -> Result<(), String> {
         let Some(dir) = &self.backup_dir else {
             return Ok(());
