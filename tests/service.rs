@@ -169,14 +169,6 @@ fn admin_stats_reports_the_store() {
 }
 
 #[test]
-fn backup_says_not_implemented_yet() {
-    let server = Server::start(&[]);
-    let resp = server.request("POST", "/v1/admin/backup", &[], Vec::new());
-    assert_eq!(resp.status, 501, "{}", resp.text());
-    assert_eq!(resp.error_codes(), vec![5003]);
-}
-
-#[test]
 fn compact_starts_in_the_background_or_waits_and_reports() {
     let server = Server::start(&["--segment-bytes", "4096"]);
     let started = server.request("POST", "/v1/admin/compact", &[], Vec::new());

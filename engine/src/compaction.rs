@@ -14,6 +14,8 @@
 //!    From here the deletion of the inputs is as good as done: open finishes it.
 //! 6. Drop the inputs from the segment map (readers that still hold one keep their
 //!    mapping), delete their files and hints, fsync the folder, delete the manifest.
+//!    The map change and the deletion wait for a running backup to link its files
+//!    (`Shared::retire`), so a backup's snapshot never names a deleted file.
 //!
 //! What is "still needed": a record the index points at (a live value), and any
 //! tombstone or expired record that could still hide an older value of its key — one
@@ -306,16 +308,24 @@ impl<'a> Run<'a> {
         write_manifest(&self.shared.dir, &ids)?;
         self.fault(step::MANIFEST_WRITTEN)?;
         {
-            let mut segments = self
+            // A running backup may still have to link an input: wait for it.
+            let _retire = self
                 .shared
-                .segments
+                .retire
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            for id in &ids {
-                segments.remove(id);
+            {
+                let mut segments = self
+                    .shared
+                    .segments
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                for id in &ids {
+                    segments.remove(id);
+                }
             }
+            delete_segments(&self.shared.dir, &ids)?;
         }
-        delete_segments(&self.shared.dir, &ids)?;
         self.fault(step::INPUTS_DELETED)?;
         std::fs::remove_file(self.shared.dir.join(MANIFEST))
             .map_err(|e| Error::io("removing the compaction manifest", e))?;

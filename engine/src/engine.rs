@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
+use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
 use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
@@ -18,8 +19,8 @@ use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::writer::{Msg, Writer};
 use crate::{
-    Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
+    BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
 };
 
 /// Longest key: 64 KiB.
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     pub active_id: AtomicU32,
     /// Set when the engine shuts down, so a long compaction stops early.
     pub stopping: AtomicBool,
+    /// Held shared by a backup from its snapshot until it has linked or opened every
+    /// file of it, and exclusively by compaction while it retires (unmaps and deletes)
+    /// its inputs: a backup never finds a file of its snapshot gone.
+    pub retire: RwLock<()>,
     /// Holds the folder's flock for as long as the engine lives (dropped last, after
     /// the writer thread has stopped).
     _lock: File,
@@ -269,6 +274,7 @@ impl Engine {
             next_segment_id: AtomicU32::new(recovered.next_segment_id),
             active_id: AtomicU32::new(recovered.active_id),
             stopping: AtomicBool::new(false),
+            retire: RwLock::new(()),
             _lock: lock,
         });
         let writer = Writer::new(
@@ -566,6 +572,52 @@ impl Engine {
         self.inner
             .tx
             .send(Msg::Sync(reply))
+            .map_err(|_| Error::Closed("the writer stopped".into()))?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into())))
+    }
+
+    /// Writes a consistent copy of the store into the new folder `dest` (which must not
+    /// exist; its parent must) while reads, writes and compaction go on. `caskade`'s
+    /// [`Engine::open`] opens the copy like any data folder.
+    ///
+    /// The copy holds every write acknowledged before this call, under every sync
+    /// policy: the active segment is synced first, so the copied bytes are durable in
+    /// the store too. It ends at a batch boundary (never a torn record, never part of
+    /// a batch). Sealed segments and their hints are hard-linked when `dest` is on the
+    /// data folder's file system and copied otherwise; the active segment is copied.
+    /// The copy is written into `<dest>.tmp-…` and renamed to `dest` only once every
+    /// file and the folder are synced, so a crash midway never leaves a folder under
+    /// the final name. Compaction's deletion of its inputs waits while a backup links
+    /// its files.
+    ///
+    /// ```
+    /// use caskade_engine::{Engine, Options, WriteOptions};
+    ///
+    /// # fn main() -> Result<(), caskade_engine::Error> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let engine = Engine::open(dir.path().join("store"), Options::default())?;
+    /// engine.put("user/alice", "1", WriteOptions::default())?;
+    /// let report = engine.backup(dir.path().join("backup-1"))?;
+    /// assert_eq!(report.last_version, 1);
+    /// engine.close()?;
+    /// let copy = Engine::open(&report.path, Options::default())?;
+    /// assert_eq!(&copy.get(b"user/alice")?.expect("in the copy").value[..], b"1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
+        self.check_open()?;
+        backup::run(self.shared(), dest.as_ref(), || self.snapshot())
+    }
+
+    /// Asks the writer for the store's files at this instant, synced.
+    fn snapshot(&self) -> Result<Snapshot> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.inner
+            .tx
+            .send(Msg::Snapshot(reply))
             .map_err(|_| Error::Closed("the writer stopped".into()))?;
         answer
             .recv()

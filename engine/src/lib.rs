@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod backup;
 mod batch;
 mod compaction;
 mod engine;
@@ -37,6 +38,7 @@ mod segment;
 mod types;
 mod writer;
 
+pub use backup::BackupReport;
 pub use batch::{Batch, Expect, Op, WriteOptions};
 pub use compaction::CompactionReport;
 pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};

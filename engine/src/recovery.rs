@@ -129,7 +129,8 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             .map_err(|e| Error::io(format!("reading {}", segment::file_name(id)), e))?
             .len();
         if len < SEGMENT_HEADER_BYTES {
-            // Only the newest file can be torn this way (a crash while creating it).
+            // Only the newest file can be torn this way: a crash while an older build
+            // created it in place (`segment::create` now renames it into place).
             if Some(&id) != ids.last() {
                 return Err(Error::Corrupt {
                     file: path,

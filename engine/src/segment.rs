@@ -114,12 +114,26 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<Segmen
 
 /// Creates a new, empty log segment file holding only its header, durably (file and
 /// directory entry synced), and returns a write handle positioned after the header.
+///
+/// The header is written under a temporary name and renamed into place, so a crash
+/// never leaves a final-named file shorter than its header. Recovery would drop such a
+/// file and make the previous, sealed log segment active again — appending to a file
+/// a backup may have hard-linked.
 pub(crate) fn create(dir: &Path, id: u32, base_seq: u64) -> Result<File> {
     let header = SegmentHeader {
         base_seq,
         kind: Kind::Log,
     };
-    let file = create_at(&dir.join(file_name(id)), id, header)?;
+    let tmp = dir.join(format!("{}.tmp", file_name(id)));
+    let file = create_at(&tmp, id, header)?;
+    if let Err(e) = std::fs::rename(&tmp, dir.join(file_name(id))) {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("renaming new segment {} into place", file_name(id)),
+            e,
+        ));
+    }
     sync_dir(dir)?;
     Ok(file)
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::backup::Snapshot;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::index::Location;
@@ -45,6 +46,8 @@ pub(crate) enum Msg {
     Close(Sender<Result<()>>),
     /// Seal the active segment (if it holds any record) and start a new one.
     Rotate(Sender<Result<()>>),
+    /// Sync, then answer with the store's files and the active segment's length.
+    Snapshot(Sender<Result<Snapshot>>),
 }
 
 /// A batch encoded into the group buffer, waiting for the group's write.
@@ -102,6 +105,7 @@ impl Writer {
     pub fn run(mut self, rx: Receiver<Msg>) {
         let mut replies: Vec<Sender<Result<()>>> = Vec::new();
         let mut rotations: Vec<Sender<Result<()>>> = Vec::new();
+        let mut snapshots: Vec<Sender<Result<Snapshot>>> = Vec::new();
         loop {
             let Some(first) = self.next_msg(&rx) else {
                 break;
@@ -119,6 +123,7 @@ impl Writer {
                         closing = true;
                     }
                     Msg::Rotate(reply) => rotations.push(reply),
+                    Msg::Snapshot(reply) => snapshots.push(reply),
                 }
                 if closing || taken >= GROUP_REQUESTS_MAX || self.buf.len() >= GROUP_BYTES_MAX {
                     break;
@@ -131,6 +136,12 @@ impl Writer {
                 let result = self.rotate_if_used();
                 for reply in rotations.drain(..) {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
+                }
+            }
+            if !snapshots.is_empty() {
+                let result = self.sync_now().map(|()| self.snapshot());
+                for reply in snapshots.drain(..) {
+                    let _ = reply.send(result.as_ref().map(Snapshot::clone).map_err(replicate));
                 }
             }
             if !replies.is_empty() {
@@ -363,6 +374,26 @@ impl Writer {
         self.dirty_since = None;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The store's files now: every segment in the map and the active segment's
+    /// written length. Called right after a sync with the group committed, so that
+    /// length is durable and ends at a batch boundary.
+    fn snapshot(&self) -> Snapshot {
+        debug_assert!(self.buf.is_empty() && self.dirty_since.is_none());
+        let sealed = self
+            .shared
+            .segments()
+            .values()
+            .filter(|s| s.id != self.active.id)
+            .cloned()
+            .collect();
+        Snapshot {
+            sealed,
+            active: Arc::clone(&self.active),
+            active_len: self.len,
+            last_version: self.shared.counters.last_version.load(Ordering::Relaxed),
+        }
     }
 
     /// Seals the active segment if it holds any record (for manual compaction).

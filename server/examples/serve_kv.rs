@@ -17,9 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let state = AppState {
         engine,
         limits: Limits::default(),
-        shared: Arc::new(Shared {
-            started_at: std::time::Instant::now(),
-        }),
+        shared: Arc::new(Shared::new(std::time::Instant::now(), None)),
     };
     let app = caskade_server::kv::routes().with_state(state);
     let listener = tokio::net::TcpListener::bind(&listen).await?;

@@ -1,25 +1,29 @@
-//! Admin routes (`/v1/admin/*`, scope `admin`): store statistics, compaction on
-//! demand; backup answers 501 until its issue lands.
+//! Admin routes (`/v1/admin/*`, scope `admin`): store statistics, compaction and
+//! backup on demand.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use caskade_engine::{CompactionReport, Engine};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use caskade_engine::{BackupReport, CompactionReport, Engine};
 use serde::Serialize;
 use tracing::{error, info};
 
 use crate::metrics::ENTITIES;
 use crate::problem::{ApiError, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
+use crate::timefmt::rfc3339_seconds;
 
 /// The admin routes, merged by the app under its middleware.
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/admin/stats", get(stats))
         .route("/v1/admin/compact", post(compact))
-        .route("/v1/admin/backup", post(not_built))
+        .route("/v1/admin/backup", post(backup))
 }
 
 /// `data` of `GET /v1/admin/stats`, field for field as API.md lists it.
@@ -221,10 +225,179 @@ fn json(body: &impl Serialize, path: &str) -> Response {
     }
 }
 
-async fn not_built(uri: Uri) -> ApiError {
-    ApiError::one(
-        uri.path(),
-        ErrorCode::NotImplemented,
-        "this admin operation is not built yet in this version; see docs/operations.md",
-    )
+/// `data` of `POST /v1/admin/backup`: the new folder's name (under `--backup-dir`,
+/// never a full path) and size, and what the copy holds.
+#[derive(Debug, Serialize)]
+struct BackedUp {
+    name: String,
+    size_bytes: u64,
+    created_at: String,
+    last_version: u64,
+    segments: u64,
+    hints: u64,
+    files_linked: u64,
+    files_copied: u64,
+    duration_ms: u64,
+}
+
+impl BackedUp {
+    fn of(name: String, created_at_ms: u64, r: &BackupReport) -> Self {
+        BackedUp {
+            name,
+            size_bytes: r.bytes,
+            created_at: rfc3339_seconds(created_at_ms),
+            last_version: r.last_version,
+            segments: r.segments,
+            hints: r.hints,
+            files_linked: r.files_linked,
+            files_copied: r.files_copied,
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Marks the one backup that may run; dropping it (when the backup's blocking task
+/// ends, answered or not) lets the next one start.
+struct BackupSlot(Arc<Shared>);
+
+impl BackupSlot {
+    fn take(shared: &Arc<Shared>) -> Option<BackupSlot> {
+        shared
+            .backup_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| BackupSlot(Arc::clone(shared)))
+    }
+}
+
+impl Drop for BackupSlot {
+    fn drop(&mut self) {
+        self.0.backup_running.store(false, Ordering::Release);
+    }
+}
+
+/// `POST /v1/admin/backup`: a consistent copy of the store in a new folder under
+/// `--backup-dir`, named `<UTC time>-<random>`; 200 once it is complete and synced.
+async fn backup(State(state): State<AppState>, uri: Uri) -> Response {
+    let path = uri.path();
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return ApiError::one(
+            path,
+            ErrorCode::InvalidQuery,
+            "this route takes no query parameters",
+        )
+        .into_response();
+    }
+    let Some(dir) = state.shared.backup_dir.clone() else {
+        return ApiError::one(
+            path,
+            ErrorCode::BackupNotConfigured,
+            "this server has no backup folder; start it with --backup-dir DIR",
+        )
+        .into_response();
+    };
+    let Some(slot) = BackupSlot::take(&state.shared) else {
+        return ApiError::one(
+            path,
+            ErrorCode::BackupInProgress,
+            "another backup is running; retry once it has finished",
+        )
+        .into_response();
+    };
+    let engine = state.engine.clone();
+    let now_ms = engine.clock().now_ms();
+    let name = backup_name(now_ms);
+    let dest = dir.join(&name);
+    let running = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        engine.backup(&dest)
+    });
+    match running.await {
+        Ok(Ok(report)) => {
+            info!(
+                name = %name,
+                bytes = report.bytes,
+                files_linked = report.files_linked,
+                files_copied = report.files_copied,
+                last_version = report.last_version,
+                ms = report.duration.as_millis() as u64,
+                "backup written"
+            );
+            json(
+                &Success {
+                    ok: true,
+                    data: BackedUp::of(name, now_ms, &report),
+                },
+                path,
+            )
+        }
+        Ok(Err(e)) => backup_error(path, &e),
+        Err(_) => ApiError::one(path, ErrorCode::Internal, "the backup failed").into_response(),
+    }
+}
+
+/// `20261126T091443Z-3f9c0d6e`: sorts by time; the random part keeps two backups of
+/// the same second apart.
+fn backup_name(now_ms: u64) -> String {
+    let time: String = rfc3339_seconds(now_ms)
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{time}-{}", &random[..8])
+}
+
+/// A failed backup as the API's problem; the log has the path and the cause, the
+/// response neither.
+fn backup_error(path: &str, e: &caskade_engine::Error) -> Response {
+    use caskade_engine::Error;
+    error!("backup failed: {e}");
+    let (code, detail) = match e {
+        Error::StorageFull { .. } => (
+            ErrorCode::StorageFull,
+            "the disk is full; no backup folder was left behind",
+        ),
+        Error::Closed(_) => (ErrorCode::Unavailable, "the store is closing or has failed"),
+        _ => (
+            ErrorCode::BackupFailed,
+            "the backup could not be written (is --backup-dir still a writable folder?); \
+             no backup folder was left behind; see the server log",
+        ),
+    };
+    ApiError::one(path, code, detail).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared::new(std::time::Instant::now(), None))
+    }
+
+    #[test]
+    fn only_one_backup_slot_at_a_time() {
+        let shared = shared();
+        let first = BackupSlot::take(&shared);
+        assert!(first.is_some());
+        assert!(BackupSlot::take(&shared).is_none(), "a second backup ran");
+        drop(first);
+        assert!(
+            BackupSlot::take(&shared).is_some(),
+            "the slot was not freed"
+        );
+    }
+
+    #[test]
+    fn backup_names_sort_by_utc_time_and_differ() {
+        let a = backup_name(1_795_684_483_999);
+        assert!(a.starts_with("20261126T091443Z-"), "{a}");
+        assert_eq!(a.len(), "20261126T091443Z-".len() + 8);
+        assert!(
+            a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{a}"
+        );
+        assert_ne!(a, backup_name(1_795_684_483_999));
+        assert!(backup_name(1_795_684_484_000) > backup_name(1_795_684_483_000));
+    }
 }

@@ -91,7 +91,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CASKADE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
-    /// Folder under which `POST /v1/admin/backup` writes its copies.
+    /// Folder under which `POST /v1/admin/backup` writes its copies: an existing,
+    /// writable folder outside the data folder, ideally on the same file system (sealed
+    /// segments are then hard-linked instead of copied).
     #[arg(long, env = "CASKADE_BACKUP_DIR", value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
 
@@ -205,6 +207,33 @@ impl ServeArgs {
             sweep_interval: self.sweep_interval,
             ..caskade_engine::Options::default()
         }
+    }
+
+    /// Refuses a `--backup-dir` that backups could not use: it must be an existing,
+    /// writable folder (never created here: a missing one is more likely a typo or an
+    /// unmounted disk than a wish) and must not lie inside the data folder.
+    pub fn check_backup_dir(&self) -> Result<(), String> {
+        let Some(dir) = &self.backup_dir else {
+            return Ok(());
+        };
+        let shown = dir.display();
+        let canonical = std::fs::canonicalize(dir)
+            .map_err(|e| format!("--backup-dir {shown}: cannot use it: {e}"))?;
+        if !canonical.is_dir() {
+            return Err(format!("--backup-dir {shown}: not a folder"));
+        }
+        use nix::unistd::{AccessFlags, access};
+        access(&canonical, AccessFlags::W_OK | AccessFlags::X_OK)
+            .map_err(|e| format!("--backup-dir {shown}: not writable: {}", e.desc()))?;
+        if let Ok(data) = std::fs::canonicalize(&self.data_dir)
+            && canonical.starts_with(&data)
+        {
+            return Err(format!(
+                "--backup-dir {shown} lies inside --data-dir {}; put backups elsewhere",
+                self.data_dir.display()
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses an open server on a reachable address: without tokens only loopback is

@@ -58,8 +58,9 @@ fn paths() -> Value {
         "/v1/admin/stats": get_and_head(op("Store statistics (scope admin)",
             with_errors(ok_response("stats", schema_ref("Stats")), &["401", "403", "503"]))),
         "/v1/admin/compact": {"post": compact_op()},
-        "/v1/admin/backup": {"post": op("Write a consistent copy of the store into a new folder under --backup-dir (scope admin). Answers 501 until built.",
-            with_errors(ok_response("backup written", schema_ref("BackupResult")), &["401", "403", "501", "503"]))}
+        "/v1/admin/backup": {"post": op("Write a consistent copy of the store into a new folder under --backup-dir (scope admin); 200 once it is complete and synced. \
+            409 backup-in-progress while another runs, 501 backup-not-configured without --backup-dir, 500 backup-failed when the folder cannot be written.",
+            with_errors(ok_response("backup written", schema_ref("BackupResult")), &["401", "403", "409", "422", "501", "503", "507"]))}
     })
 }
 
@@ -305,7 +306,13 @@ fn schemas() -> Value {
             "segments_in": {"type": "integer"}, "segments_out": {"type": "integer"},
             "bytes_in": {"type": "integer"}, "bytes_out": {"type": "integer"}, "bytes_reclaimed": {"type": "integer"},
             "records_kept": {"type": "integer"}, "records_dropped": {"type": "integer"}, "duration_ms": {"type": "integer"}}},
-        "BackupResult": {"type": "object", "properties": {"name": {"type": "string"}, "size_bytes": {"type": "integer"}}}
+        "BackupResult": {"type": "object", "required": ["name", "size_bytes"], "properties": {
+            "name": {"type": "string", "description": "the new folder's name under --backup-dir, e.g. 20261126T091443Z-3f9c0d6e"},
+            "size_bytes": {"type": "integer", "description": "bytes of all files in the folder, hard-linked ones included"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_version": {"type": "integer", "description": "every write with a version up to this one is in the backup"},
+            "segments": {"type": "integer"}, "hints": {"type": "integer"},
+            "files_linked": {"type": "integer"}, "files_copied": {"type": "integer"}, "duration_ms": {"type": "integer"}}}
     })
 }
 

@@ -61,6 +61,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 2004: a precondition failed.
     PreconditionFailed,
+    /// 2005: a backup is already running (409). Not in API.md's table; see docs/api.md.
+    BackupInProgress,
     /// 3001: token missing or wrong.
     Unauthorized,
     /// 3002: token lacks the scope.
@@ -71,9 +73,12 @@ pub enum ErrorCode {
     StorageFull,
     /// 5002: not ready, shutting down, overloaded.
     Unavailable,
-    /// 5003: a route that exists in the API but is not built yet (501). Not in API.md's
-    /// table; used only by admin routes whose issues have not landed.
-    NotImplemented,
+    /// 5003: a backup was asked for, but the server runs without `--backup-dir` (501).
+    /// Not in API.md's table; see docs/api.md.
+    BackupNotConfigured,
+    /// 5004: the backup could not be written for a reason other than a full disk, e.g.
+    /// the backup folder became unwritable (500). Not in API.md's table; see docs/api.md.
+    BackupFailed,
 }
 
 impl ErrorCode {
@@ -123,12 +128,14 @@ impl ErrorCode {
             RouteNotFound => (2002, 404, "route-not-found", "Route not found"),
             MethodNotAllowed => (2003, 405, "method-not-allowed", "Method not allowed"),
             PreconditionFailed => (2004, 412, "precondition-failed", "Precondition failed"),
+            BackupInProgress => (2005, 409, "backup-in-progress", "Backup in progress"),
             Unauthorized => (3001, 401, "unauthorized", "Unauthorized"),
             Forbidden => (3002, 403, "forbidden", "Forbidden"),
             Internal => (5000, 500, "internal", "Internal server error"),
             StorageFull => (5001, 507, "storage-full", "Storage full"),
             Unavailable => (5002, 503, "unavailable", "Service unavailable"),
-            NotImplemented => (5003, 501, "not-implemented", "Not implemented"),
+            BackupNotConfigured => (5003, 501, "backup-not-configured", "Backup not configured"),
+            BackupFailed => (5004, 500, "backup-failed", "Backup failed"),
         }
     }
 

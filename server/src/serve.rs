@@ -70,9 +70,11 @@ fn ignore_file_size_signal() -> nix::Result<()> {
     unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.map(drop)
 }
 
-/// Checks that need no network: the exposure rule and the token file.
+/// Checks that need no network: the exposure rule, the backup folder and the token
+/// file.
 fn prepare(args: &ServeArgs) -> Result<Option<Tokens>, String> {
     args.check_exposure()?;
+    args.check_backup_dir()?;
     args.auth_tokens.as_deref().map(Tokens::load).transpose()
 }
 
@@ -157,7 +159,7 @@ fn app_state(engine: Engine, args: &ServeArgs, started_at: Instant) -> AppState 
             value_bytes_max: args.max_value_bytes,
             metadata_bytes_max: args.max_metadata_bytes,
         },
-        shared: Arc::new(Shared { started_at }),
+        shared: Arc::new(Shared::new(started_at, args.backup_dir.clone())),
     }
 }
 

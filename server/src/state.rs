@@ -1,6 +1,8 @@
 //! What every handler shares: the engine and the request limits.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use caskade_engine::Engine;
 
@@ -47,4 +49,23 @@ pub struct AppState {
 pub struct Shared {
     /// When the server started, for `uptime_s`.
     pub started_at: std::time::Instant,
+    /// `--backup-dir`: where `POST /v1/admin/backup` makes its folders; `None` answers
+    /// 501 `backup-not-configured`.
+    pub backup_dir: Option<PathBuf>,
+    /// Set while a backup runs, so a second one is refused (409) instead of doubling
+    /// the disk traffic; cleared when the backup's blocking task ends, even if its
+    /// client went away.
+    pub backup_running: AtomicBool,
+}
+
+impl Shared {
+    /// The state of a server started at `started_at`, making backups under
+    /// `backup_dir` if it has one.
+    pub fn new(started_at: std::time::Instant, backup_dir: Option<PathBuf>) -> Shared {
+        Shared {
+            started_at,
+            backup_dir,
+            backup_running: AtomicBool::new(false),
+        }
+    }
 }

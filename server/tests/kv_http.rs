@@ -54,9 +54,7 @@ impl Server {
         let state = AppState {
             engine: engine.clone(),
             limits,
-            shared: Arc::new(Shared {
-                started_at: std::time::Instant::now(),
-            }),
+            shared: Arc::new(Shared::new(std::time::Instant::now(), None)),
         };
         let app = caskade_server::kv::routes().with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
