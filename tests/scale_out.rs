@@ -218,6 +218,7 @@ fn every_key_lives_on_exactly_one_node_and_reads_back_through_nginx() {
         assert_eq!(resp.status, 501, "{method} {path}: {}", resp.text());
         assert_eq!(resp.json()["ok"], false, "{}", resp.text());
         assert_eq!(resp.json()["errors"][0]["status"], 501);
+        assert_eq!(resp.json()["errors"][0]["error_code"], 5005);
     }
     // Each node lists its own share directly.
     let listed: usize = nodes
