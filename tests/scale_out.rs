@@ -231,5 +231,8 @@ fn every_key_lives_on_exactly_one_node_and_reads_back_through_nginx() {
                 .map_or(0, |keys| keys.len())
         })
         .sum();
-    assert_eq!(listed, (0..KEYS).filter(|i| !i.is_multiple_of(3)).count() - 1);
+    assert_eq!(
+        listed,
+        (0..KEYS).filter(|i| !i.is_multiple_of(3)).count() - 1
+    );
 }

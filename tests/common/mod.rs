@@ -252,6 +252,21 @@ impl Server {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Waits until the server's logs contain `needle` (stderr is read by another thread,
+    /// so a line the server wrote before answering may arrive a moment after the answer);
+    /// panics with the logs if it never comes.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the logs never said {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(READY_POLL_INTERVAL);
+        }
+    }
+
     /// GET `path`.
     pub fn get(&self, path: &str) -> Resp {
         self.request("GET", path, &[], Vec::new())
