@@ -11,6 +11,9 @@ use common::Server;
 
 /// Longest a test waits for the server to cut a connection it should cut.
 const CUT_WITHIN: Duration = Duration::from_secs(10);
+/// Most the server's resident memory may grow while it refuses a 1 GiB body: far
+/// below the body, so the body was not buffered.
+const RSS_GROWTH_MAX_BYTES: u64 = 64 << 20;
 
 fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(server.addr()).expect("connects");
@@ -139,8 +142,11 @@ fn a_one_gib_body_is_refused_while_it_streams() {
         }
         sent
     });
-    let answer = read_until_closed(&mut upload).unwrap_or_default();
-    let sent = sender.join().unwrap_or(GIB);
+    let before = server.rss_bytes();
+    let ((answer, sent), peak) = server.peak_rss_during(|| {
+        let answer = read_until_closed(&mut upload).unwrap_or_default();
+        (answer, sender.join().unwrap_or(GIB))
+    });
     let text = String::from_utf8_lossy(&answer).into_owned();
     assert!(
         text.starts_with("HTTP/1.1 413"),
@@ -148,4 +154,8 @@ fn a_one_gib_body_is_refused_while_it_streams() {
         &text[..text.len().min(300)]
     );
     assert!(sent < GIB, "the whole GiB was accepted before the refusal");
+    assert!(
+        peak.saturating_sub(before) < RSS_GROWTH_MAX_BYTES,
+        "the server's memory grew from {before} to {peak} bytes for a refused body"
+    );
 }

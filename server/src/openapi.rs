@@ -3,6 +3,16 @@
 
 use serde_json::{Value, json};
 
+/// `If-Match` / `If-None-Match` as `conditional::parse` takes them: `*`, or entity
+/// tags (`"42"`, `W/"42"`) separated by commas, blanks and empty elements allowed.
+const CONDITION_PATTERN: &str =
+    r#"^([ \t]*\*[ \t]*|[ \t,]*(W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*)$"#;
+/// A key, API.md's rule.
+const KEY_PATTERN: &str = "^[A-Za-z0-9_-]{1,256}$";
+/// A media type `type/subtype[; params]`, as `media::parse` takes it.
+const MEDIA_TYPE_PATTERN: &str =
+    r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+([ \t]*;.*)?$";
+
 /// The whole document.
 pub fn document() -> Value {
     json!({
@@ -137,7 +147,7 @@ fn get_value_op() -> Value {
         "parameters": [param_ref("ifNoneMatch")],
         "responses": with_errors(json!({
             "200": {"description": "the stored bytes", "headers": value_headers(),
-                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                    "content": {"*/*": {"schema": stored_bytes()}}},
             "304": {"description": "not modified", "headers": {"ETag": etag_header()}}
         }), &["401", "403", "404", "422", "503"])
     })
@@ -159,7 +169,7 @@ fn list_op() -> Value {
         "parameters": [
             {"name": "prefix", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,256}$"}},
             {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-            {"name": "cursor", "in": "query", "required": false, "description": "Opaque, URL-safe; from the previous page", "schema": {"type": "string"}}
+            {"name": "cursor", "in": "query", "required": false, "description": "Opaque, URL-safe; from the previous page (any other value is 422)", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}}
         ],
         "responses": with_errors(json!({
             "200": {"description": "a page of keys", "content": json_content(ok_envelope(schema_ref("ListResult")))}
@@ -186,6 +196,12 @@ fn compact_op() -> Value {
             "202": {"description": "started", "content": json_content(ok_envelope(schema_ref("CompactResult")))}
         }), &["401", "403", "422", "503", "507"])
     })
+}
+
+/// The raw stored bytes, served with their own content type: any JSON for a JSON-kind
+/// value (so no `type` here), text or bytes otherwise.
+fn stored_bytes() -> Value {
+    json!({"description": "the stored bytes, exactly; their Content-Type is the stored content type"})
 }
 
 fn ok_response(description: &str, data: Value) -> Value {
@@ -235,11 +251,11 @@ fn parameters() -> Value {
     json!({
         "entity": {"name": "entity", "in": "path", "required": true, "schema": {"type": "string", "enum": ["user", "event"]}},
         "key": {"name": "key", "in": "path", "required": true, "description": "After percent-decoding",
-                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"}},
+                "schema": {"type": "string", "pattern": KEY_PATTERN}},
         "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "* or a list of entity tags; \"<version>\" of the live value",
-                    "schema": {"type": "string"}},
+                    "schema": {"type": "string", "pattern": CONDITION_PATTERN}},
         "ifNoneMatch": {"name": "If-None-Match", "in": "header", "required": false, "description": "* (store only if absent) or entity tags (304 on reads)",
-                        "schema": {"type": "string"}}
+                        "schema": {"type": "string", "pattern": CONDITION_PATTERN}}
     })
 }
 
@@ -254,6 +270,12 @@ fn responses() -> Value {
 fn schemas() -> Value {
     let timestamp = json!({"type": ["string", "null"], "format": "date-time", "description": "RFC 3339 UTC, whole seconds, Z"});
     let metadata = json!({"type": ["object", "null"]});
+    let value = json!({"not": {"type": "null"},
+        "description": "any JSON but null; a string for text kind, base64 for binary kind"});
+    let ttl = json!({"type": ["integer", "null"], "minimum": 60, "maximum": 31_536_000});
+    let content_type =
+        json!({"type": ["string", "null"], "maxLength": 255, "pattern": MEDIA_TYPE_PATTERN});
+    let key = json!({"type": "string", "pattern": KEY_PATTERN});
     json!({
         "ErrorEnvelope": {"type": "object", "required": ["ok", "errors"], "properties": {
             "ok": {"const": false},
@@ -266,10 +288,7 @@ fn schemas() -> Value {
             "instance": {"type": "string", "description": "request path, plus #/pointer into the body written as a URI fragment (RFC 6901 section 6)"},
             "error_code": {"type": "integer"}}},
         "PutEnvelope": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
-            "value": {"description": "any JSON but null; a string for text kind, base64 for binary kind"},
-            "ttl": {"type": ["integer", "null"], "minimum": 60, "maximum": 31_536_000},
-            "metadata": metadata,
-            "content_type": {"type": ["string", "null"], "maxLength": 255}}},
+            "value": value, "ttl": ttl, "metadata": metadata, "content_type": content_type}},
         "PutResult": {"type": "object", "properties": {
             "entity": {"type": "string"}, "key": {"type": "string"}, "created": {"type": "boolean"},
             "expires_at": timestamp, "content_type": {"type": "string"},
@@ -290,11 +309,10 @@ fn schemas() -> Value {
         "BulkRequest": {"type": "object", "required": ["operations"], "properties": {
             "operations": {"type": "array", "minItems": 1, "maxItems": 10_000, "items": {"oneOf": [
                 {"type": "object", "required": ["op", "entity", "key", "value"], "properties": {
-                    "op": {"const": "put"}, "entity": {"enum": ["user", "event"]}, "key": {"type": "string"},
-                    "value": {}, "ttl": {"type": ["integer", "null"]}, "metadata": metadata,
-                    "content_type": {"type": ["string", "null"]}}},
+                    "op": {"const": "put"}, "entity": {"enum": ["user", "event"]}, "key": key,
+                    "value": value, "ttl": ttl, "metadata": metadata, "content_type": content_type}},
                 {"type": "object", "required": ["op", "entity", "key"], "properties": {
-                    "op": {"const": "delete"}, "entity": {"enum": ["user", "event"]}, "key": {"type": "string"}}}]}}}},
+                    "op": {"const": "delete"}, "entity": {"enum": ["user", "event"]}, "key": key}}]}}}},
         "BulkResult": {"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object"}}}},
         "Stats": {"type": "object", "properties": {
             "keys": {"type": "object", "properties": {"user": {"type": "integer"}, "event": {"type": "integer"}}},

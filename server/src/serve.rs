@@ -39,6 +39,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("caskade: error: cannot ignore SIGXFSZ: {e}");
         return ExitCode::FAILURE;
     }
+    raise_open_files_limit();
     let tokens = match prepare(&args) {
         Ok(tokens) => tokens,
         Err(message) => {
@@ -68,6 +69,24 @@ fn ignore_file_size_signal() -> nix::Result<()> {
     // context and nothing here can break async-signal safety; the disposition is
     // set once, before the runtime starts any thread.
     unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.map(drop)
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do: every connection holds a descriptor, and the common soft
+/// default of 1024 would let a thousand idle clients lock everyone else out. When the
+/// limit is reached anyway, `accept` fails, the accept loop pauses for
+/// [`ACCEPT_BACKOFF`] and waiting clients are taken once descriptors free up.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open-files limit: {e}"),
+    }
 }
 
 /// Checks that need no network: the exposure rule, the backup folder and the token

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two `/readyz` polls.
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Pause between two samples of a server's resident memory.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A response, fully read.
 #[derive(Debug)]
@@ -177,9 +179,33 @@ impl Server {
         server
     }
 
+    /// Starts a server with extra environment variables (`RUST_LOG`, `RUST_BACKTRACE`,
+    /// `CASKADE_*` …) and waits until it is ready.
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command.envs(env.iter().copied());
+        let server = Server::launch(command, data_dir, args).unwrap_or_else(|e| panic!("{e}"));
+        server.wait_ready();
+        server
+    }
+
+    /// Starts a server under a shell's `ulimit` (e.g. `-n 64`: at most 64 open files,
+    /// soft and hard), and returns once it has said where it listens (not yet ready).
+    pub fn spawn_with_ulimit(ulimit: &str, data_dir: &Path, args: &[&str]) -> Server {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+            .arg(binary());
+        Server::launch(shell, data_dir, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Runs `command` (the binary, or something that execs it with the arguments it is
     /// given) with `serve` and the harness's arguments, and reads its announcement.
     fn launch(mut command: Command, data_dir: &Path, args: &[&str]) -> Result<Server, String> {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env_remove("RUST_LOG");
+        }
         command.arg("serve");
         if !args.contains(&"--listen") {
             command.arg("--listen").arg("127.0.0.1:0");
@@ -188,7 +214,6 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -306,9 +331,41 @@ impl Server {
         self.request("PUT", path, &all, body.to_string().into_bytes())
     }
 
-    /// The server's process id.
+    /// The server's process id, for `/proc/<pid>/…`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        rss_of(self.pid())
+    }
+
+    /// Runs `work` while sampling the server's resident memory every few milliseconds;
+    /// returns what `work` returned and the highest resident memory seen, in bytes.
+    pub fn peak_rss_during<T>(&self, work: impl FnOnce() -> T) -> (T, u64) {
+        let pid = self.pid();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = rss_of(pid);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_of(pid));
+                std::thread::sleep(RSS_SAMPLE_INTERVAL);
+            }
+            peak.max(rss_of(pid))
+        });
+        let out = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().expect("the RSS sampler finished");
+        (out, peak)
+    }
+
+    /// How many file descriptors the server process holds open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the server's /proc fd folder is readable")
+            .count()
     }
 
     /// Sends `signal` to the server process.
@@ -352,6 +409,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the server's /proc status is readable");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
 }
 
 fn first_line(stdout: impl Read) -> Option<String> {
