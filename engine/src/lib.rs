@@ -35,6 +35,7 @@ mod record;
 mod recovery;
 mod segment;
 mod types;
+pub mod verify;
 mod writer;
 
 pub use batch::{Batch, Expect, Op, WriteOptions};
