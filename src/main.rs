@@ -11,5 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => caskade_server::serve::run(args),
+        Command::Verify(args) => caskade_server::offline::verify(args),
+        Command::Repair(args) => caskade_server::offline::repair(args),
     }
 }

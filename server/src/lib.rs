@@ -17,6 +17,7 @@ pub mod meta;
 pub mod metrics;
 pub mod mutation;
 pub mod names;
+pub mod offline;
 pub mod openapi;
 pub mod problem;
 pub mod query;
