@@ -876,19 +876,22 @@ impl Plan {
         }
         // The log segment open would append to goes aside when it is damaged, or when a
         // damaged segment that may be a newer log (unreadable header) does.
-        let kept_log_max = survey
+        let kept_log = survey
             .scans
             .iter()
             .filter(|s| !segments.contains(&s.id))
             .filter(|s| matches!(&s.header, Ok(h) if h.kind == Kind::Log))
-            .map(|s| s.id)
-            .max();
-        let needs_new_log = survey
+            .max_by_key(|s| s.id);
+        let moved_newer_log = survey
             .scans
             .iter()
             .filter(|s| segments.contains(&s.id) && s.is_log_or_unknown())
-            .any(|s| kept_log_max.is_none_or(|k| s.id > k))
-            || survey.active.is_some_and(|a| segments.contains(&a));
+            .any(|s| kept_log.is_none_or(|k| s.id > k.id));
+        // A new log segment would seal the kept one; a torn tail there is cut only while
+        // it is the newest, so then the kept one stays the active segment.
+        let kept_log_torn =
+            kept_log.is_some_and(|k| !k.stretches.is_empty() || k.open_tail.is_some());
+        let needs_new_log = moved_newer_log && !kept_log_torn;
         Plan {
             segments,
             other_files,
@@ -1239,6 +1242,37 @@ mod tests {
         assert_eq!(report.warnings[0].offset, SEGMENT_HEADER_BYTES);
         let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
         assert!(repaired.damaged_dir.is_none(), "nothing to repair");
+    }
+
+    #[test]
+    fn a_torn_active_segment_stays_active_when_a_newer_unreadable_one_goes_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        folder(dir.path());
+        // Segment 2 (the active log) ends torn; segment 3's header is unreadable.
+        let path = dir.path().join(segment::file_name(2));
+        let mut seg = std::fs::read(&path).expect("read");
+        rec(&mut seg, 6, "t", true);
+        seg.truncate(seg.len() - 3);
+        std::fs::write(&path, seg).expect("write");
+        let mut seg = header(3, Kind::Compacted, 1);
+        rec(&mut seg, 2, "k2", true);
+        seg[0] ^= 0xff;
+        std::fs::write(dir.path().join(segment::file_name(3)), seg).expect("write");
+
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert_eq!(
+            repaired.created,
+            ["0000000004.seg"],
+            "no new log: {repaired:?}"
+        );
+        assert!(repaired.after.is_clean(), "{:?}", repaired.after);
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        assert!(engine.get(b"k2").expect("get").is_some());
+        assert!(
+            engine.get(b"t").expect("get").is_none(),
+            "the torn record was cut"
+        );
+        engine.close().expect("close");
     }
 
     #[test]
