@@ -433,8 +433,6 @@ fn commit_bit(record: &[u8], stored: bool) -> bool {
 struct Survey {
     report: VerifyReport,
     scans: Vec<SegScan>,
-    /// Id of the newest log segment (the one open appends to).
-    active: Option<u32>,
     /// Segments that are damage (open refuses them or would lose records).
     damaged_segments: BTreeSet<u32>,
     /// Hints that are damaged, stale or lie about their segment.
@@ -635,7 +633,6 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
     Ok(Survey {
         report,
         scans,
-        active,
         damaged_segments,
         damaged_hints,
         stubs,
