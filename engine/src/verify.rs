@@ -525,8 +525,22 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
     progress(0, total);
 
     let newest_file = segs.keys().next_back().copied();
+    // The active segment is the newest log segment; only headers are needed to know it.
+    let mut active = None;
+    for (&id, &len) in &segs {
+        if !doomed.contains(&id)
+            && len >= SEGMENT_HEADER_BYTES
+            && read_kind(&dir.join(segment::file_name(id)), id)? == Some(Kind::Log)
+        {
+            active = Some(id);
+        }
+    }
     let mut scans = Vec::new();
     let mut stubs = Vec::new();
+    let mut damaged_segments = BTreeSet::new();
+    let mut damaged_hints = BTreeSet::new();
+    let mut hints_checked = BTreeSet::new();
+    let mut seq_max = 0;
     for (&id, &len) in &segs {
         if doomed.contains(&id) {
             continue;
@@ -554,24 +568,17 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
             continue;
         }
         let map = map_file(&dir.join(&name))?;
-        let scan = scan_segment(id, &map, done, total, progress);
+        let mut scan = scan_segment(id, &map, done, total, progress);
+        drop(map);
         done += len;
-        scans.push(scan);
-    }
-    report.bytes_scanned = done;
+        seq_max = seq_max.max(scan.seq_max());
 
-    let active = scans
-        .iter()
-        .filter(|s| matches!(&s.header, Ok(h) if h.kind == Kind::Log))
-        .map(|s| s.id)
-        .next_back();
-    let mut damaged_segments = BTreeSet::new();
-    for scan in &scans {
         let mut damage = Vec::new();
         let mut warnings = Vec::new();
-        judge_segment(scan, Some(scan.id) == active, &mut damage, &mut warnings);
-        if !damage.is_empty() {
-            damaged_segments.insert(scan.id);
+        judge_segment(&scan, Some(id) == active, &mut damage, &mut warnings);
+        let damaged = !damage.is_empty();
+        if damaged {
+            damaged_segments.insert(id);
         }
         push_capped(&mut report.damage, damage);
         report.warnings.extend(warnings);
@@ -579,57 +586,60 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
             file: scan.name.clone(),
             role: match &scan.header {
                 Err(_) => "unreadable header",
-                Ok(_) if Some(scan.id) == active => "active log",
+                Ok(_) if Some(id) == active => "active log",
                 Ok(h) if h.kind == Kind::Compacted => "compacted",
                 Ok(_) => "sealed log",
             },
             bytes: scan.len,
             records: scan.records.len() as u64,
         });
+
+        if let Some(&hint_len) = hints.get(&id)
+            && Some(id) != active
+        {
+            hints_checked.insert(id);
+            let hint_name = hint::file_name(id);
+            let bytes = std::fs::read(dir.join(&hint_name))
+                .map_err(|e| Error::io(format!("reading {hint_name}"), e))?;
+            done += hint_len;
+            progress(done, total);
+            let mut damage = Vec::new();
+            let entries = check_hint(&hint_name, &bytes, &scan, damaged, &mut damage);
+            if !damage.is_empty() {
+                damaged_hints.insert(id);
+            }
+            push_capped(&mut report.damage, damage);
+            report.files.push(FileSummary {
+                file: hint_name,
+                role: "hint",
+                bytes: hint_len,
+                records: entries,
+            });
+        }
+        // Only a damaged segment's records are needed again (by repair): memory stays
+        // at one segment's records however large the store.
+        if !damaged {
+            scan.records = Vec::new();
+        }
+        scans.push(scan);
     }
 
-    let mut damaged_hints = BTreeSet::new();
-    for (&id, &len) in &hints {
-        if doomed.contains(&id) {
+    for &id in hints.keys() {
+        if doomed.contains(&id) || hints_checked.contains(&id) {
             continue;
         }
-        let name = hint::file_name(id);
-        let scan = scans.iter().find(|s| s.id == id);
-        let Some(scan) = scan else {
-            report.warnings.push(Finding {
-                file: name,
-                offset: 0,
-                reason: "a hint without its segment; open ignores it".into(),
-            });
-            continue;
+        let reason = if scans.iter().any(|s| s.id == id) {
+            "a hint beside the active segment; open ignores it"
+        } else {
+            "a hint without its segment; open ignores it"
         };
-        if Some(id) == active {
-            report.warnings.push(Finding {
-                file: name,
-                offset: 0,
-                reason: "a hint beside the active segment; open ignores it".into(),
-            });
-            continue;
-        }
-        let bytes =
-            std::fs::read(dir.join(&name)).map_err(|e| Error::io(format!("reading {name}"), e))?;
-        done += len;
-        progress(done, total);
-        let mut damage = Vec::new();
-        let entries = check_hint(&name, &bytes, scan, &damaged_segments, &mut damage);
-        if !damage.is_empty() {
-            damaged_hints.insert(id);
-        }
-        push_capped(&mut report.damage, damage);
-        report.files.push(FileSummary {
-            file: name,
-            role: "hint",
-            bytes: len,
-            records: entries,
+        report.warnings.push(Finding {
+            file: hint::file_name(id),
+            offset: 0,
+            reason: reason.into(),
         });
     }
     report.bytes_scanned = done;
-    let seq_max = scans.iter().map(SegScan::seq_max).max().unwrap_or(0);
     Ok(Survey {
         report,
         scans,
@@ -640,6 +650,15 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
         max_id_seen,
         seq_max,
     })
+}
+
+/// The kind a segment's header names; `None` when the header does not check.
+fn read_kind(path: &Path, id: u32) -> Result<Option<Kind>> {
+    let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(segment::decode_header(&head, id).ok().map(|h| h.kind))
 }
 
 /// Sorts what a segment scan found into damage and warnings.
@@ -733,7 +752,7 @@ fn check_hint(
     name: &str,
     bytes: &[u8],
     scan: &SegScan,
-    damaged_segments: &BTreeSet<u32>,
+    segment_damaged: bool,
     damage: &mut Vec<Finding>,
 ) -> u64 {
     let finding = |offset: u64, reason: String| Finding {
@@ -754,7 +773,7 @@ fn check_hint(
             return 0;
         }
     };
-    if damaged_segments.contains(&scan.id) {
+    if segment_damaged {
         // The segment itself is damaged; repair moves its hint aside anyway.
         return entries.len() as u64;
     }
