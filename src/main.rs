@@ -14,5 +14,7 @@ fn main() -> ExitCode {
         Command::Export(args) => caskade_server::offline::export::run(args),
         Command::Import(args) => caskade_server::offline::import::run(args),
         Command::Stats(args) => caskade_server::offline::stats::run(args),
+        Command::Verify(args) => caskade_server::offline::verify::verify(args),
+        Command::Repair(args) => caskade_server::offline::verify::repair(args),
     }
 }

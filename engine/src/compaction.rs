@@ -42,8 +42,8 @@ use crate::record::{self, FLAG_COMMIT, HEADER_BYTES};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, sync_dir};
 
 /// Name of the manifest that makes deleting the inputs restartable.
-const MANIFEST: &str = "COMPACTION";
-const MANIFEST_FIRST_LINE: &str = "caskade compaction 1";
+pub(crate) const MANIFEST: &str = "COMPACTION";
+pub(crate) const MANIFEST_FIRST_LINE: &str = "caskade compaction 1";
 /// Output records are written in chunks of this many bytes.
 const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 

@@ -183,7 +183,7 @@ fn validate_options(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -61,6 +61,12 @@ pub enum Error {
     /// The options given to [`crate::Engine::open`] are out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),
+    /// `verify` or `repair` was pointed at a folder that holds no segment file.
+    #[error("{} holds no caskade segment files", dir.display())]
+    NotAStore {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// The engine was closed, or an earlier fsync failed and the engine refuses writes
     /// because it can no longer tell what is on disk (reopen to recover).
     #[error("the engine is closed or has failed: {0}")]

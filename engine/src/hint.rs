@@ -128,14 +128,50 @@ pub(crate) fn encode<K: AsRef<[u8]>>(
 /// Decodes a hint; `None` when it does not describe segment `id` of `segment_len`
 /// bytes exactly and whole. Keys borrow from `bytes`.
 pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
-    if bytes.len() < HINT_HEADER_BYTES
-        || &bytes[0..8] != MAGIC
-        || u32_at(bytes, 28) != crc32fast::hash(&bytes[0..28])
-        || u32_at(bytes, 8) != HINT_FORMAT_VERSION
-        || u32_at(bytes, 12) != id
-        || u64_at(bytes, 16) != segment_len
-    {
-        return None;
+    check(bytes, id, segment_len).ok()
+}
+
+/// Why a hint is not used: the byte offset in the hint file where it first fails, and
+/// what failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HintFault {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// [`decode`], saying where and why a hint fails (for `verify`).
+pub(crate) fn check(
+    bytes: &[u8],
+    id: u32,
+    segment_len: u64,
+) -> std::result::Result<Vec<HintEntry<&[u8]>>, HintFault> {
+    let fault = |offset: usize, reason: String| HintFault {
+        offset: offset as u64,
+        reason,
+    };
+    if bytes.len() < HINT_HEADER_BYTES {
+        return Err(fault(0, "file is shorter than a hint header".into()));
+    }
+    if &bytes[0..8] != MAGIC || u32_at(bytes, 28) != crc32fast::hash(&bytes[0..28]) {
+        return Err(fault(0, "hint header fails its checksum".into()));
+    }
+    let version = u32_at(bytes, 8);
+    if version != HINT_FORMAT_VERSION {
+        return Err(fault(0, format!("unknown hint format version {version}")));
+    }
+    let stored_id = u32_at(bytes, 12);
+    if stored_id != id {
+        return Err(fault(
+            0,
+            format!("header names segment {stored_id}, file name says {id}"),
+        ));
+    }
+    let described = u64_at(bytes, 16);
+    if described != segment_len {
+        return Err(fault(
+            0,
+            format!("describes a segment of {described} bytes; the segment has {segment_len}"),
+        ));
     }
     let count = u32_at(bytes, 24) as usize;
     let mut entries = Vec::with_capacity(count.min(bytes.len() / ENTRY_HEADER_BYTES));
@@ -143,16 +179,24 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         if rest.len() < ENTRY_HEADER_BYTES {
-            return None;
+            return Err(fault(pos, "entry extends past the end of the file".into()));
         }
         let key_len = u32_at(rest, 32) as usize;
-        let end = ENTRY_HEADER_BYTES.checked_add(key_len)?;
-        if rest.len() < end || u32_at(rest, 0) != crc32fast::hash(&rest[4..end]) {
-            return None;
+        let Some(end) = ENTRY_HEADER_BYTES
+            .checked_add(key_len)
+            .filter(|&end| end <= rest.len())
+        else {
+            return Err(fault(pos, "entry extends past the end of the file".into()));
+        };
+        if u32_at(rest, 0) != crc32fast::hash(&rest[4..end]) {
+            return Err(fault(pos, "entry fails its checksum".into()));
         }
         let flags = rest[4];
         if flags & !FLAG_TOMBSTONE != 0 || key_len == 0 {
-            return None;
+            return Err(fault(
+                pos,
+                format!("impossible flags {flags:#04x} or empty key"),
+            ));
         }
         let entry = HintEntry {
             tombstone: flags & FLAG_TOMBSTONE != 0,
@@ -168,12 +212,40 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
             || record_end > segment_len
             || (entry.len as usize) < HEADER_BYTES + key_len
         {
-            return None;
+            return Err(fault(
+                pos,
+                format!(
+                    "entry points outside the segment (offset {}, length {})",
+                    entry.offset, entry.len
+                ),
+            ));
         }
         entries.push(entry);
         pos += end;
     }
-    (entries.len() == count).then_some(entries)
+    if entries.len() != count {
+        return Err(fault(
+            0,
+            format!(
+                "header announces {count} entries, the file holds {}",
+                entries.len()
+            ),
+        ));
+    }
+    Ok(entries)
+}
+
+/// Byte offset of each entry of a hint that [`check`] accepted, in order.
+pub(crate) fn entry_offsets<K: AsRef<[u8]>>(entries: &[HintEntry<K>]) -> Vec<u64> {
+    let mut pos = HINT_HEADER_BYTES as u64;
+    entries
+        .iter()
+        .map(|e| {
+            let at = pos;
+            pos += (ENTRY_HEADER_BYTES + e.key.as_ref().len()) as u64;
+            at
+        })
+        .collect()
 }
 
 /// The hint entries of a segment's bytes: one per record. The segment must check

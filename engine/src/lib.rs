@@ -36,6 +36,7 @@ mod record;
 mod recovery;
 mod segment;
 mod types;
+pub mod verify;
 mod writer;
 
 pub use backup::BackupReport;

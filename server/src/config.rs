@@ -39,6 +39,8 @@ pub struct Cli {
 }
 
 /// The subcommands of `caskade`.
+// Parsed once at startup; boxing `ServeArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the store API over HTTP until SIGINT or SIGTERM.
@@ -49,6 +51,39 @@ pub enum Command {
     Import(crate::offline::ImportArgs),
     /// Show what a stopped store holds: keys, segments, bytes, index size.
     Stats(crate::offline::StatsArgs),
+    /// Check every segment and hint of a stopped store, offline. Exit 0: clean,
+    /// 1: damage found, 2: cannot run (folder missing or locked by a running server).
+    Verify(VerifyArgs),
+    /// Salvage the intact records of damaged segments of a stopped store so it opens
+    /// again; damaged files are moved into DIR/damaged-<time>/, never deleted.
+    /// Exit 0: the store is clean now, 1: damage remains, 2: cannot run.
+    Repair(RepairArgs),
+}
+
+/// Flags of `caskade verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Folder holding the store. Stop the server first: the folder is locked while
+    /// it runs.
+    #[arg(long, env = "CASKADE_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Print the report as one JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `caskade repair`.
+#[derive(Debug, Clone, Args)]
+pub struct RepairArgs {
+    /// Folder holding the store. Stop the server first: the folder is locked while
+    /// it runs.
+    #[arg(long, env = "CASKADE_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Print the report as one JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `caskade serve`; every flag also reads a `CASKADE_*` environment variable.

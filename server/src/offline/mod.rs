@@ -1,5 +1,5 @@
 //! Commands that work on a stopped store's data folder: `caskade export`, `caskade
-//! import` and `caskade stats`. They open the folder with the engine itself (taking its
+//! import`, `caskade stats`, `caskade verify` and `caskade repair`. They open the folder with the engine itself (taking its
 //! lock, so a running server is never read or written behind its back) and reuse the
 //! server's encoders and checks, so a line of an export is exactly what GET shows and
 //! an import accepts exactly what a write would.
@@ -9,6 +9,7 @@ pub mod import;
 pub mod line;
 pub mod remote;
 pub mod stats;
+pub mod verify;
 
 use std::io::IsTerminal;
 use std::path::Path;

@@ -1,0 +1,1344 @@
+//! Offline checking and repair of a data folder (`caskade verify`, `caskade repair`).
+//!
+//! Both take the folder's lock, so they never run beside an open engine, and read every
+//! file themselves instead of going through recovery: recovery stops at the first
+//! damage, these go on and report every damaged stretch with its file and offset.
+//!
+//! **Verify** checks every segment (header, every record's framing and CRC, that a
+//! sealed segment ends on a committed transaction) and every hint (its own CRCs, and
+//! that it lists exactly the records of its segment, with matching key, seq, flags,
+//! expiry and length). A torn tail of the newest log segment is what a crash leaves and
+//! what open cuts: it is a warning, not damage — unless intact records follow the bad
+//! spot, because open would cut those too.
+//!
+//! **Repair** rewrites each damaged segment's intact, whole transactions into a new
+//! compacted segment (a `*.tmp` file, fsync-ed, renamed), then moves the damaged
+//! segment, its hint, damaged hints and a damaged compaction manifest into
+//! `damaged-<UTC time>/` inside the folder. Nothing is deleted. Salvaged records keep
+//! their bytes, seq (version), timestamps and expiry; only the `COMMIT` flag is set on
+//! each, as compaction does, because each one is copied as a committed transaction of
+//! its own. Recovery applies records by seq, so a salvaged record takes exactly the
+//! place in each key's history it had before.
+//!
+//! Transactions cut by damage are never half-applied. The records of a transaction
+//! whose commit record is damaged or missing are set aside. After a damaged stretch,
+//! the records up to the next commit record are set aside too — they may be the rest
+//! of a transaction whose start was lost — unless the transaction boundary is known:
+//! the segment is a compacted one (every record there is its own transaction), or the
+//! damaged record's own header still decodes, its length is confirmed by an intact
+//! record (or the end of the file) right where it says it ends, and its `COMMIT` bit
+//! says it ended its transaction. Set-aside records are listed in the report and stay
+//! in the moved-aside original file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::compaction::{MANIFEST, MANIFEST_FIRST_LINE};
+use crate::engine::lock_dir;
+use crate::error::{Error, Result};
+use crate::hint;
+use crate::record::{self, DecodeError, FLAG_COMMIT};
+use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, SegmentHeader, sync_dir};
+
+/// Most findings reported for one file; more are summed up in one last finding.
+const FINDINGS_PER_FILE_MAX: usize = 20;
+/// How often a scan reports progress.
+const PROGRESS_STEP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One problem found, located in a file of the data folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The file's name inside the data folder, e.g. `0000000003.seg`.
+    pub file: String,
+    /// Byte offset of the problem inside the file.
+    pub offset: u64,
+    /// What is wrong, and what open or repair does about it.
+    pub reason: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.file, self.offset, self.reason
+        )
+    }
+}
+
+/// What one file of the folder is and holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSummary {
+    /// The file's name inside the data folder.
+    pub file: String,
+    /// `"active log"`, `"sealed log"`, `"compacted"`, `"unreadable header"`, `"hint"`.
+    pub role: &'static str,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Intact records (segments) or entries (hints) found.
+    pub records: u64,
+}
+
+/// The outcome of [`verify`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The data folder.
+    pub dir: PathBuf,
+    /// Every segment and hint checked.
+    pub files: Vec<FileSummary>,
+    /// Bytes read.
+    pub bytes_scanned: u64,
+    /// Problems that make open refuse the folder, lose records, or show a file does
+    /// not hold what it was written with. Non-empty means "run repair".
+    pub damage: Vec<Finding>,
+    /// Things open handles by itself (a torn tail, leftovers of an interrupted
+    /// compaction); no data is at risk.
+    pub warnings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// No damage (warnings allowed).
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty()
+    }
+}
+
+/// An intact record repair did not carry over, because its transaction was cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAside {
+    /// Offset of the record in the damaged (now moved-aside) segment.
+    pub offset: u64,
+    /// The record's version.
+    pub seq: u64,
+    /// The record's key.
+    pub key: Vec<u8>,
+    /// Why it was not carried over.
+    pub reason: &'static str,
+}
+
+/// What repair did with one damaged segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Salvage {
+    /// The damaged segment's name (now inside the damaged folder).
+    pub file: String,
+    /// The new segment holding its salvaged records; `None` when none were intact.
+    pub output: Option<String>,
+    /// Records carried over.
+    pub records_salvaged: u64,
+    /// Intact records not carried over.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// The outcome of [`repair`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The check made before repairing.
+    pub before: VerifyReport,
+    /// Where damaged files were moved; `None` when nothing needed repair.
+    pub damaged_dir: Option<PathBuf>,
+    /// One entry per damaged segment.
+    pub salvaged: Vec<Salvage>,
+    /// Files moved into `damaged_dir`, by name.
+    pub moved: Vec<String>,
+    /// Files created in the data folder, by name.
+    pub created: Vec<String>,
+    /// The check made after repairing.
+    pub after: VerifyReport,
+}
+
+/// Checks every file of the data folder `dir` without changing anything (the lock
+/// file is created if missing). `progress(done, total)` is called with bytes read.
+///
+/// Fails with [`Error::Locked`] while an engine has the folder open, with
+/// [`Error::NotAStore`] when it holds no segment, and with [`Error::Io`] when it cannot
+/// be read.
+pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+    let _lock = lock(dir)?;
+    Ok(survey(dir, progress)?.report)
+}
+
+/// Repairs the data folder `dir` so that open accepts it, salvaging every intact
+/// record of whole transactions from damaged segments; never deletes a file (damaged
+/// ones are moved into `dir/damaged-<UTC time>/`). `progress` sees the first check.
+pub fn repair(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<RepairReport> {
+    let _lock = lock(dir)?;
+    let survey = survey(dir, progress)?;
+    let mut out = RepairReport::default();
+    let plan = Plan::of(&survey);
+    if plan.is_empty() {
+        out.after = survey.report.clone();
+        out.before = survey.report;
+        return Ok(out);
+    }
+    let damaged_dir = make_damaged_dir(dir)?;
+    let mut next_id = survey.max_id_seen.saturating_add(1);
+    for scan in survey
+        .scans
+        .iter()
+        .filter(|s| plan.segments.contains(&s.id))
+    {
+        let output = salvage(dir, scan, next_id)?;
+        let salvaged = scan.records.iter().filter(|r| r.fate == Fate::Intact);
+        let mut entry = Salvage {
+            file: scan.name.clone(),
+            output: None,
+            records_salvaged: salvaged.count() as u64,
+            set_aside: scan.set_aside(),
+        };
+        if let Some(name) = output {
+            next_id = next_id.saturating_add(1);
+            out.created.push(name.clone());
+            entry.output = Some(name);
+        }
+        move_aside(dir, &damaged_dir, &scan.name)?;
+        out.moved.push(scan.name.clone());
+        out.salvaged.push(entry);
+    }
+    for name in &plan.other_files {
+        move_aside(dir, &damaged_dir, name)?;
+        out.moved.push(name.clone());
+    }
+    if plan.needs_new_log {
+        // The newest log segment went aside: start a fresh one whose base seq is above
+        // every version seen, so versions keep growing.
+        segment::create(dir, next_id, survey.seq_max.saturating_add(1))?;
+        out.created.push(segment::file_name(next_id));
+    }
+    sync_dir(dir)?;
+    out.damaged_dir = Some(damaged_dir);
+    out.before = survey.report;
+    out.after = self::survey(dir, &mut |_, _| {})?.report;
+    Ok(out)
+}
+
+fn lock(dir: &Path) -> Result<File> {
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("reading the data folder {}", dir.display()), e))?;
+    if !meta.is_dir() {
+        return Err(Error::NotAStore {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let has_segment = std::fs::read_dir(dir)
+        .map_err(|e| Error::io("listing the data folder", e))?
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+                .is_some()
+        });
+    if !has_segment {
+        return Err(Error::NotAStore {
+            dir: dir.to_path_buf(),
+        });
+    }
+    lock_dir(dir)
+}
+
+/// What happened to an intact record in a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Part of a whole, committed transaction.
+    Intact,
+    /// Part of a transaction whose commit record is damaged or missing.
+    Cut,
+    /// After a damaged stretch, before the next commit: maybe the rest of a
+    /// transaction whose start was lost.
+    Unsure,
+}
+
+#[derive(Clone, Debug)]
+struct Rec {
+    offset: u64,
+    len: u64,
+    header: record::Header,
+    key: Vec<u8>,
+    fate: Fate,
+}
+
+/// Bytes that are no record: from `start` to `end` (the next intact record or the
+/// end of the file).
+#[derive(Clone, Debug)]
+struct Stretch {
+    start: u64,
+    end: u64,
+    reason: String,
+}
+
+/// Everything a scan of one segment found.
+#[derive(Debug)]
+struct SegScan {
+    id: u32,
+    name: String,
+    len: u64,
+    header: std::result::Result<SegmentHeader, String>,
+    records: Vec<Rec>,
+    stretches: Vec<Stretch>,
+    /// Offset of a transaction still open at the end of the file.
+    open_tail: Option<u64>,
+}
+
+impl SegScan {
+    fn set_aside(&self) -> Vec<SetAside> {
+        self.records
+            .iter()
+            .filter(|r| r.fate != Fate::Intact)
+            .map(|r| SetAside {
+                offset: r.offset,
+                seq: r.header.seq,
+                key: r.key.clone(),
+                reason: match r.fate {
+                    Fate::Cut => "its transaction's commit record is damaged or missing",
+                    _ => "it may be the rest of a transaction whose start is damaged",
+                },
+            })
+            .collect()
+    }
+
+    fn seq_max(&self) -> u64 {
+        let base = self.header.as_ref().map_or(0, |h| h.base_seq);
+        self.records
+            .iter()
+            .map(|r| r.header.seq)
+            .fold(base, u64::max)
+    }
+
+    fn is_log_or_unknown(&self) -> bool {
+        !matches!(&self.header, Ok(h) if h.kind == Kind::Compacted)
+    }
+}
+
+/// Scans one segment's bytes, resynchronising after every damaged stretch.
+fn scan_segment(
+    id: u32,
+    bytes: &[u8],
+    base_done: u64,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> SegScan {
+    let header = segment::decode_header(bytes, id);
+    // Every record of a compacted segment is a transaction of its own.
+    let compacted = matches!(&header, Ok(h) if h.kind == Kind::Compacted);
+    let mut scan = SegScan {
+        id,
+        name: segment::file_name(id),
+        len: bytes.len() as u64,
+        header,
+        records: Vec::new(),
+        stretches: Vec::new(),
+        open_tail: None,
+    };
+    let mut pos = SEGMENT_HEADER_BYTES as usize;
+    // Index of the first record of the transaction being read.
+    let mut txn_from = 0;
+    // Whether that transaction's start is known (after a commit or a known boundary).
+    let mut start_known = true;
+    let mut reported = 0u64;
+    while pos < bytes.len() {
+        if pos as u64 - reported >= PROGRESS_STEP_BYTES {
+            reported = pos as u64;
+            progress(base_done + reported, total);
+        }
+        match record::decode(&bytes[pos..]) {
+            Ok(h) => {
+                let len = h.record_len();
+                scan.records.push(Rec {
+                    offset: pos as u64,
+                    len: len as u64,
+                    header: h,
+                    key: bytes[pos..][h.key_range()].to_vec(),
+                    fate: Fate::Intact,
+                });
+                pos += len;
+                if h.is_commit() || compacted {
+                    if !start_known {
+                        mark(&mut scan.records[txn_from..], Fate::Unsure);
+                    }
+                    txn_from = scan.records.len();
+                    start_known = true;
+                }
+            }
+            Err(err) => {
+                mark(&mut scan.records[txn_from..], Fate::Cut);
+                let (next, ends_txn) = resync(bytes, pos, compacted);
+                let reason = match err {
+                    DecodeError::Truncated => "a record extends past the end of the file".into(),
+                    DecodeError::Invalid(reason) => reason,
+                };
+                scan.stretches.push(Stretch {
+                    start: pos as u64,
+                    end: next as u64,
+                    reason,
+                });
+                txn_from = scan.records.len();
+                start_known = ends_txn;
+                pos = next;
+            }
+        }
+    }
+    if txn_from < scan.records.len() {
+        scan.open_tail = Some(scan.records[txn_from].offset);
+        mark(&mut scan.records[txn_from..], Fate::Cut);
+    }
+    progress(base_done + bytes.len() as u64, total);
+    scan
+}
+
+fn mark(records: &mut [Rec], fate: Fate) {
+    for r in records {
+        r.fate = fate;
+    }
+}
+
+/// Where the next intact record starts after damage at `pos`, and whether the damaged
+/// stretch is known to end a transaction.
+fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
+    if let Ok(h) = record::decode_header(&bytes[pos..]) {
+        let end = pos.saturating_add(h.record_len());
+        let confirmed =
+            end == bytes.len() || (end < bytes.len() && record::decode(&bytes[end..]).is_ok());
+        if confirmed {
+            return (
+                end,
+                compacted || commit_bit(&bytes[pos..end], h.is_commit()),
+            );
+        }
+    }
+    let next = (pos + 1..bytes.len())
+        .find(|&q| record::decode(&bytes[q..]).is_ok())
+        .unwrap_or(bytes.len());
+    (next, compacted)
+}
+
+/// The COMMIT bit of a damaged record of confirmed length: as stored, unless the CRC
+/// shows that exactly this bit was flipped.
+fn commit_bit(record: &[u8], stored: bool) -> bool {
+    let mut fixed = record.to_vec();
+    fixed[5] ^= FLAG_COMMIT;
+    let crc = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
+    if crc32fast::hash(&fixed[4..]) == crc {
+        !stored
+    } else {
+        stored
+    }
+}
+
+/// Everything found in a folder: the report and what repair needs.
+struct Survey {
+    report: VerifyReport,
+    scans: Vec<SegScan>,
+    /// Segments that are damage (open refuses them or would lose records).
+    damaged_segments: BTreeSet<u32>,
+    /// Hints that are damaged, stale or lie about their segment.
+    damaged_hints: BTreeSet<u32>,
+    /// Segment files too short for a header that are not the newest file.
+    stubs: Vec<String>,
+    manifest_damaged: bool,
+    /// Highest id in any file name of the folder.
+    max_id_seen: u32,
+    /// Highest seq or base seq seen.
+    seq_max: u64,
+}
+
+fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
+    let mut report = VerifyReport {
+        dir: dir.to_path_buf(),
+        ..VerifyReport::default()
+    };
+    let mut segs: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut hints: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut max_id_seen = 0u32;
+    let mut manifest_text = None;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing the data folder", e))? {
+        let entry = entry.map_err(|e| Error::io("listing the data folder", e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(id) = name.get(..10).and_then(|s| s.parse::<u32>().ok()) {
+            max_id_seen = max_id_seen.max(id);
+        }
+        let len = || {
+            entry
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|e| Error::io(format!("reading {name}"), e))
+        };
+        if name.ends_with(".tmp") {
+            report.warnings.push(Finding {
+                file: name.clone(),
+                offset: 0,
+                reason: "leftover temporary file of an interrupted write; open removes it".into(),
+            });
+        } else if let Some(id) = segment::parse_file_name(&name) {
+            segs.insert(id, len()?);
+        } else if let Some(id) = parse_hint_name(&name) {
+            hints.insert(id, len()?);
+        } else if name == MANIFEST {
+            manifest_text = Some(
+                std::fs::read(entry.path())
+                    .map_err(|e| Error::io("reading the compaction manifest", e))?,
+            );
+        }
+    }
+
+    // An interrupted compaction: open deletes its inputs first, so they are not checked.
+    let mut doomed = BTreeSet::new();
+    let mut manifest_damaged = false;
+    if let Some(text) = manifest_text {
+        match parse_manifest(&text) {
+            Some(ids) => {
+                report.warnings.push(Finding {
+                    file: MANIFEST.into(),
+                    offset: 0,
+                    reason: format!(
+                        "an interrupted compaction; open finishes it by deleting its {} input \
+                         segments (not checked)",
+                        ids.len()
+                    ),
+                });
+                doomed.extend(ids);
+            }
+            None => {
+                manifest_damaged = true;
+                report.damage.push(Finding {
+                    file: MANIFEST.into(),
+                    offset: 0,
+                    reason: "the compaction manifest is unreadable; open refuses the folder".into(),
+                });
+            }
+        }
+    }
+
+    let total: u64 = segs
+        .iter()
+        .chain(hints.iter())
+        .filter(|(id, _)| !doomed.contains(*id))
+        .map(|(_, len)| len)
+        .sum();
+    let mut done = 0u64;
+    progress(0, total);
+
+    let newest_file = segs.keys().next_back().copied();
+    // The active segment is the newest log segment; only headers are needed to know it.
+    let mut active = None;
+    for (&id, &len) in &segs {
+        if !doomed.contains(&id)
+            && len >= SEGMENT_HEADER_BYTES
+            && read_kind(&dir.join(segment::file_name(id)), id)? == Some(Kind::Log)
+        {
+            active = Some(id);
+        }
+    }
+    let mut scans = Vec::new();
+    let mut stubs = Vec::new();
+    let mut damaged_segments = BTreeSet::new();
+    let mut damaged_hints = BTreeSet::new();
+    let mut hints_checked = BTreeSet::new();
+    let mut seq_max = 0;
+    for (&id, &len) in &segs {
+        if doomed.contains(&id) {
+            continue;
+        }
+        let name = segment::file_name(id);
+        if len < SEGMENT_HEADER_BYTES {
+            let finding = Finding {
+                file: name.clone(),
+                offset: 0,
+                reason: format!("the file is shorter ({len} bytes) than a segment header"),
+            };
+            if Some(id) == newest_file {
+                report.warnings.push(Finding {
+                    reason: format!(
+                        "{}; torn while it was created, open removes it",
+                        finding.reason
+                    ),
+                    ..finding
+                });
+            } else {
+                report.damage.push(finding);
+                stubs.push(name);
+            }
+            done += len;
+            continue;
+        }
+        let map = map_file(&dir.join(&name))?;
+        let mut scan = scan_segment(id, &map, done, total, progress);
+        drop(map);
+        done += len;
+        seq_max = seq_max.max(scan.seq_max());
+
+        let mut damage = Vec::new();
+        let mut warnings = Vec::new();
+        judge_segment(&scan, Some(id) == active, &mut damage, &mut warnings);
+        let damaged = !damage.is_empty();
+        if damaged {
+            damaged_segments.insert(id);
+        }
+        push_capped(&mut report.damage, damage);
+        report.warnings.extend(warnings);
+        report.files.push(FileSummary {
+            file: scan.name.clone(),
+            role: match &scan.header {
+                Err(_) => "unreadable header",
+                Ok(_) if Some(id) == active => "active log",
+                Ok(h) if h.kind == Kind::Compacted => "compacted",
+                Ok(_) => "sealed log",
+            },
+            bytes: scan.len,
+            records: scan.records.len() as u64,
+        });
+
+        if let Some(&hint_len) = hints.get(&id)
+            && Some(id) != active
+        {
+            hints_checked.insert(id);
+            let hint_name = hint::file_name(id);
+            let bytes = std::fs::read(dir.join(&hint_name))
+                .map_err(|e| Error::io(format!("reading {hint_name}"), e))?;
+            done += hint_len;
+            progress(done, total);
+            let mut damage = Vec::new();
+            let entries = check_hint(&hint_name, &bytes, &scan, damaged, &mut damage);
+            if !damage.is_empty() {
+                damaged_hints.insert(id);
+            }
+            push_capped(&mut report.damage, damage);
+            report.files.push(FileSummary {
+                file: hint_name,
+                role: "hint",
+                bytes: hint_len,
+                records: entries,
+            });
+        }
+        // Only a damaged segment's records are needed again (by repair): memory stays
+        // at one segment's records however large the store.
+        if !damaged {
+            scan.records = Vec::new();
+        }
+        scans.push(scan);
+    }
+
+    for &id in hints.keys() {
+        if doomed.contains(&id) || hints_checked.contains(&id) {
+            continue;
+        }
+        let reason = if scans.iter().any(|s| s.id == id) {
+            "a hint beside the active segment; open ignores it"
+        } else {
+            "a hint without its segment; open ignores it"
+        };
+        report.warnings.push(Finding {
+            file: hint::file_name(id),
+            offset: 0,
+            reason: reason.into(),
+        });
+    }
+    report.bytes_scanned = done;
+    Ok(Survey {
+        report,
+        scans,
+        damaged_segments,
+        damaged_hints,
+        stubs,
+        manifest_damaged,
+        max_id_seen,
+        seq_max,
+    })
+}
+
+/// The kind a segment's header names; `None` when the header does not check.
+fn read_kind(path: &Path, id: u32) -> Result<Option<Kind>> {
+    let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(segment::decode_header(&head, id).ok().map(|h| h.kind))
+}
+
+/// Sorts what a segment scan found into damage and warnings.
+fn judge_segment(
+    scan: &SegScan,
+    is_active: bool,
+    damage: &mut Vec<Finding>,
+    warnings: &mut Vec<Finding>,
+) {
+    let finding = |offset: u64, reason: String| Finding {
+        file: scan.name.clone(),
+        offset,
+        reason,
+    };
+    if let Err(reason) = &scan.header {
+        damage.push(finding(0, format!("{reason}; open refuses the folder")));
+    }
+    if let Ok(h) = &scan.header
+        && let Some(r) = scan.records.iter().find(|r| r.header.seq < h.base_seq)
+    {
+        warnings.push(finding(
+            r.offset,
+            format!(
+                "record seq {} is below the segment's base seq {}",
+                r.header.seq, h.base_seq
+            ),
+        ));
+    }
+    let first_bad = scan
+        .stretches
+        .first()
+        .map(|s| s.start)
+        .into_iter()
+        .chain(scan.open_tail)
+        .min();
+    if is_active {
+        let Some(first_bad) = first_bad else { return };
+        let intact_after = scan.records.iter().filter(|r| r.offset > first_bad).count();
+        if intact_after == 0 {
+            // What a crash leaves: open cuts it back to the last whole transaction.
+            let cut = scan
+                .records
+                .iter()
+                .find(|r| r.fate != Fate::Intact)
+                .map_or(first_bad, |r| r.offset.min(first_bad));
+            warnings.push(finding(
+                cut,
+                format!(
+                    "torn tail of the newest segment ({} bytes); open cuts it back to the last \
+                     whole transaction",
+                    scan.len - cut
+                ),
+            ));
+            return;
+        }
+        for s in &scan.stretches {
+            damage.push(finding(
+                s.start,
+                format!(
+                    "{} unreadable bytes ({}) in the newest segment with {intact_after} intact \
+                     records after them; open would cut them all",
+                    s.end - s.start,
+                    s.reason
+                ),
+            ));
+        }
+        return;
+    }
+    for s in &scan.stretches {
+        damage.push(finding(
+            s.start,
+            format!(
+                "{} unreadable bytes ({}); open refuses the folder",
+                s.end - s.start,
+                s.reason
+            ),
+        ));
+    }
+    if let Some(at) = scan.open_tail {
+        damage.push(finding(
+            at,
+            "the sealed segment ends inside a transaction that has no commit record; open \
+             refuses the folder"
+                .into(),
+        ));
+    }
+}
+
+/// Checks one hint against its segment; returns how many entries it holds.
+fn check_hint(
+    name: &str,
+    bytes: &[u8],
+    scan: &SegScan,
+    segment_damaged: bool,
+    damage: &mut Vec<Finding>,
+) -> u64 {
+    let finding = |offset: u64, reason: String| Finding {
+        file: name.to_owned(),
+        offset,
+        reason,
+    };
+    let entries = match hint::check(bytes, scan.id, scan.len) {
+        Ok(entries) => entries,
+        Err(fault) => {
+            damage.push(finding(
+                fault.offset,
+                format!(
+                    "{}; open ignores this hint and scans the segment",
+                    fault.reason
+                ),
+            ));
+            return 0;
+        }
+    };
+    if segment_damaged {
+        // The segment itself is damaged; repair moves its hint aside anyway.
+        return entries.len() as u64;
+    }
+    let by_offset: BTreeMap<u64, &Rec> = scan.records.iter().map(|r| (r.offset, r)).collect();
+    for (entry, at) in entries.iter().zip(hint::entry_offsets(&entries)) {
+        let problem = match by_offset.get(&u64::from(entry.offset)) {
+            None => Some(format!(
+                "points at offset {} where no record starts",
+                entry.offset
+            )),
+            Some(r) if r.key.as_slice() != entry.key => Some(format!(
+                "key differs from the record at offset {}",
+                r.offset
+            )),
+            Some(r) if r.header.seq != entry.seq => Some(format!(
+                "seq {} differs from the record's {} at offset {}",
+                entry.seq, r.header.seq, r.offset
+            )),
+            Some(r) if r.len != u64::from(entry.len) => Some(format!(
+                "length {} differs from the record's {} at offset {}",
+                entry.len, r.len, r.offset
+            )),
+            Some(r)
+                if r.header.is_tombstone() != entry.tombstone
+                    || r.header.expires_at_ms != entry.expires_at_ms =>
+            {
+                Some(format!(
+                    "flags or expiry differ from the record at offset {}",
+                    r.offset
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            damage.push(finding(
+                at,
+                format!("the entry {problem}; open would trust it: move it aside"),
+            ));
+        }
+    }
+    if entries.len() != scan.records.len() {
+        damage.push(finding(
+            0,
+            format!(
+                "lists {} records, the segment holds {}; open would trust it and miss records",
+                entries.len(),
+                scan.records.len()
+            ),
+        ));
+    }
+    entries.len() as u64
+}
+
+fn push_capped(into: &mut Vec<Finding>, mut found: Vec<Finding>) {
+    if found.len() > FINDINGS_PER_FILE_MAX {
+        let more = found.len() - FINDINGS_PER_FILE_MAX;
+        found.truncate(FINDINGS_PER_FILE_MAX);
+        if let Some(last) = found.last().cloned() {
+            found.push(Finding {
+                reason: format!("and {more} more problems in this file"),
+                ..last
+            });
+        }
+    }
+    into.extend(found);
+}
+
+fn parse_hint_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".hint")?;
+    if stem.len() != 10 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn parse_manifest(text: &[u8]) -> Option<Vec<u32>> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut lines = text.lines();
+    if lines.next() != Some(MANIFEST_FIRST_LINE) {
+        return None;
+    }
+    lines.map(|l| l.parse().ok()).collect()
+}
+
+fn map_file(path: &Path) -> Result<Mmap> {
+    let context = || format!("reading {}", path.display());
+    let file = File::open(path).map_err(|e| Error::io(context(), e))?;
+    // SAFETY: the folder's lock is held for the whole verify or repair, so no caskade
+    // process writes or truncates this file while it is mapped; segments are only
+    // appended to by an open engine, which the lock excludes.
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(context(), e))
+}
+
+/// What repair will do.
+struct Plan {
+    segments: BTreeSet<u32>,
+    /// Hints, stubs and a damaged manifest to move aside as they are.
+    other_files: Vec<String>,
+    needs_new_log: bool,
+}
+
+impl Plan {
+    fn of(survey: &Survey) -> Plan {
+        let segments = survey.damaged_segments.clone();
+        let mut other_files: Vec<String> = segments
+            .iter()
+            .chain(survey.damaged_hints.iter())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|&id| hint::file_name(id))
+            .filter(|name| survey.report.dir.join(name).exists())
+            .collect();
+        other_files.extend(survey.stubs.iter().cloned());
+        if survey.manifest_damaged {
+            other_files.push(MANIFEST.to_owned());
+        }
+        // The log segment open would append to goes aside when it is damaged, or when a
+        // damaged segment that may be a newer log (unreadable header) does.
+        let kept_log = survey
+            .scans
+            .iter()
+            .filter(|s| !segments.contains(&s.id))
+            .filter(|s| matches!(&s.header, Ok(h) if h.kind == Kind::Log))
+            .max_by_key(|s| s.id);
+        let moved_newer_log = survey
+            .scans
+            .iter()
+            .filter(|s| segments.contains(&s.id) && s.is_log_or_unknown())
+            .any(|s| kept_log.is_none_or(|k| s.id > k.id));
+        // A new log segment would seal the kept one; a torn tail there is cut only while
+        // it is the newest, so then the kept one stays the active segment.
+        let kept_log_torn =
+            kept_log.is_some_and(|k| !k.stretches.is_empty() || k.open_tail.is_some());
+        let needs_new_log = moved_newer_log && !kept_log_torn;
+        Plan {
+            segments,
+            other_files,
+            needs_new_log,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.other_files.is_empty()
+    }
+}
+
+/// Writes the intact records of `scan` into a new compacted segment `id`, durably;
+/// returns its name, or `None` when there is nothing to carry over.
+fn salvage(dir: &Path, scan: &SegScan, id: u32) -> Result<Option<String>> {
+    let intact: Vec<&Rec> = scan
+        .records
+        .iter()
+        .filter(|r| r.fate == Fate::Intact)
+        .collect();
+    let Some(base_seq) = intact.iter().map(|r| r.header.seq).min() else {
+        return Ok(None);
+    };
+    let src = map_file(&dir.join(&scan.name))?;
+    let mut buf = Vec::new();
+    for r in &intact {
+        let start = buf.len();
+        let (from, to) = (r.offset as usize, (r.offset + r.len) as usize);
+        buf.extend_from_slice(&src[from..to]);
+        // Each salvaged record is a committed transaction of its own, as in compaction.
+        buf[start + 5] |= FLAG_COMMIT;
+        let crc = crc32fast::hash(&buf[start + 4..]);
+        buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let name = segment::file_name(id);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let header = SegmentHeader {
+        base_seq,
+        kind: Kind::Compacted,
+    };
+    let file = segment::create_at(&tmp, id, header)?;
+    let written = file
+        .write_all_at(&buf, SEGMENT_HEADER_BYTES)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, dir.join(&name)));
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing the salvaged segment {name}"), e));
+    }
+    sync_dir(dir)?;
+    Ok(Some(name))
+}
+
+/// Creates `dir/damaged-<UTC time>/` (with a suffix if that exists already).
+fn make_damaged_dir(dir: &Path) -> Result<PathBuf> {
+    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    for n in 0..100u32 {
+        let name = if n == 0 {
+            format!("damaged-{stamp}")
+        } else {
+            format!("damaged-{stamp}-{n}")
+        };
+        let path = dir.join(name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                sync_dir(dir)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("creating the folder for damaged files", e)),
+        }
+    }
+    Err(Error::io(
+        "creating the folder for damaged files",
+        std::io::Error::other("too many damaged-* folders with the same time"),
+    ))
+}
+
+/// Moves `name` from `dir` into `to` durably (both folders synced).
+fn move_aside(dir: &Path, to: &Path, name: &str) -> Result<()> {
+    std::fs::rename(dir.join(name), to.join(name))
+        .map_err(|e| Error::io(format!("moving {name} aside"), e))?;
+    File::open(to)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing the folder for damaged files", e))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordRef;
+    use crate::{Engine, Options, WriteOptions};
+
+    fn header(id: u32, kind: Kind, base_seq: u64) -> Vec<u8> {
+        segment::encode_header(id, SegmentHeader { base_seq, kind }).to_vec()
+    }
+
+    /// Appends one record; returns its offset.
+    fn rec(out: &mut Vec<u8>, seq: u64, key: &str, commit: bool) -> usize {
+        let at = out.len();
+        record::encode(
+            &RecordRef {
+                flags: if commit { FLAG_COMMIT } else { 0 },
+                seq,
+                written_at_ms: 1_000,
+                expires_at_ms: 0,
+                key: key.as_bytes(),
+                meta: b"",
+                value: format!("value of {key}").as_bytes(),
+            },
+            out,
+        );
+        at
+    }
+
+    fn scan(id: u32, bytes: &[u8]) -> SegScan {
+        scan_segment(id, bytes, 0, 0, &mut |_, _| {})
+    }
+
+    fn fates(scan: &SegScan) -> Vec<(String, Fate)> {
+        scan.records
+            .iter()
+            .map(|r| (String::from_utf8_lossy(&r.key).into_owned(), r.fate))
+            .collect()
+    }
+
+    fn keys_with(scan: &SegScan, fate: Fate) -> Vec<String> {
+        fates(scan)
+            .into_iter()
+            .filter(|(_, f)| *f == fate)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn a_flipped_header_byte_at_offset_0_keeps_every_record() {
+        let mut seg = header(1, Kind::Log, 1);
+        rec(&mut seg, 1, "a", true);
+        rec(&mut seg, 2, "b", true);
+        seg[0] ^= 0xff;
+        let s = scan(1, &seg);
+        assert!(s.header.is_err());
+        assert!(s.stretches.is_empty(), "records are framed from offset 32");
+        assert_eq!(keys_with(&s, Fate::Intact), ["a", "b"]);
+    }
+
+    #[test]
+    fn damage_in_the_first_record_loses_only_that_record() {
+        let mut seg = header(1, Kind::Log, 1);
+        let a = rec(&mut seg, 1, "a", true);
+        rec(&mut seg, 2, "b", true);
+        rec(&mut seg, 3, "c", true);
+        assert_eq!(a, 32);
+        seg[a + HEADER_VALUE_BYTE] ^= 0x01;
+        let s = scan(1, &seg);
+        assert_eq!(s.stretches.len(), 1);
+        assert_eq!(s.stretches[0].start, 32);
+        assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"]);
+        assert!(s.open_tail.is_none());
+    }
+
+    /// Offset of a value byte inside a record of these tests (header + 1-byte key + 1).
+    const HEADER_VALUE_BYTE: usize = record::HEADER_BYTES + 2;
+
+    #[test]
+    fn a_batch_cut_in_half_is_not_applied_at_all() {
+        let mut seg = header(1, Kind::Log, 1);
+        rec(&mut seg, 1, "x", true);
+        rec(&mut seg, 2, "p", false);
+        let hit = rec(&mut seg, 3, "q", false);
+        rec(&mut seg, 4, "r", true);
+        rec(&mut seg, 5, "y", true);
+        seg[hit + HEADER_VALUE_BYTE] ^= 0x01;
+        let s = scan(1, &seg);
+        assert_eq!(keys_with(&s, Fate::Intact), ["x", "y"]);
+        assert_eq!(keys_with(&s, Fate::Cut), ["p"]);
+        assert_eq!(keys_with(&s, Fate::Unsure), ["r"]);
+    }
+
+    #[test]
+    fn records_after_damage_of_unknown_length_wait_for_a_known_boundary() {
+        let mut seg = header(1, Kind::Log, 1);
+        let hit = rec(&mut seg, 1, "a", true);
+        rec(&mut seg, 2, "b", true);
+        rec(&mut seg, 3, "c", true);
+        // The key length is hit: the record's extent is unknown, so "b" may be the
+        // rest of a batch that "a" started.
+        seg[hit + 33] ^= 0x10;
+        let s = scan(1, &seg);
+        assert_eq!(s.stretches.len(), 1);
+        assert_eq!(keys_with(&s, Fate::Unsure), ["b"]);
+        assert_eq!(keys_with(&s, Fate::Intact), ["c"]);
+    }
+
+    #[test]
+    fn in_a_compacted_segment_every_intact_record_is_kept() {
+        let mut seg = header(1, Kind::Compacted, 1);
+        let hit = rec(&mut seg, 1, "a", true);
+        rec(&mut seg, 2, "b", true);
+        seg[hit + 33] ^= 0x10;
+        let s = scan(1, &seg);
+        assert_eq!(keys_with(&s, Fate::Intact), ["b"]);
+    }
+
+    #[test]
+    fn a_flipped_commit_bit_is_recognised_by_the_crc() {
+        let mut seg = header(1, Kind::Log, 1);
+        let hit = rec(&mut seg, 1, "p", false);
+        rec(&mut seg, 2, "q", true);
+        rec(&mut seg, 3, "y", true);
+        // "p" claims to end its transaction, but its CRC says that bit was flipped:
+        // "q" is the rest of its batch.
+        seg[hit + 5] ^= FLAG_COMMIT;
+        let s = scan(1, &seg);
+        assert_eq!(keys_with(&s, Fate::Unsure), ["q"]);
+        assert_eq!(keys_with(&s, Fate::Intact), ["y"]);
+    }
+
+    #[test]
+    fn a_sealed_segment_ending_inside_a_transaction_is_damage() {
+        let mut seg = header(1, Kind::Log, 1);
+        rec(&mut seg, 1, "a", true);
+        let open = rec(&mut seg, 2, "b", false);
+        let s = scan(1, &seg);
+        assert_eq!(s.open_tail, Some(open as u64));
+        let (mut damage, mut warnings) = (Vec::new(), Vec::new());
+        judge_segment(&s, false, &mut damage, &mut warnings);
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert_eq!(damage[0].offset, open as u64);
+        let (mut damage, mut warnings) = (Vec::new(), Vec::new());
+        judge_segment(&s, true, &mut damage, &mut warnings);
+        assert!(
+            damage.is_empty(),
+            "a torn tail of the newest segment: {damage:?}"
+        );
+        assert_eq!(warnings.len(), 1);
+    }
+
+    /// A folder with sealed log segment 1 (five one-record transactions) and an empty
+    /// active segment 2; returns the offset of each record of segment 1.
+    fn folder(dir: &Path) -> Vec<usize> {
+        let mut seg = header(1, Kind::Log, 1);
+        let offsets = (1..=5)
+            .map(|i| rec(&mut seg, i, &format!("k{i}"), true))
+            .collect();
+        std::fs::write(dir.join(segment::file_name(1)), &seg).expect("write segment 1");
+        std::fs::write(dir.join(segment::file_name(2)), header(2, Kind::Log, 6))
+            .expect("write segment 2");
+        offsets
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes[at] ^= 0x01;
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    #[test]
+    fn repair_salvages_around_damage_and_the_folder_opens_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let offsets = folder(dir.path());
+        // The value of k3 (keys are two bytes here).
+        flip(
+            &dir.path().join("0000000001.seg"),
+            offsets[2] + record::HEADER_BYTES + 3,
+        );
+        let err = Engine::open(dir.path(), Options::default()).expect_err("open refuses");
+        assert!(matches!(err, Error::Corrupt { offset, .. } if offset == offsets[2] as u64));
+
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify runs");
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        assert_eq!(report.damage[0].file, "0000000001.seg");
+        assert_eq!(report.damage[0].offset, offsets[2] as u64);
+
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair runs");
+        assert!(repaired.after.is_clean(), "{:?}", repaired.after.damage);
+        assert_eq!(repaired.salvaged.len(), 1);
+        assert_eq!(repaired.salvaged[0].records_salvaged, 4);
+        let aside = repaired.damaged_dir.expect("a damaged folder");
+        assert!(aside.join("0000000001.seg").exists());
+        assert!(!dir.path().join("0000000001.seg").exists());
+
+        let engine = Engine::open(dir.path(), Options::default()).expect("open after repair");
+        for (i, key) in ["k1", "k2", "k3", "k4", "k5"].iter().enumerate() {
+            let got = engine.get(key.as_bytes()).expect("get");
+            if i == 2 {
+                assert!(got.is_none(), "the damaged record is gone");
+            } else {
+                let got = got.unwrap_or_else(|| panic!("{key} was salvaged"));
+                assert_eq!(got.version, i as u64 + 1, "versions are kept");
+            }
+        }
+        let v = engine
+            .put("k6", "new", WriteOptions::default())
+            .expect("writes work after repair");
+        assert!(v > 5, "versions keep growing: {v}");
+        engine.close().expect("close");
+    }
+
+    #[test]
+    fn damage_in_the_newest_segment_moves_the_active_segment_and_versions_keep_growing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut seg = header(1, Kind::Log, 1);
+        let offsets: Vec<usize> = (1..=4)
+            .map(|i| rec(&mut seg, i, &format!("k{i}"), true))
+            .collect();
+        seg[offsets[1] + record::HEADER_BYTES + 3] ^= 0x01;
+        std::fs::write(dir.path().join(segment::file_name(1)), &seg).expect("write");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert_eq!(report.damage.len(), 1, "intact records follow: {report:?}");
+
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert!(repaired.after.is_clean(), "{:?}", repaired.after);
+        assert_eq!(
+            repaired.created.len(),
+            2,
+            "salvage and a fresh log: {repaired:?}"
+        );
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        assert!(engine.get(b"k2").expect("get").is_none());
+        for key in ["k1", "k3", "k4"] {
+            assert!(engine.get(key.as_bytes()).expect("get").is_some(), "{key}");
+        }
+        let v = engine.put("k5", "v", WriteOptions::default()).expect("put");
+        assert!(v > 4, "version {v} must be above every version seen");
+        engine.close().expect("close");
+    }
+
+    #[test]
+    fn a_torn_tail_of_the_newest_segment_is_a_warning() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        folder(dir.path());
+        let path = dir.path().join(segment::file_name(2));
+        let mut seg = std::fs::read(&path).expect("read");
+        rec(&mut seg, 6, "t", true);
+        seg.truncate(seg.len() - 3);
+        std::fs::write(&path, seg).expect("write");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].file, "0000000002.seg");
+        assert_eq!(report.warnings[0].offset, SEGMENT_HEADER_BYTES);
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert!(repaired.damaged_dir.is_none(), "nothing to repair");
+    }
+
+    #[test]
+    fn a_torn_active_segment_stays_active_when_a_newer_unreadable_one_goes_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        folder(dir.path());
+        // Segment 2 (the active log) ends torn; segment 3's header is unreadable.
+        let path = dir.path().join(segment::file_name(2));
+        let mut seg = std::fs::read(&path).expect("read");
+        rec(&mut seg, 6, "t", true);
+        seg.truncate(seg.len() - 3);
+        std::fs::write(&path, seg).expect("write");
+        let mut seg = header(3, Kind::Compacted, 1);
+        rec(&mut seg, 2, "k2", true);
+        seg[0] ^= 0xff;
+        std::fs::write(dir.path().join(segment::file_name(3)), seg).expect("write");
+
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert_eq!(
+            repaired.created,
+            ["0000000004.seg"],
+            "no new log: {repaired:?}"
+        );
+        assert!(repaired.after.is_clean(), "{:?}", repaired.after);
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        assert!(engine.get(b"k2").expect("get").is_some());
+        assert!(
+            engine.get(b"t").expect("get").is_none(),
+            "the torn record was cut"
+        );
+        engine.close().expect("close");
+    }
+
+    #[test]
+    fn a_hint_that_lies_about_its_segment_is_damage_and_goes_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        folder(dir.path());
+        let seg = std::fs::read(dir.path().join(segment::file_name(1))).expect("read");
+        let mut entries = hint::entries_of(Path::new("x"), &seg).expect("entries");
+        entries[1].tombstone = true;
+        hint::write(dir.path(), 1, seg.len() as u64, &entries).expect("hint");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        assert_eq!(report.damage[0].file, "0000000001.hint");
+        assert_eq!(
+            report.damage[0].offset,
+            hint::entry_offsets(&entries)[1],
+            "the lying entry's offset"
+        );
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert_eq!(repaired.moved, ["0000000001.hint"]);
+        assert!(repaired.after.is_clean());
+        assert!(
+            dir.path().join("0000000001.seg").exists(),
+            "the segment stays"
+        );
+    }
+
+    #[test]
+    fn verify_and_repair_refuse_a_folder_an_engine_has_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        let err = verify(dir.path(), &mut |_, _| {}).expect_err("locked");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        let err = repair(dir.path(), &mut |_, _| {}).expect_err("locked");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        engine.close().expect("close");
+        assert!(
+            verify(dir.path(), &mut |_, _| {})
+                .expect("unlocked")
+                .is_clean()
+        );
+    }
+
+    #[test]
+    fn a_folder_without_segments_is_not_a_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = verify(dir.path(), &mut |_, _| {}).expect_err("empty");
+        assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+        assert!(!dir.path().join("LOCK").exists(), "verify created nothing");
+        let err = verify(&dir.path().join("missing"), &mut |_, _| {}).expect_err("missing");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+}
