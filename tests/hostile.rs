@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, connect, read_until_closed};
 
 /// Longest a test waits for one answer over a raw socket.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -19,29 +19,6 @@ const RSS_GROWTH_MAX_BYTES: u64 = 64 << 20;
 const IDLE_CONNECTIONS: usize = 1000;
 /// Longest a normal client's request may take while the idle connections are open.
 const NORMAL_ANSWER_MAX: Duration = Duration::from_secs(2);
-
-fn connect(server: &Server) -> TcpStream {
-    let stream = TcpStream::connect(server.addr()).expect("connects");
-    stream
-        .set_read_timeout(Some(ANSWER_WITHIN))
-        .expect("read timeout set");
-    stream
-}
-
-/// Reads until the server closes the connection; `None` if it did not within
-/// `ANSWER_WITHIN`.
-fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(all),
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(all),
-            Err(_) => return None,
-        }
-    }
-}
 
 /// Sends `request` as raw bytes on a new connection and reads the whole answer.
 fn exchange(server: &Server, request: &[u8]) -> Vec<u8> {

@@ -3,40 +3,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Write;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, connect, read_until_closed};
 
-/// Longest a test waits for the server to cut a connection it should cut.
-const CUT_WITHIN: Duration = Duration::from_secs(10);
 /// Most the server's resident memory may grow while it refuses a 1 GiB body: far
 /// below the body, so the body was not buffered.
 const RSS_GROWTH_MAX_BYTES: u64 = 64 << 20;
-
-fn connect(server: &Server) -> TcpStream {
-    let stream = TcpStream::connect(server.addr()).expect("connects");
-    stream
-        .set_read_timeout(Some(CUT_WITHIN))
-        .expect("read timeout set");
-    stream
-}
-
-/// Reads until the server closes the connection; `None` if it did not within
-/// `CUT_WITHIN` (the read timed out).
-fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(all),
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(all),
-            Err(_) => return None,
-        }
-    }
-}
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {

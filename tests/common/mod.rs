@@ -140,6 +140,33 @@ pub fn send(
     })
 }
 
+/// Longest a raw-socket test waits for the server to answer or to cut a connection.
+pub const RAW_ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// A raw TCP connection to `server` whose reads give up after [`RAW_ANSWER_WITHIN`].
+pub fn connect(server: &Server) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(server.addr()).expect("connects");
+    stream
+        .set_read_timeout(Some(RAW_ANSWER_WITHIN))
+        .expect("read timeout set");
+    stream
+}
+
+/// Reads until the server closes the connection; `None` if it did not within
+/// [`RAW_ANSWER_WITHIN`] (the read timed out).
+pub fn read_until_closed(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(all),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(all),
+            Err(_) => return None,
+        }
+    }
+}
+
 impl Server {
     /// Starts a server on a fresh temporary data folder and waits until it is ready.
     pub fn start(args: &[&str]) -> Server {
