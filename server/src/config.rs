@@ -9,7 +9,7 @@ use std::time::Duration;
 use caskade_engine::{SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::state::{METADATA_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT};
+use crate::state::{Limits, METADATA_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT};
 
 /// Default address: loopback only, so a fresh install is never reachable from the network.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7878";
@@ -86,6 +86,31 @@ pub struct RepairArgs {
     pub json: bool,
 }
 
+/// The size limits a write is checked against, shared by `serve` and `import` so an
+/// import accepts exactly what the server would.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest stored value, in bytes.
+    #[arg(long, env = "CASKADE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=caskade_engine::VALUE_BYTES_MAX as u64))]
+    pub max_value_bytes: u64,
+
+    /// Largest metadata object, as compact JSON, in bytes.
+    #[arg(long, env = "CASKADE_MAX_METADATA_BYTES", default_value_t = METADATA_BYTES_MAX_DEFAULT,
+          value_parser = parse_metadata_bytes)]
+    pub max_metadata_bytes: usize,
+}
+
+impl LimitArgs {
+    /// The limits as the request handlers take them.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            value_bytes_max: self.max_value_bytes,
+            metadata_bytes_max: self.max_metadata_bytes,
+        }
+    }
+}
+
 /// Flags of `caskade serve`; every flag also reads a `CASKADE_*` environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -107,15 +132,9 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX))]
     pub segment_bytes: u64,
 
-    /// Largest stored value, in bytes.
-    #[arg(long, env = "CASKADE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..=caskade_engine::VALUE_BYTES_MAX as u64))]
-    pub max_value_bytes: u64,
-
-    /// Largest metadata object, as compact JSON, in bytes.
-    #[arg(long, env = "CASKADE_MAX_METADATA_BYTES", default_value_t = METADATA_BYTES_MAX_DEFAULT,
-          value_parser = parse_metadata_bytes)]
-    pub max_metadata_bytes: usize,
+    /// Size limits of values and metadata.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Token file: one `<token> read|write|admin` per line. Without it, /v1 is open and
     /// only loopback addresses are served.
@@ -329,7 +348,7 @@ fn parse_sync(text: &str) -> Result<SyncArg, String> {
 
 /// Metadata is stored in the engine's metadata section beside timestamps and the
 /// content type, so it must leave room below the engine's own limit.
-pub(crate) fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
+fn parse_metadata_bytes(text: &str) -> Result<usize, String> {
     let limit = caskade_engine::META_BYTES_MAX / 2;
     let n: usize = text
         .parse()
@@ -425,7 +444,7 @@ mod tests {
         let args = serve(&[])?;
         assert_eq!(args.listen.to_string(), LISTEN_DEFAULT);
         assert_eq!(args.sync, SyncArg(SyncPolicy::Always));
-        assert_eq!(args.max_value_bytes, VALUE_BYTES_MAX_DEFAULT);
+        assert_eq!(args.limits.max_value_bytes, VALUE_BYTES_MAX_DEFAULT);
         assert!(args.check_exposure().is_ok());
         Ok(())
     }

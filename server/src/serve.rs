@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use crate::app::App;
 use crate::auth::Tokens;
 use crate::config::ServeArgs;
-use crate::state::{AppState, Limits, Shared};
+use crate::state::{AppState, Shared};
 
 /// Exit code for a configuration the server refuses (same as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
@@ -174,10 +174,7 @@ fn announce(addr: SocketAddr) {
 fn app_state(engine: Engine, args: &ServeArgs, started_at: Instant) -> AppState {
     AppState {
         engine,
-        limits: Limits {
-            value_bytes_max: args.max_value_bytes,
-            metadata_bytes_max: args.max_metadata_bytes,
-        },
+        limits: args.limits.limits(),
         shared: Arc::new(Shared::new(started_at, args.backup_dir.clone())),
     }
 }

@@ -19,10 +19,10 @@ use clap::Args;
 use super::line::{Record, decode_line, describe};
 use super::remote::BulkClient;
 use super::{Failure, OpenMode, close_store, exit_code, now_ms, open_store, progress};
-use crate::config::parse_metadata_bytes;
+use crate::config::LimitArgs;
 use crate::kv::envelope_body_limit;
 use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta};
-use crate::state::{Limits, METADATA_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT};
+use crate::state::Limits;
 
 /// Writes per engine batch in an offline import.
 const BATCH_OPS_MAX: usize = 1000;
@@ -55,25 +55,9 @@ pub struct ImportArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Largest value a line may hold, in bytes (as `caskade serve --max-value-bytes`).
-    #[arg(long, env = "CASKADE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..=caskade_engine::VALUE_BYTES_MAX as u64))]
-    pub max_value_bytes: u64,
-
-    /// Largest metadata object a line may hold, as compact JSON, in bytes (as
-    /// `caskade serve --max-metadata-bytes`).
-    #[arg(long, env = "CASKADE_MAX_METADATA_BYTES", default_value_t = METADATA_BYTES_MAX_DEFAULT,
-          value_parser = parse_metadata_bytes)]
-    pub max_metadata_bytes: usize,
-}
-
-impl ImportArgs {
-    fn limits(&self) -> Limits {
-        Limits {
-            value_bytes_max: self.max_value_bytes,
-            metadata_bytes_max: self.max_metadata_bytes,
-        }
-    }
+    /// Size limits a line is checked against (as `caskade serve`'s).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs `caskade import`.
@@ -95,7 +79,7 @@ fn import(args: &ImportArgs) -> Result<(), Failure> {
     let (input, total_bytes) = open_input(args)?;
     let mut lines = Lines::new(
         input,
-        envelope_body_limit(&args.limits()) + LINE_OVERHEAD_BYTES,
+        envelope_body_limit(&args.limits.limits()) + LINE_OVERHEAD_BYTES,
     );
     let mut target = if args.dry_run {
         Target::DryRun
@@ -110,7 +94,7 @@ fn import(args: &ImportArgs) -> Result<(), Failure> {
     } else {
         Target::DryRun
     };
-    let read = read_all(&mut lines, &mut target, &args.limits(), total_bytes);
+    let read = read_all(&mut lines, &mut target, &args.limits.limits(), total_bytes);
     let (imported, raised) = target.finish(read.is_ok())?;
     let tally = read?;
     let mut summary = if args.dry_run {
