@@ -47,7 +47,7 @@ pub(crate) fn file_name(id: u32) -> String {
 /// borrowed slice of the hint or segment bytes when loading one (no allocation per
 /// key at open).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HintEntry<K = Vec<u8>> {
+pub struct HintEntry<K = Vec<u8>> {
     pub tombstone: bool,
     pub seq: u64,
     pub expires_at_ms: u64,
@@ -59,7 +59,7 @@ pub(crate) struct HintEntry<K = Vec<u8>> {
 impl<'a> HintEntry<&'a [u8]> {
     /// The entry of the record that starts `record` (its header already decoded) at
     /// `offset` in its segment.
-    pub fn of_record(header: &record::Header, record: &'a [u8], offset: u32) -> Self {
+    pub(crate) fn of_record(header: &record::Header, record: &'a [u8], offset: u32) -> Self {
         HintEntry {
             tombstone: header.is_tombstone(),
             seq: header.seq,
@@ -71,7 +71,7 @@ impl<'a> HintEntry<&'a [u8]> {
     }
 
     /// The same entry owning its key.
-    pub fn to_owned_key(&self) -> HintEntry {
+    pub(crate) fn to_owned_key(&self) -> HintEntry {
         HintEntry {
             tombstone: self.tombstone,
             seq: self.seq,

@@ -105,3 +105,68 @@ fn versions_keep_growing_across_restarts_even_when_the_newest_records_are_delete
     let next = engine.put(&b"b"[..], &b"2"[..], wo()).unwrap();
     assert!(next > last, "{next} must be > {last}");
 }
+
+/// Found by the `recover_dir` fuzz target: a hint file whose CRCs check but whose
+/// entries point at other keys' records made `get` hand out another key's value (and
+/// trip a debug assertion). Such a record is now a typed corruption error, in gets
+/// and in lists, and the keys the hint describes truthfully still read.
+#[test]
+fn a_hint_that_checks_but_points_at_another_keys_record_is_a_corruption_error() {
+    use caskade_engine::fuzzing::{HintEntry, decode_record, encode_hint, file_names};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 4096);
+    for i in 0..100u32 {
+        engine
+            .put(
+                format!("key-{i:03}").into_bytes(),
+                format!("value-{i:03}{}", ".".repeat(100)),
+                wo(),
+            )
+            .unwrap();
+    }
+    engine.close().unwrap();
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2, "need sealed segments");
+    // The true hint of segment 1, then with the first two entries' records swapped.
+    let seg = std::fs::read(&files[0]).unwrap();
+    let mut entries = Vec::new();
+    let mut pos = 32;
+    while pos < seg.len() {
+        let rec = decode_record(&seg[pos..]).unwrap();
+        entries.push(HintEntry {
+            tombstone: false,
+            seq: rec.seq,
+            expires_at_ms: 0,
+            offset: pos as u32,
+            len: rec.len as u32,
+            key: rec.key.to_vec(),
+        });
+        pos += rec.len;
+    }
+    let (first, second) = (entries[0].key.clone(), entries[1].key.clone());
+    entries[0].key = second.clone();
+    entries[0].seq = entries[1].seq;
+    entries[1].key = first.clone();
+    entries[1].seq = entries[0].seq - 1;
+    let hint = encode_hint(1, seg.len() as u64, &entries);
+    std::fs::write(dir.path().join(file_names(1).1), hint).unwrap();
+
+    let engine = open(dir.path(), 4096);
+    assert!(engine.stats().hints_loaded >= 1, "the lying hint was used");
+    for key in [&first, &second] {
+        match engine.get(key) {
+            Err(Error::Corrupt { file, .. }) => assert_eq!(file, files[0]),
+            other => panic!("get {key:?}: expected a corruption error, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(engine.list(b"key-00", None, 10), Err(Error::Corrupt { .. })),
+        "a list over the lying entries is a corruption error too"
+    );
+    let third = engine
+        .get(&entries[2].key)
+        .unwrap()
+        .expect("a true entry reads");
+    assert!(third.value.starts_with(b"value-002."));
+}
