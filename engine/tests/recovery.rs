@@ -170,3 +170,18 @@ fn a_hint_that_checks_but_points_at_another_keys_record_is_a_corruption_error() 
         .expect("a true entry reads");
     assert!(third.value.starts_with(b"value-002."));
 }
+
+/// Found by the `recover_dir` fuzz target: a compaction manifest holding bytes that are
+/// not UTF-8 failed open with an I/O error ("stream did not contain valid UTF-8")
+/// instead of the corruption error that names the damaged file.
+#[test]
+fn a_manifest_that_is_not_text_is_a_corruption_error() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path(), 4096).close().unwrap();
+    let manifest = dir.path().join("COMPACTION");
+    std::fs::write(&manifest, b"caskade compaction 1\n\xff\xfe\n").unwrap();
+    match Engine::open(dir.path(), Options::default()) {
+        Err(Error::Corrupt { file, .. }) => assert_eq!(file, manifest),
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
