@@ -151,7 +151,8 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
             return None;
         }
         let flags = rest[4];
-        if flags & !FLAG_TOMBSTONE != 0 || key_len == 0 {
+        // Reserved bytes are zero in this format: anything else is a newer writer's.
+        if flags & !FLAG_TOMBSTONE != 0 || rest[5..8] != [0; 3] || key_len == 0 {
             return None;
         }
         let entry = HintEntry {
@@ -264,6 +265,23 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
             assert_eq!(decode(&bad, 7, 142), None, "flip at {i}");
+        }
+    }
+
+    /// Found by the `record_decode` fuzz target: an entry whose reserved bytes are not
+    /// zero (with a CRC that checks) was accepted, so the hint did not re-encode to its
+    /// own bytes. It is refused like an unknown flag: the segment is scanned instead.
+    #[test]
+    fn an_entry_with_nonzero_reserved_bytes_is_refused() {
+        let good = encode(7, 142, &sample());
+        for at in 5..8 {
+            let mut bytes = good.clone();
+            let entry = HINT_HEADER_BYTES;
+            bytes[entry + at] = 0x7e;
+            let end = entry + ENTRY_HEADER_BYTES + 6;
+            let crc = crc32fast::hash(&bytes[entry + 4..end]);
+            bytes[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&bytes, 7, 142), None, "reserved byte {at}");
         }
     }
 }
