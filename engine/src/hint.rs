@@ -152,7 +152,11 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<Hint
         }
         let flags = rest[4];
         // Reserved bytes are zero in this format: anything else is a newer writer's.
-        if flags & !FLAG_TOMBSTONE != 0 || rest[5..8] != [0; 3] || key_len == 0 {
+        if flags & !FLAG_TOMBSTONE != 0
+            || rest[5..8] != [0; 3]
+            || key_len == 0
+            || u64_at(rest, 8) >= record::SEQ_LIMIT
+        {
             return None;
         }
         let entry = HintEntry {

@@ -185,3 +185,54 @@ fn a_manifest_that_is_not_text_is_a_corruption_error() {
         other => panic!("expected a corruption error, got {other:?}"),
     }
 }
+
+/// Found by the `recover_dir` fuzz target: a segment whose header or records claim a
+/// version near `u64::MAX` opened, and the next write overflowed the version counter
+/// (a panic on the writer thread with overflow checks, wrapped versions without).
+/// Versions are below 2^63 now; a larger one is damage that open reports, and a store
+/// at the limit refuses writes instead of writing records it could not read back.
+#[test]
+fn versions_near_the_top_of_u64_are_damage_and_never_overflow() {
+    use caskade_engine::fuzzing::{encode_record, encode_segment_header, file_names};
+
+    let write_store = |base_seq: u64, record_seq: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = encode_segment_header(1, base_seq, false).to_vec();
+        if let Some(seq) = record_seq {
+            encode_record(2, seq, 1, 0, b"k", b"", b"v", &mut seg);
+        }
+        std::fs::write(dir.path().join(file_names(1).0), seg).unwrap();
+        dir
+    };
+    // A sealed (compacted) segment with an impossible version is a corruption error.
+    let dir = tempfile::tempdir().unwrap();
+    let mut seg = encode_segment_header(1, 1, true).to_vec();
+    encode_record(2, u64::MAX, 1, 0, b"k", b"", b"v", &mut seg);
+    std::fs::write(dir.path().join(file_names(1).0), seg).unwrap();
+    assert!(matches!(
+        Engine::open(dir.path(), Options::default()),
+        Err(Error::Corrupt { .. })
+    ));
+    // So is a segment header with an impossible base version.
+    let dir = write_store(u64::MAX, None);
+    assert!(matches!(
+        Engine::open(dir.path(), Options::default()),
+        Err(Error::Corrupt { .. })
+    ));
+    // The highest possible version opens; the store then refuses writes, and what it
+    // holds stays readable across a reopen.
+    let dir = write_store(1, Some((1 << 63) - 1));
+    let engine = open(dir.path(), 4096);
+    assert_eq!(engine.stats().last_version, (1 << 63) - 1);
+    assert!(matches!(
+        engine.put(&b"k2"[..], &b"v"[..], wo()),
+        Err(Error::Closed(_))
+    ));
+    engine.close().unwrap();
+    let engine = open(dir.path(), 4096);
+    let entry = engine
+        .get(b"k")
+        .unwrap()
+        .expect("the old record is still there");
+    assert_eq!(&entry.value[..], b"v");
+}
