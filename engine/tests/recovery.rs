@@ -106,8 +106,9 @@ fn versions_keep_growing_across_restarts_even_when_the_newest_records_are_delete
     assert!(next > last, "{next} must be > {last}");
 }
 
-/// Found by the `recover_dir` fuzz target: a hint file whose CRCs check but whose
-/// entries point at other keys' records made `get` hand out another key's value (and
+/// Found while writing the `recover_dir` fuzz target (lying hints are one of its
+/// inputs), by reading the code: a hint file whose CRCs check but whose entries point
+/// at other keys' records made `get` hand out another key's value (and
 /// trip a debug assertion). Such a record is now a typed corruption error, in gets
 /// and in lists, and the keys the hint describes truthfully still read.
 #[test]
