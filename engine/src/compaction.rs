@@ -81,17 +81,20 @@ pub(crate) mod step {
 /// deletes the inputs it names, then the manifest. Called by open before any scan.
 pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     let path = dir.join(MANIFEST);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("reading the compaction manifest", e)),
     };
-    let mut lines = text.lines();
     let corrupt = |reason: &str| Error::Corrupt {
         file: path.clone(),
         offset: 0,
         reason: reason.to_owned(),
     };
+    // Damaged bytes are corruption like any other, not an I/O failure.
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| corrupt("the manifest is not UTF-8 text"))?;
+    let mut lines = text.lines();
     if lines.next() != Some(MANIFEST_FIRST_LINE) {
         return Err(corrupt("unknown compaction manifest format"));
     }

@@ -200,6 +200,16 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// The record at an index entry is not the one the entry describes (other key or
+/// version): the hint file it came from lied.
+fn mismatch(seg: &Segment, loc: Location) -> Error {
+    Error::Corrupt {
+        file: seg.path.clone(),
+        offset: u64::from(loc.offset),
+        reason: "the record is not the one its hint entry names".into(),
+    }
+}
+
 fn check_batch(batch: &Batch) -> Result<()> {
     let mut total = 0usize;
     for op in &batch.ops {
@@ -347,8 +357,11 @@ impl Engine {
         let bytes = seg.read(u64::from(loc.offset), loc.len as usize)?;
         let header = record::decode(&bytes)
             .map_err(|e| record::corrupt(seg.path.clone(), u64::from(loc.offset), e))?;
-        debug_assert_eq!(header.seq, loc.version);
-        debug_assert_eq!(&bytes[header.key_range()], key);
+        // A hint file is trusted whole at open; one that checks but points at another
+        // key's record must not hand out that record's value.
+        if header.seq != loc.version || &bytes[header.key_range()] != key {
+            return Err(mismatch(&seg, loc));
+        }
         Ok(Some(Entry {
             value: bytes.slice(header.value_range()),
             meta: bytes.slice(header.meta_range()),
@@ -455,6 +468,9 @@ impl Engine {
             return Err(corrupt(record::DecodeError::Truncated));
         }
         let bytes = seg.read(offset, upto)?;
+        if header.seq != loc.version || bytes[header.key_range()] != key[..] {
+            return Err(mismatch(&seg, loc));
+        }
         Ok(Some(ListItem {
             key,
             value_len: u64::from(header.value_len),

@@ -47,7 +47,7 @@ pub(crate) fn file_name(id: u32) -> String {
 /// borrowed slice of the hint or segment bytes when loading one (no allocation per
 /// key at open).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HintEntry<K = Vec<u8>> {
+pub struct HintEntry<K = Vec<u8>> {
     pub tombstone: bool,
     pub seq: u64,
     pub expires_at_ms: u64,
@@ -59,7 +59,7 @@ pub(crate) struct HintEntry<K = Vec<u8>> {
 impl<'a> HintEntry<&'a [u8]> {
     /// The entry of the record that starts `record` (its header already decoded) at
     /// `offset` in its segment.
-    pub fn of_record(header: &record::Header, record: &'a [u8], offset: u32) -> Self {
+    pub(crate) fn of_record(header: &record::Header, record: &'a [u8], offset: u32) -> Self {
         HintEntry {
             tombstone: header.is_tombstone(),
             seq: header.seq,
@@ -71,7 +71,7 @@ impl<'a> HintEntry<&'a [u8]> {
     }
 
     /// The same entry owning its key.
-    pub fn to_owned_key(&self) -> HintEntry {
+    pub(crate) fn to_owned_key(&self) -> HintEntry {
         HintEntry {
             tombstone: self.tombstone,
             seq: self.seq,
@@ -192,10 +192,15 @@ pub(crate) fn check(
             return Err(fault(pos, "entry fails its checksum".into()));
         }
         let flags = rest[4];
-        if flags & !FLAG_TOMBSTONE != 0 || key_len == 0 {
+        // Reserved bytes are zero in this format: anything else is a newer writer's.
+        if flags & !FLAG_TOMBSTONE != 0
+            || rest[5..8] != [0; 3]
+            || key_len == 0
+            || u64_at(rest, 8) >= record::SEQ_LIMIT
+        {
             return Err(fault(
                 pos,
-                format!("impossible flags {flags:#04x} or empty key"),
+                format!("impossible flags {flags:#04x}, reserved bytes, version or empty key"),
             ));
         }
         let entry = HintEntry {
@@ -336,6 +341,23 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
             assert_eq!(decode(&bad, 7, 142), None, "flip at {i}");
+        }
+    }
+
+    /// Found by the `record_decode` fuzz target: an entry whose reserved bytes are not
+    /// zero (with a CRC that checks) was accepted, so the hint did not re-encode to its
+    /// own bytes. It is refused like an unknown flag: the segment is scanned instead.
+    #[test]
+    fn an_entry_with_nonzero_reserved_bytes_is_refused() {
+        let good = encode(7, 142, &sample());
+        for at in 5..8 {
+            let mut bytes = good.clone();
+            let entry = HINT_HEADER_BYTES;
+            bytes[entry + at] = 0x7e;
+            let end = entry + ENTRY_HEADER_BYTES + 6;
+            let crc = crc32fast::hash(&bytes[entry + 4..end]);
+            bytes[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&bytes, 7, 142), None, "reserved byte {at}");
         }
     }
 }

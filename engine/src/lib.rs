@@ -49,3 +49,104 @@ pub use options::{
     SEGMENT_BYTES_MIN, SWEEP_INTERVAL_DEFAULT, SyncPolicy, SystemClock,
 };
 pub use types::{Entry, ListItem, Stats};
+
+/// The on-disk decoders and encoders, for the fuzz targets in `fuzz/` only: not part
+/// of the engine's API, and free to change with the format.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::hint::HintEntry;
+
+    /// A decoded record, borrowing its parts.
+    #[derive(Debug)]
+    pub struct Record<'a> {
+        pub flags: u8,
+        pub seq: u64,
+        pub written_at_ms: u64,
+        pub expires_at_ms: u64,
+        pub key: &'a [u8],
+        pub meta: &'a [u8],
+        pub value: &'a [u8],
+        /// Bytes the record takes.
+        pub len: usize,
+    }
+
+    /// Decodes and CRC-checks the record at the start of `bytes`.
+    pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, String> {
+        let h = crate::record::decode(bytes).map_err(|e| format!("{e:?}"))?;
+        Ok(Record {
+            flags: h.flags,
+            seq: h.seq,
+            written_at_ms: h.written_at_ms,
+            expires_at_ms: h.expires_at_ms,
+            key: &bytes[h.key_range()],
+            meta: &bytes[h.meta_range()],
+            value: &bytes[h.value_range()],
+            len: h.record_len(),
+        })
+    }
+
+    /// Parses a record header without its CRC; the record's length on success.
+    pub fn decode_record_header(bytes: &[u8]) -> Result<usize, String> {
+        crate::record::decode_header(bytes)
+            .map(|h| h.record_len())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Decodes the hint of segment `id` of `segment_len` bytes.
+    pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
+        crate::hint::decode(bytes, id, segment_len)
+    }
+
+    /// Checks a segment header.
+    pub fn decode_segment_header(bytes: &[u8], id: u32) -> Result<(u64, bool), String> {
+        crate::segment::decode_header(bytes, id)
+            .map(|h| (h.base_seq, h.kind == crate::segment::Kind::Compacted))
+    }
+
+    /// Appends one well-formed record; the parts must be within the engine's limits
+    /// and the key non-empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_record(
+        flags: u8,
+        seq: u64,
+        written_at_ms: u64,
+        expires_at_ms: u64,
+        key: &[u8],
+        meta: &[u8],
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        crate::record::encode(
+            &crate::record::RecordRef {
+                flags,
+                seq,
+                written_at_ms,
+                expires_at_ms,
+                key,
+                meta,
+                value,
+            },
+            out,
+        );
+    }
+
+    /// A well-formed hint file.
+    pub fn encode_hint(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+        crate::hint::encode(id, segment_len, entries)
+    }
+
+    /// A well-formed segment header.
+    pub fn encode_segment_header(id: u32, base_seq: u64, compacted: bool) -> [u8; 32] {
+        let kind = if compacted {
+            crate::segment::Kind::Compacted
+        } else {
+            crate::segment::Kind::Log
+        };
+        crate::segment::encode_header(id, crate::segment::SegmentHeader { base_seq, kind })
+    }
+
+    /// The file names of segment `id` and of its hint.
+    pub fn file_names(id: u32) -> (String, String) {
+        (crate::segment::file_name(id), crate::hint::file_name(id))
+    }
+}

@@ -29,6 +29,10 @@ pub(crate) const FLAG_TOMBSTONE: u8 = 1 << 0;
 /// commit) become visible only together with it.
 pub(crate) const FLAG_COMMIT: u8 = 1 << 1;
 const FLAGS_KNOWN: u8 = FLAG_TOMBSTONE | FLAG_COMMIT;
+/// Versions are below 2^63: a store cannot write that many records, so a larger one
+/// (in a record, a hint or a segment header) is damage, and the writer's `seq + 1`
+/// can never overflow.
+pub(crate) const SEQ_LIMIT: u64 = 1 << 63;
 
 /// The decoded fixed header of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +170,12 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, DecodeError> {
         meta_len: le_u32(bytes, 36),
         value_len: le_u32(bytes, 40),
     };
+    if header.seq >= SEQ_LIMIT {
+        return Err(DecodeError::Invalid(format!(
+            "impossible version {}",
+            header.seq
+        )));
+    }
     if header.key_len == 0
         || header.key_len as usize > KEY_BYTES_MAX
         || header.meta_len as usize > META_BYTES_MAX

@@ -101,15 +101,16 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<Segmen
     }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&bytes[16..24]);
+    let base_seq = u64::from_le_bytes(seq);
+    if base_seq >= crate::record::SEQ_LIMIT {
+        return Err(format!("impossible base version {base_seq}"));
+    }
     let kind = match u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]) {
         0 => Kind::Log,
         1 => Kind::Compacted,
         other => return Err(format!("unknown segment kind {other}")),
     };
-    Ok(SegmentHeader {
-        base_seq: u64::from_le_bytes(seq),
-        kind,
-    })
+    Ok(SegmentHeader { base_seq, kind })
 }
 
 /// Creates a new, empty log segment file holding only its header, durably (file and

@@ -24,7 +24,7 @@ use crate::backup::Snapshot;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::index::Location;
-use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef};
+use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use crate::{Batch, Expect, Op, SyncPolicy};
 
@@ -216,6 +216,12 @@ impl Writer {
             if !holds {
                 return done(Err(Error::ConditionFailed { index }));
             }
+        }
+        // Only reachable from a store whose files claim versions near the limit.
+        if self.next_seq.saturating_add(batch.ops.len() as u64) > SEQ_LIMIT {
+            return done(Err(Error::Closed(
+                "the store has used up its versions (2^63) and takes no more writes".into(),
+            )));
         }
         let size: usize = batch.ops.iter().map(op_len).sum();
         let used = self.len + self.buf.len() as u64;
