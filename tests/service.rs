@@ -97,6 +97,7 @@ fn health_ready_metrics_and_openapi_answer() {
         "# TYPE caskade_http_requests_total counter",
         "caskade_engine_disk_bytes",
         "caskade_entity_keys{entity=\"user\"}",
+        "caskade_log_lines_dropped_total 0",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }

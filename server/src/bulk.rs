@@ -1,5 +1,7 @@
 //! `POST /v1/bulk`: many writes, validated together, applied as one atomic batch.
 
+use std::fmt::Write as _;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -124,12 +126,19 @@ fn decode_bulk(bytes: &[u8], limits: &Limits, problems: &mut Vec<Problem>) -> Op
             return None;
         }
     };
-    let ops: Vec<Option<WriteOp>> = list
-        .iter()
-        .enumerate()
-        .map(|(i, op)| decode_op(op, &format!("/operations/{i}"), limits, problems))
-        .collect();
-    ops.into_iter().collect()
+    // One buffer for every operation's pointer: a valid operation allocates none.
+    let mut base = String::with_capacity(24);
+    let mut ops = Vec::with_capacity(list.len());
+    let mut valid = true;
+    for (i, op) in list.iter().enumerate() {
+        base.clear();
+        let _ = write!(base, "/operations/{i}");
+        match decode_op(op, &base, limits, problems) {
+            Some(op) => ops.push(op),
+            None => valid = false,
+        }
+    }
+    valid.then_some(ops)
 }
 
 /// The pointer of the operation a defect is in (`/operations/3`), or `""` outside them.

@@ -4,6 +4,8 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::json::{self, Defect, DefectKind, Value};
@@ -29,8 +31,9 @@ pub struct PutSpec {
     pub value: Bytes,
     /// The value's kind, from its content type.
     pub kind: Kind,
-    /// The content type, as given or inferred.
-    pub content_type: String,
+    /// The content type, as given or inferred (the inferred ones are static: no
+    /// allocation for the common case).
+    pub content_type: Cow<'static, str>,
     /// The metadata object as compact JSON; `None` for absent or `null`.
     pub metadata: Option<Vec<u8>>,
     /// Seconds to live; `None` = never expires.
@@ -94,18 +97,17 @@ pub fn decode_put(
     let metadata = fields
         .metadata
         .and_then(|v| check_metadata(v, Some(format!("{base}/metadata")), limits, problems));
-    let value_pointer = format!("{base}/value");
     let content_type = match check_content_type(fields.content_type, base, problems) {
         Ok(ct) => ct,
         Err(()) => {
             if matches!(fields.value, None | Some(Value::Null)) {
-                problems.push(value_missing(&value_pointer));
+                problems.push(value_missing(&value_pointer(base)));
             }
             return None;
         }
     };
     let (value, kind, content_type) =
-        check_value(fields.value, content_type, &value_pointer, limits, problems)?;
+        check_value(fields.value, content_type, base, limits, problems)?;
     (problems.len() == before).then_some(PutSpec {
         value,
         kind,
@@ -143,6 +145,12 @@ fn check_content_type(
     Err(())
 }
 
+/// The pointer of the value of a write at `base`; made only for a problem, so that a
+/// valid bulk operation costs no allocation for it.
+fn value_pointer(base: &str) -> String {
+    format!("{base}/value")
+}
+
 fn value_missing(pointer: &str) -> Problem {
     Problem::at(
         ErrorCode::InvalidValue,
@@ -155,22 +163,23 @@ fn value_missing(pointer: &str) -> Problem {
 fn check_value(
     value: Option<&Value>,
     content_type: Option<(String, Kind)>,
-    pointer: &str,
+    base: &str,
     limits: &Limits,
     problems: &mut Vec<Problem>,
-) -> Option<(Bytes, Kind, String)> {
+) -> Option<(Bytes, Kind, Cow<'static, str>)> {
     let value = match value {
         None | Some(Value::Null) => {
-            problems.push(value_missing(pointer));
+            problems.push(value_missing(&value_pointer(base)));
             return None;
         }
         Some(v) => v,
     };
-    let (content_type, kind) = content_type.unwrap_or_else(|| match value {
-        Value::String(_) => (TEXT_UTF8.to_owned(), Kind::Text),
-        _ => (APPLICATION_JSON.to_owned(), Kind::Json),
-    });
-    let bytes = match stored_bytes(value, kind, &content_type, pointer, limits) {
+    let (content_type, kind) = match (content_type, value) {
+        (Some((given, kind)), _) => (Cow::Owned(given), kind),
+        (None, Value::String(_)) => (Cow::Borrowed(TEXT_UTF8), Kind::Text),
+        (None, _) => (Cow::Borrowed(APPLICATION_JSON), Kind::Json),
+    };
+    let bytes = match stored_bytes(value, kind, &content_type, base, limits) {
         Ok(bytes) => bytes,
         Err(problem) => {
             problems.push(problem);
@@ -178,7 +187,7 @@ fn check_value(
         }
     };
     if bytes.len() as u64 > limits.value_bytes_max {
-        problems.push(value_too_large(Some(pointer), limits));
+        problems.push(value_too_large(Some(&value_pointer(base)), limits));
         return None;
     }
     Some((Bytes::from(bytes), kind, content_type))
@@ -189,13 +198,14 @@ fn stored_bytes(
     value: &Value,
     kind: Kind,
     content_type: &str,
-    pointer: &str,
+    base: &str,
     limits: &Limits,
 ) -> Result<Vec<u8>, Problem> {
+    let pointer = || value_pointer(base);
     let wrong = |wanted: &str| {
         Problem::at(
             ErrorCode::InvalidValue,
-            pointer,
+            pointer(),
             format!(
                 "a value of content type `{content_type}` must be {wanted}; got {}",
                 value.type_name()
@@ -208,12 +218,12 @@ fn stored_bytes(
         (Kind::Text, _) => Err(wrong("a string")),
         (Kind::Binary, Value::String(s)) => {
             if estimated_base64_len(s) > limits.value_bytes_max {
-                return Err(value_too_large(Some(pointer), limits));
+                return Err(value_too_large(Some(&pointer()), limits));
             }
             BASE64.decode(s).map_err(|_| {
                 Problem::at(
                     ErrorCode::InvalidValue,
-                    pointer,
+                    pointer(),
                     format!(
                         "a value of content type `{content_type}` must be base64 (RFC 4648 standard alphabet, padding optional)"
                     ),

@@ -373,7 +373,7 @@ fn decode_raw(
     Some(PutSpec {
         value: bytes,
         kind,
-        content_type,
+        content_type: content_type.into(),
         metadata,
         ttl_seconds,
     })

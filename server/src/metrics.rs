@@ -58,6 +58,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(EngineCollector { engine }));
         registry.register_collector(Box::new(InflightCollector { permits, max }));
+        registry.register_collector(Box::new(LogCollector));
         Metrics {
             registry,
             requests,
@@ -133,6 +134,22 @@ impl Collector for InflightCollector {
             "/v1 requests being served now",
             None,
             gauge.metric_type(),
+        )?)
+    }
+}
+
+/// Log lines dropped because the logger thread fell behind (see [`crate::logging`]).
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::logging::dropped_lines());
+        counter.encode(encoder.encode_descriptor(
+            "caskade_log_lines_dropped",
+            "Log lines dropped instead of making requests wait, because stderr was read too slowly",
+            None,
+            counter.metric_type(),
         )?)
     }
 }

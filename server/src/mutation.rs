@@ -11,6 +11,7 @@
 //! one request after the other (each a full read-decide-write step) instead of all of
 //! them racing and losing rounds until the retry bound gives up.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::LazyLock;
@@ -182,19 +183,28 @@ pub async fn apply(
 }
 
 /// Distinct engine keys in order of first appearance, and each op's index into them.
+/// One allocation per operation (its engine key); the map only borrows the keys.
 fn distinct_keys(ops: &[WriteOp]) -> (Vec<Bytes>, Vec<usize>) {
-    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
-    let mut keys = Vec::new();
+    let all: Vec<Vec<u8>> = ops.iter().map(WriteOp::engine_key).collect();
     let mut slots = Vec::with_capacity(ops.len());
-    for op in ops {
-        let key = op.engine_key();
-        let next = keys.len();
-        let slot = *index.entry(key.clone()).or_insert(next);
-        if slot == next {
-            keys.push(Bytes::from(key));
+    let mut first = vec![false; ops.len()];
+    let mut distinct = 0;
+    {
+        let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(ops.len());
+        for (i, key) in all.iter().enumerate() {
+            let slot = *index.entry(key.as_slice()).or_insert(distinct);
+            if slot == distinct {
+                first[i] = true;
+                distinct += 1;
+            }
+            slots.push(slot);
         }
-        slots.push(slot);
     }
+    let keys = all
+        .into_iter()
+        .zip(first)
+        .filter_map(|(key, first)| first.then(|| Bytes::from(key)))
+        .collect();
     (keys, slots)
 }
 
@@ -234,7 +244,7 @@ fn plan(
                 let created_ms = created_at[slot].unwrap_or(CREATED_BY_THIS_RECORD);
                 let meta = RecordMeta {
                     kind: spec.kind,
-                    content_type: &spec.content_type,
+                    content_type: spec.content_type.as_ref(),
                     metadata: spec.metadata.as_deref(),
                     created_at_ms: created_ms,
                 }

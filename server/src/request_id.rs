@@ -23,8 +23,19 @@ pub fn take_or_make(headers: &HeaderMap) -> RequestId {
         .and_then(|v| std::str::from_utf8(v).ok());
     match sane {
         Some(id) => RequestId(id.to_owned()),
-        None => RequestId(uuid::Uuid::new_v4().simple().to_string()),
+        None => RequestId(fresh()),
     }
+}
+
+/// A new id: a random (v4) UUID as 32 lowercase hex digits. Its 122 random bits come
+/// from a thread-local ChaCha generator seeded once from the OS (uuid's `fast-rng`), so
+/// ids stay unguessable without a `getrandom` syscall per request.
+fn fresh() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 fn is_sane(id: &[u8]) -> bool {

@@ -34,7 +34,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Runs `caskade serve`; the process exits with what this returns.
 pub fn run(args: ServeArgs) -> ExitCode {
-    crate::logging::init(args.log_format);
+    // Declared first so it is dropped last: every line logged until the runtime is
+    // gone gets written out.
+    let _log = crate::logging::init(args.log_format);
     if let Err(e) = ignore_file_size_signal() {
         eprintln!("caskade: error: cannot ignore SIGXFSZ: {e}");
         return ExitCode::FAILURE;
