@@ -6,6 +6,11 @@
 //! Prints the median of each and the ratios.
 //!
 //! `cargo bench --bench open`
+//!
+//! Knobs: `CASKADE_BENCH_KEYS` (keys), `CASKADE_BENCH_OPENS` (opens per median,
+//! default 3), `CASKADE_BENCH_STORE` (a folder to fill once and reuse on later runs,
+//! instead of a fresh temp dir; the hints are put back after each run),
+//! `CASKADE_BENCH_ONLY=hints|scan` (warm opens of one path only: for `perf record`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -105,17 +110,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
-    let store = dir.path().join("store");
+    let store = match std::env::var_os("CASKADE_BENCH_STORE") {
+        Some(kept) => std::path::PathBuf::from(kept),
+        None => dir.path().join("store"),
+    };
     let aside = dir.path().join("hints-aside");
     std::fs::create_dir_all(&aside)?;
-    let started = Instant::now();
-    fill(&store, keys)?;
-    eprintln!("filled {keys} keys in {:.1?}", started.elapsed());
+    let filled = std::fs::read_dir(&store).is_ok_and(|mut d| d.next().is_some());
+    if filled {
+        eprintln!("reusing the store in {}", store.display());
+    } else {
+        let started = Instant::now();
+        fill(&store, keys)?;
+        eprintln!("filled {keys} keys in {:.1?}", started.elapsed());
+    }
+    let only = std::env::var("CASKADE_BENCH_ONLY").ok();
+    if let Some(path) = only.as_deref() {
+        let moved = if path == "scan" {
+            move_hints(&store, &aside)?
+        } else {
+            0
+        };
+        let warm = median_open(&store, keys, false);
+        move_hints(&aside, &store)?;
+        println!(
+            "open {keys} keys, {path} only ({moved} hint files moved aside): {:.3?} warm",
+            warm?
+        );
+        return Ok(());
+    }
     let warm_hints = median_open(&store, keys, false)?;
     let cold_hints = median_open(&store, keys, true)?;
     let moved = move_hints(&store, &aside)?;
-    let warm_scan = median_open(&store, keys, false)?;
-    let cold_scan = median_open(&store, keys, true)?;
+    let scans = median_open(&store, keys, false)
+        .and_then(|warm| Ok((warm, median_open(&store, keys, true)?)));
+    // Put the hints back, so a kept store (`CASKADE_BENCH_STORE`) stays whole.
+    move_hints(&aside, &store)?;
+    let (warm_scan, cold_scan) = scans?;
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     println!("open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of 3:");
     println!("  page cache | with hints | without (scan, every CRC) | hints faster by");
