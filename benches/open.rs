@@ -19,6 +19,8 @@ use caskade_engine::{Batch, Engine, Options, SyncPolicy, WriteOptions};
 
 const VALUE_BYTES: usize = 1024;
 const BATCH_OPS: usize = 1000;
+/// `stats().index_bytes` after the last open.
+static INDEX_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn options() -> Options {
     Options {
@@ -82,7 +84,9 @@ fn median_open(
         let started = Instant::now();
         let engine = Engine::open(dir, options())?;
         times.push(started.elapsed());
-        assert_eq!(engine.stats().keys as usize, keys);
+        let stats = engine.stats();
+        assert_eq!(stats.keys as usize, keys);
+        INDEX_BYTES.store(stats.index_bytes, std::sync::atomic::Ordering::Relaxed);
         engine.close()?;
     }
     times.sort();
@@ -139,14 +143,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
+    let index_per_key =
+        || INDEX_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / keys as f64;
     let warm_hints = median_open(&store, keys, false)?;
     let cold_hints = median_open(&store, keys, true)?;
+    let hints_index = index_per_key();
     let moved = move_hints(&store, &aside)?;
     let scans = median_open(&store, keys, false)
         .and_then(|warm| Ok((warm, median_open(&store, keys, true)?)));
     // Put the hints back, so a kept store (`CASKADE_BENCH_STORE`) stays whole.
     move_hints(&aside, &store)?;
     let (warm_scan, cold_scan) = scans?;
+    let scan_index = index_per_key();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     println!("open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of 3:");
     println!("  page cache | with hints | without (scan, every CRC) | hints faster by");
@@ -157,6 +165,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  cold       | {cold_hints:>10.3?} | {cold_scan:>25.3?} | {:.1}x",
         ratio(cold_scan, cold_hints)
+    );
+    println!(
+        "  index after open: {hints_index:.1} B/key from hints, {scan_index:.1} B/key from the scan"
     );
     Ok(())
 }

@@ -450,17 +450,21 @@ impl std::ops::Deref for HintBytes {
 }
 
 /// The bytes of the hint of segment `id`, if there is one; decode them with
-/// [`decode_any`]. The file is mapped with every page populated up front (one pass
-/// of the kernel over the file, read ahead sequentially when it is not cached)
-/// instead of copied into a fresh buffer.
+/// [`decode_any`]. The file is mapped, not copied into a fresh buffer, and the kernel
+/// is asked to read it all ahead at once: open maps every hint before it touches any,
+/// so on a cold page cache all of them are read concurrently in large requests.
 pub(crate) fn read(dir: &Path, id: u32) -> Option<HintBytes> {
     let file = File::open(dir.join(file_name(id))).ok()?;
     // SAFETY: hint files are never written in place: they are written whole under a
     // temporary name and renamed (`write`, compaction), and later only deleted,
     // which keeps a mapping valid on Unix. The data folder is flock-ed, so no other
     // caskade process writes here; the mapping lives only while open loads it.
-    match unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
-        Ok(map) => Some(HintBytes::Mapped(map)),
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => {
+            // Only a hint for the kernel; reading works without it.
+            let _ = map.advise(memmap2::Advice::WillNeed);
+            Some(HintBytes::Mapped(map))
+        }
         Err(_) => std::fs::read(dir.join(file_name(id)))
             .ok()
             .map(HintBytes::Read),
