@@ -67,17 +67,22 @@ fn evict(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens per median: `CASKADE_BENCH_OPENS`, default 3.
+fn opens() -> usize {
+    std::env::var("CASKADE_BENCH_OPENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
 fn median_open(
     dir: &Path,
     keys: usize,
     cold: bool,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let mut times = Vec::new();
-    let runs: usize = std::env::var("CASKADE_BENCH_OPENS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    for _ in 0..runs {
+    for _ in 0..opens() {
         if cold {
             evict(dir)?;
         }
@@ -156,7 +161,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (warm_scan, cold_scan) = scans?;
     let scan_index = index_per_key();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-    println!("open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of 3:");
+    println!(
+        "open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of {}:",
+        opens()
+    );
     println!("  page cache | with hints | without (scan, every CRC) | hints faster by");
     println!(
         "  warm       | {warm_hints:>10.3?} | {warm_scan:>25.3?} | {:.1}x",
