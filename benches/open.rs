@@ -6,6 +6,11 @@
 //! Prints the median of each and the ratios.
 //!
 //! `cargo bench --bench open`
+//!
+//! Knobs: `CASKADE_BENCH_KEYS` (keys), `CASKADE_BENCH_OPENS` (opens per median,
+//! default 3), `CASKADE_BENCH_STORE` (a folder to fill once and reuse on later runs,
+//! instead of a fresh temp dir; the hints are put back after each run),
+//! `CASKADE_BENCH_ONLY=hints|scan` (warm opens of one path only: for `perf record`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,6 +19,8 @@ use caskade_engine::{Batch, Engine, Options, SyncPolicy, WriteOptions};
 
 const VALUE_BYTES: usize = 1024;
 const BATCH_OPS: usize = 1000;
+/// `stats().index_bytes` after the last open.
+static INDEX_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn options() -> Options {
     Options {
@@ -60,24 +67,31 @@ fn evict(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens per median: `CASKADE_BENCH_OPENS`, default 3.
+fn opens() -> usize {
+    std::env::var("CASKADE_BENCH_OPENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
 fn median_open(
     dir: &Path,
     keys: usize,
     cold: bool,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let mut times = Vec::new();
-    let runs: usize = std::env::var("CASKADE_BENCH_OPENS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    for _ in 0..runs {
+    for _ in 0..opens() {
         if cold {
             evict(dir)?;
         }
         let started = Instant::now();
         let engine = Engine::open(dir, options())?;
         times.push(started.elapsed());
-        assert_eq!(engine.stats().keys as usize, keys);
+        let stats = engine.stats();
+        assert_eq!(stats.keys as usize, keys);
+        INDEX_BYTES.store(stats.index_bytes, std::sync::atomic::Ordering::Relaxed);
         engine.close()?;
     }
     times.sort();
@@ -105,19 +119,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
-    let store = dir.path().join("store");
+    let store = match std::env::var_os("CASKADE_BENCH_STORE") {
+        Some(kept) => std::path::PathBuf::from(kept),
+        None => dir.path().join("store"),
+    };
     let aside = dir.path().join("hints-aside");
     std::fs::create_dir_all(&aside)?;
-    let started = Instant::now();
-    fill(&store, keys)?;
-    eprintln!("filled {keys} keys in {:.1?}", started.elapsed());
+    let filled = std::fs::read_dir(&store).is_ok_and(|mut d| d.next().is_some());
+    if filled {
+        eprintln!("reusing the store in {}", store.display());
+    } else {
+        let started = Instant::now();
+        fill(&store, keys)?;
+        eprintln!("filled {keys} keys in {:.1?}", started.elapsed());
+    }
+    let only = std::env::var("CASKADE_BENCH_ONLY").ok();
+    if let Some(path) = only.as_deref() {
+        let moved = if path == "scan" {
+            move_hints(&store, &aside)?
+        } else {
+            0
+        };
+        let warm = median_open(&store, keys, false);
+        move_hints(&aside, &store)?;
+        println!(
+            "open {keys} keys, {path} only ({moved} hint files moved aside): {:.3?} warm",
+            warm?
+        );
+        return Ok(());
+    }
+    let index_per_key =
+        || INDEX_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / keys as f64;
     let warm_hints = median_open(&store, keys, false)?;
     let cold_hints = median_open(&store, keys, true)?;
+    let hints_index = index_per_key();
     let moved = move_hints(&store, &aside)?;
-    let warm_scan = median_open(&store, keys, false)?;
-    let cold_scan = median_open(&store, keys, true)?;
+    let scans = median_open(&store, keys, false)
+        .and_then(|warm| Ok((warm, median_open(&store, keys, true)?)));
+    // Put the hints back, so a kept store (`CASKADE_BENCH_STORE`) stays whole.
+    move_hints(&aside, &store)?;
+    let (warm_scan, cold_scan) = scans?;
+    let scan_index = index_per_key();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-    println!("open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of 3:");
+    println!(
+        "open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of {}:",
+        opens()
+    );
     println!("  page cache | with hints | without (scan, every CRC) | hints faster by");
     println!(
         "  warm       | {warm_hints:>10.3?} | {warm_scan:>25.3?} | {:.1}x",
@@ -126,6 +173,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  cold       | {cold_hints:>10.3?} | {cold_scan:>25.3?} | {:.1}x",
         ratio(cold_scan, cold_hints)
+    );
+    println!(
+        "  index after open: {hints_index:.1} B/key from hints, {scan_index:.1} B/key from the scan"
     );
     Ok(())
 }

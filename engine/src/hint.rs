@@ -1,42 +1,64 @@
 //! Hint files: the index entries of one sealed segment, so open can rebuild the index
 //! without reading values.
 //!
-//! `NNNNNNNNNN.hint` sits beside `NNNNNNNNNN.seg`. Layout (little-endian):
+//! `NNNNNNNNNN.hint` sits beside `NNNNNNNNNN.seg`. Layout of format version 2, the one
+//! this build writes (little-endian):
 //! ```text
 //! header, 32 bytes:
 //!  0  8  magic b"CASKHNT\0"
-//!  8  4  hint format version (HINT_FORMAT_VERSION)
+//!  8  4  hint format version (2)
 //! 12  4  segment id
 //! 16  8  length of the segment file the hint describes
 //! 24  4  number of entries
 //! 28  4  crc32 of bytes 0..28
-//! entry, 36 bytes + key:
-//!  0  4  crc32 of bytes 4..end of the entry
-//!  4  1  record flags (tombstone bit as in the record)
-//!  5  3  reserved, zero
+//! run table, SHARDS (16) × 12 bytes, then 4:
+//!  0  4  entries in this index shard's run
+//!  4  4  bytes of the run
+//!  8  4  crc32 of the run
+//!  then crc32 of the 192 bytes of the table
+//! runs, one per index shard (shard 0 first), each a sequence of entries of the keys
+//! that shard holds (`index::shard_of`), 32 bytes + key:
+//!  0  1  record flags (tombstone bit as in the record)
+//!  1  3  reserved, zero
+//!  4  4  key length
 //!  8  8  seq
 //! 16  8  expires_at_ms (0 = never)
 //! 24  4  record offset in the segment
 //! 28  4  record length
-//! 32  4  key length
-//! 36  .. key
+//! 32  .. key
 //! ```
+//! Grouping entries by shard lets open fill every shard from its runs in parallel,
+//! reading each hint sequentially, with one CRC per run instead of one per entry.
+//!
+//! Format version 1 (still read): the same header, then the entries in record order,
+//! each `crc32 (4) | flags (1) | reserved (3) | seq (8) | expires_at_ms (8) | offset (4)
+//! | length (4) | key length (4) | key`, the CRC covering the entry after it.
+//!
 //! A hint is trusted only whole: a bad CRC anywhere, a wrong segment length or entry
-//! count, or a missing file means the segment is scanned instead.
+//! count, an entry in the wrong shard's run, an unknown version or a missing file means
+//! the segment is scanned instead (hints are a cache; the segment is the truth).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::index::{SHARDS, shard_of};
 use crate::record::{self, FLAG_TOMBSTONE, HEADER_BYTES};
 use crate::segment::{SEGMENT_HEADER_BYTES, sync_dir};
 
 const MAGIC: &[u8; 8] = b"CASKHNT\0";
 /// The hint format version written by this build.
-pub(crate) const HINT_FORMAT_VERSION: u32 = 1;
+pub(crate) const HINT_FORMAT_VERSION: u32 = 2;
+/// The first format: entries in record order, a CRC per entry. Still read.
+const HINT_FORMAT_V1: u32 = 1;
 const HINT_HEADER_BYTES: usize = 32;
+/// Entry header of format version 1.
 const ENTRY_HEADER_BYTES: usize = 36;
+/// Run table of format version 2: entries, bytes and CRC per shard, then its own CRC.
+const RUN_TABLE_BYTES: usize = SHARDS * 12 + 4;
+/// Entry header of format version 2.
+const RUN_ENTRY_HEADER_BYTES: usize = 32;
 
 /// The file name of the hint of segment `id`.
 pub(crate) fn file_name(id: u32) -> String {
@@ -93,15 +115,75 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Encodes a hint for segment `id` of `segment_len` bytes.
+/// Encodes a hint (format version 2) for segment `id` of `segment_len` bytes.
 pub(crate) fn encode<K: AsRef<[u8]>>(
+    id: u32,
+    segment_len: u64,
+    entries: &[HintEntry<K>],
+) -> Vec<u8> {
+    let shards: Vec<usize> = entries.iter().map(|e| shard_of(e.key.as_ref())).collect();
+    let mut run_bytes = [0usize; SHARDS];
+    let mut run_entries = [0u32; SHARDS];
+    for (e, &shard) in entries.iter().zip(&shards) {
+        run_bytes[shard] += RUN_ENTRY_HEADER_BYTES + e.key.as_ref().len();
+        run_entries[shard] += 1;
+    }
+    let body: usize = run_bytes.iter().sum();
+    let mut out = Vec::with_capacity(HINT_HEADER_BYTES + RUN_TABLE_BYTES + body);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&HINT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&segment_len.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out[0..28]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    // The run table is filled in once the runs are written.
+    out.resize(HINT_HEADER_BYTES + RUN_TABLE_BYTES, 0);
+    let mut starts = [0usize; SHARDS];
+    let mut at = out.len();
+    for (shard, start) in starts.iter_mut().enumerate() {
+        *start = at;
+        at += run_bytes[shard];
+    }
+    out.resize(at, 0);
+    let mut cursor = starts;
+    for (e, &shard) in entries.iter().zip(&shards) {
+        let key = e.key.as_ref();
+        let pos = cursor[shard];
+        let entry = &mut out[pos..pos + RUN_ENTRY_HEADER_BYTES + key.len()];
+        entry[0] = if e.tombstone { FLAG_TOMBSTONE } else { 0 };
+        entry[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        entry[8..16].copy_from_slice(&e.seq.to_le_bytes());
+        entry[16..24].copy_from_slice(&e.expires_at_ms.to_le_bytes());
+        entry[24..28].copy_from_slice(&e.offset.to_le_bytes());
+        entry[28..32].copy_from_slice(&e.len.to_le_bytes());
+        entry[RUN_ENTRY_HEADER_BYTES..].copy_from_slice(key);
+        cursor[shard] = pos + entry.len();
+    }
+    for shard in 0..SHARDS {
+        let run = &out[starts[shard]..starts[shard] + run_bytes[shard]];
+        let crc = crc32fast::hash(run);
+        let row = HINT_HEADER_BYTES + shard * 12;
+        out[row..row + 4].copy_from_slice(&run_entries[shard].to_le_bytes());
+        out[row + 4..row + 8].copy_from_slice(&(run_bytes[shard] as u32).to_le_bytes());
+        out[row + 8..row + 12].copy_from_slice(&crc.to_le_bytes());
+    }
+    let table_end = HINT_HEADER_BYTES + RUN_TABLE_BYTES - 4;
+    let crc = crc32fast::hash(&out[HINT_HEADER_BYTES..table_end]);
+    out[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Encodes a hint in format version 1 (tests of the reader of old hints).
+#[cfg(test)]
+pub(crate) fn encode_v1<K: AsRef<[u8]>>(
     id: u32,
     segment_len: u64,
     entries: &[HintEntry<K>],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(HINT_HEADER_BYTES + entries.len() * 56);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&HINT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&HINT_FORMAT_V1.to_le_bytes());
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(&segment_len.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -125,10 +207,168 @@ pub(crate) fn encode<K: AsRef<[u8]>>(
     out
 }
 
-/// Decodes a hint; `None` when it does not describe segment `id` of `segment_len`
-/// bytes exactly and whole. Keys borrow from `bytes`.
-pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
-    check(bytes, id, segment_len).ok()
+/// What the header of a hint says about the segment it describes.
+fn header_matches(bytes: &[u8], id: u32, segment_len: u64) -> Option<u32> {
+    if bytes.len() < HINT_HEADER_BYTES
+        || &bytes[0..8] != MAGIC
+        || u32_at(bytes, 28) != crc32fast::hash(&bytes[0..28])
+        || u32_at(bytes, 12) != id
+        || u64_at(bytes, 16) != segment_len
+    {
+        return None;
+    }
+    Some(u32_at(bytes, 8))
+}
+
+/// A decoded hint file.
+pub(crate) enum Decoded<'a> {
+    /// Format version 1: every entry checked and decoded.
+    Entries(Vec<HintEntry<&'a [u8]>>),
+    /// Format version 2: header and run table checked; each run must still pass
+    /// [`Runs::check`] before its entries are used.
+    Runs(Box<Runs<'a>>),
+}
+
+/// Decodes a hint; `None` when it is not a hint of a known version describing
+/// segment `id` of `segment_len` bytes. Keys borrow from `bytes`.
+pub(crate) fn decode_any(bytes: &[u8], id: u32, segment_len: u64) -> Option<Decoded<'_>> {
+    match header_matches(bytes, id, segment_len)? {
+        HINT_FORMAT_V1 => decode(bytes, id, segment_len).map(Decoded::Entries),
+        HINT_FORMAT_VERSION => Runs::decode(bytes, segment_len).map(|r| Decoded::Runs(Box::new(r))),
+        _ => None,
+    }
+}
+
+/// The per-shard runs of a version 2 hint.
+pub(crate) struct Runs<'a> {
+    runs: [&'a [u8]; SHARDS],
+    /// Byte offset of each run in the hint file.
+    starts: [usize; SHARDS],
+    counts: [u32; SHARDS],
+    crcs: [u32; SHARDS],
+    segment_len: u64,
+}
+
+impl<'a> Runs<'a> {
+    /// Checks the run table (its CRC, and that the runs fill the rest of the file and
+    /// add up to the header's entry count); the header was checked by the caller.
+    fn decode(bytes: &'a [u8], segment_len: u64) -> Option<Runs<'a>> {
+        let table_end = HINT_HEADER_BYTES + RUN_TABLE_BYTES;
+        if bytes.len() < table_end
+            || u32_at(bytes, table_end - 4)
+                != crc32fast::hash(&bytes[HINT_HEADER_BYTES..table_end - 4])
+        {
+            return None;
+        }
+        let mut runs = [&bytes[0..0]; SHARDS];
+        let mut starts = [0usize; SHARDS];
+        let mut counts = [0u32; SHARDS];
+        let mut crcs = [0u32; SHARDS];
+        let mut at = table_end;
+        let mut total = 0u64;
+        for shard in 0..SHARDS {
+            let row = HINT_HEADER_BYTES + shard * 12;
+            counts[shard] = u32_at(bytes, row);
+            let len = u32_at(bytes, row + 4) as usize;
+            crcs[shard] = u32_at(bytes, row + 8);
+            let end = at.checked_add(len)?;
+            runs[shard] = bytes.get(at..end)?;
+            starts[shard] = at;
+            at = end;
+            total += u64::from(counts[shard]);
+        }
+        (at == bytes.len() && total == u64::from(u32_at(bytes, 24))).then_some(Runs {
+            runs,
+            starts,
+            counts,
+            crcs,
+            segment_len,
+        })
+    }
+
+    /// Entries in the run of `shard`.
+    pub fn count(&self, shard: usize) -> usize {
+        self.counts[shard] as usize
+    }
+
+    /// Checks the run of `shard` whole: its CRC, every entry's framing and bounds,
+    /// the entry count, and that every key belongs to `shard`. Returns the highest
+    /// seq in the run (0 when empty), or `None` when the run must not be trusted.
+    pub fn check(&self, shard: usize) -> Option<u64> {
+        let run = self.runs[shard];
+        if crc32fast::hash(run) != self.crcs[shard] {
+            return None;
+        }
+        let mut max_seq = 0;
+        let mut n = 0u32;
+        let mut pos = 0;
+        while pos < run.len() {
+            let (entry, end) = run_entry(run, pos)?;
+            let record_end = u64::from(entry.offset) + u64::from(entry.len);
+            if u64::from(entry.offset) < SEGMENT_HEADER_BYTES
+                || record_end > self.segment_len
+                || (entry.len as usize) < HEADER_BYTES + entry.key.len()
+                || shard_of(entry.key) != shard
+            {
+                return None;
+            }
+            max_seq = max_seq.max(entry.seq);
+            n += 1;
+            pos = end;
+        }
+        (n == self.counts[shard]).then_some(max_seq)
+    }
+
+    /// The entries of the run of `shard`, in file order. Call [`Runs::check`] first:
+    /// a run that does not check yields whatever decodes before the damage.
+    pub fn entries(&self, shard: usize) -> impl Iterator<Item = HintEntry<&'a [u8]>> + 'a {
+        let run = self.runs[shard];
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            let (entry, end) = run_entry(run, pos)?;
+            pos = end;
+            Some(entry)
+        })
+    }
+}
+
+/// The version 2 entry at `pos` of `run` and where the next one starts; `None` at the
+/// end of the run or when the entry is malformed.
+fn run_entry(run: &[u8], pos: usize) -> Option<(HintEntry<&[u8]>, usize)> {
+    let rest = run.get(pos..)?;
+    if rest.len() < RUN_ENTRY_HEADER_BYTES {
+        return None;
+    }
+    let flags = rest[0];
+    let key_len = u32_at(rest, 4) as usize;
+    let end = RUN_ENTRY_HEADER_BYTES.checked_add(key_len)?;
+    if flags & !FLAG_TOMBSTONE != 0
+        || rest[1..4] != [0; 3]
+        || key_len == 0
+        || rest.len() < end
+        || u64_at(rest, 8) >= record::SEQ_LIMIT
+    {
+        return None;
+    }
+    let entry = HintEntry {
+        tombstone: flags & FLAG_TOMBSTONE != 0,
+        seq: u64_at(rest, 8),
+        expires_at_ms: u64_at(rest, 16),
+        offset: u32_at(rest, 24),
+        len: u32_at(rest, 28),
+        key: &rest[RUN_ENTRY_HEADER_BYTES..end],
+    };
+    Some((entry, pos + end))
+}
+
+/// Decodes a version 1 hint; `None` when it does not describe segment `id` of
+/// `segment_len` bytes exactly and whole. Keys borrow from `bytes`.
+fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
+    if header_matches(bytes, id, segment_len)? != HINT_FORMAT_V1 {
+        return None;
+    }
+    let entries = check_v1(bytes, segment_len).ok()?;
+    Some(entries.into_iter().map(|(_, entry)| entry).collect())
 }
 
 /// Why a hint is not used: the byte offset in the hint file where it first fails, and
@@ -139,25 +379,25 @@ pub(crate) struct HintFault {
     pub reason: String,
 }
 
-/// [`decode`], saying where and why a hint fails (for `verify`).
+fn fault(offset: usize, reason: String) -> HintFault {
+    HintFault {
+        offset: offset as u64,
+        reason,
+    }
+}
+
+/// Checks a hint of either version whole, as open does, but says where and why it
+/// fails (for `verify`). On success, every entry with its byte offset in the hint file.
 pub(crate) fn check(
     bytes: &[u8],
     id: u32,
     segment_len: u64,
-) -> std::result::Result<Vec<HintEntry<&[u8]>>, HintFault> {
-    let fault = |offset: usize, reason: String| HintFault {
-        offset: offset as u64,
-        reason,
-    };
+) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
     if bytes.len() < HINT_HEADER_BYTES {
         return Err(fault(0, "file is shorter than a hint header".into()));
     }
     if &bytes[0..8] != MAGIC || u32_at(bytes, 28) != crc32fast::hash(&bytes[0..28]) {
         return Err(fault(0, "hint header fails its checksum".into()));
-    }
-    let version = u32_at(bytes, 8);
-    if version != HINT_FORMAT_VERSION {
-        return Err(fault(0, format!("unknown hint format version {version}")));
     }
     let stored_id = u32_at(bytes, 12);
     if stored_id != id {
@@ -173,6 +413,47 @@ pub(crate) fn check(
             format!("describes a segment of {described} bytes; the segment has {segment_len}"),
         ));
     }
+    match u32_at(bytes, 8) {
+        HINT_FORMAT_V1 => check_v1(bytes, segment_len),
+        HINT_FORMAT_VERSION => check_v2(bytes, segment_len),
+        version => Err(fault(0, format!("unknown hint format version {version}"))),
+    }
+}
+
+/// The entries of a version 2 hint whose header was checked, each run checked whole.
+fn check_v2(
+    bytes: &[u8],
+    segment_len: u64,
+) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
+    let runs = Runs::decode(bytes, segment_len).ok_or_else(|| {
+        fault(
+            HINT_HEADER_BYTES,
+            "run table fails its checksum or does not add up to the file".into(),
+        )
+    })?;
+    let mut entries = Vec::new();
+    for shard in 0..SHARDS {
+        if runs.check(shard).is_none() {
+            return Err(fault(
+                runs.starts[shard],
+                format!("the run of index shard {shard} fails its checks"),
+            ));
+        }
+        let (run, start) = (runs.runs[shard], runs.starts[shard]);
+        let mut pos = 0;
+        while let Some((entry, end)) = run_entry(run, pos) {
+            entries.push(((start + pos) as u64, entry));
+            pos = end;
+        }
+    }
+    Ok(entries)
+}
+
+/// The entries of a version 1 hint whose header was checked.
+fn check_v1(
+    bytes: &[u8],
+    segment_len: u64,
+) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
     let count = u32_at(bytes, 24) as usize;
     let mut entries = Vec::with_capacity(count.min(bytes.len() / ENTRY_HEADER_BYTES));
     let mut pos = HINT_HEADER_BYTES;
@@ -225,7 +506,7 @@ pub(crate) fn check(
                 ),
             ));
         }
-        entries.push(entry);
+        entries.push((pos as u64, entry));
         pos += end;
     }
     if entries.len() != count {
@@ -238,19 +519,6 @@ pub(crate) fn check(
         ));
     }
     Ok(entries)
-}
-
-/// Byte offset of each entry of a hint that [`check`] accepted, in order.
-pub(crate) fn entry_offsets<K: AsRef<[u8]>>(entries: &[HintEntry<K>]) -> Vec<u64> {
-    let mut pos = HINT_HEADER_BYTES as u64;
-    entries
-        .iter()
-        .map(|e| {
-            let at = pos;
-            pos += (ENTRY_HEADER_BYTES + e.key.as_ref().len()) as u64;
-            at
-        })
-        .collect()
 }
 
 /// The hint entries of a segment's bytes: one per record. The segment must check
@@ -290,10 +558,42 @@ pub(crate) fn write<K: AsRef<[u8]>>(
     Ok(path)
 }
 
-/// Reads the bytes of the hint of segment `id`, if there is one; decode them with
-/// [`decode`].
-pub(crate) fn read(dir: &Path, id: u32) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(file_name(id))).ok()
+/// The bytes of a hint file: mapped, or read when mapping fails (an empty file).
+pub(crate) enum HintBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for HintBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            HintBytes::Mapped(map) => map,
+            HintBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// The bytes of the hint of segment `id`, if there is one; decode them with
+/// [`decode_any`]. The file is mapped, not copied into a fresh buffer, and the kernel
+/// is asked to read it all ahead at once: open maps every hint before it touches any,
+/// so on a cold page cache all of them are read concurrently in large requests.
+pub(crate) fn read(dir: &Path, id: u32) -> Option<HintBytes> {
+    let file = File::open(dir.join(file_name(id))).ok()?;
+    // SAFETY: hint files are never written in place: they are written whole under a
+    // temporary name and renamed (`write`, compaction), and later only deleted,
+    // which keeps a mapping valid on Unix. The data folder is flock-ed, so no other
+    // caskade process writes here; the mapping lives only while open loads it.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => {
+            // Only a hint for the kernel; reading works without it.
+            let _ = map.advise(memmap2::Advice::WillNeed);
+            Some(HintBytes::Mapped(map))
+        }
+        Err(_) => std::fs::read(dir.join(file_name(id)))
+            .ok()
+            .map(HintBytes::Read),
+    }
 }
 
 #[cfg(test)]
@@ -321,27 +621,95 @@ mod tests {
         ]
     }
 
+    /// Every entry of a hint of either version, checked whole, in seq order.
+    fn decode_all(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry>> {
+        let mut entries: Vec<HintEntry> = match decode_any(bytes, id, segment_len)? {
+            Decoded::Entries(entries) => entries.iter().map(|e| e.to_owned_key()).collect(),
+            Decoded::Runs(runs) => {
+                let mut all = Vec::new();
+                for shard in 0..SHARDS {
+                    runs.check(shard)?;
+                    all.extend(runs.entries(shard).map(|e| e.to_owned_key()));
+                }
+                all
+            }
+        };
+        entries.sort_by_key(|e| e.seq);
+        Some(entries)
+    }
+
+    /// Enough keys that several shards get a run.
+    fn many() -> Vec<HintEntry> {
+        (0..40u32)
+            .map(|i| HintEntry {
+                tombstone: i % 7 == 3,
+                seq: u64::from(i) + 1,
+                expires_at_ms: if i % 5 == 0 { 1_000 + u64::from(i) } else { 0 },
+                offset: 32 + i * 60,
+                len: 60,
+                key: format!("key/{i}").into_bytes(),
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_hint_round_trips() {
-        let bytes = encode(7, 142, &sample());
-        let decoded = decode(&bytes, 7, 142).expect("whole hint");
-        let owned: Vec<HintEntry> = decoded.into_iter().map(|e| e.to_owned_key()).collect();
-        assert_eq!(owned, sample());
+    fn a_hint_round_trips_in_both_versions() {
+        for entries in [sample(), many()] {
+            let len = 32 + 60 * entries.len() as u64;
+            let v2 = encode(7, len, &entries);
+            assert_eq!(decode_all(&v2, 7, len), Some(entries.clone()));
+            let v1 = encode_v1(7, len, &entries);
+            assert_eq!(decode_all(&v1, 7, len), Some(entries));
+        }
+        let bytes = encode(7, 2432, &many());
+        let Some(Decoded::Runs(runs)) = decode_any(&bytes, 7, 2432) else {
+            panic!("a version 2 hint");
+        };
+        assert!((0..SHARDS).filter(|&s| runs.count(s) > 0).count() > 4);
     }
 
     #[test]
     fn a_damaged_truncated_or_stale_hint_is_refused() {
-        let bytes = encode(7, 142, &sample());
-        assert_eq!(decode(&bytes, 8, 142), None, "other segment");
-        assert_eq!(decode(&bytes, 7, 200), None, "segment grew or shrank");
-        for cut in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..cut], 7, 142), None, "cut at {cut}");
+        for bytes in [encode(7, 142, &sample()), encode_v1(7, 142, &sample())] {
+            assert_eq!(decode_all(&bytes, 8, 142), None, "other segment");
+            assert_eq!(decode_all(&bytes, 7, 200), None, "segment grew or shrank");
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_all(&bytes[..cut], 7, 142), None, "cut at {cut}");
+            }
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x10;
+                assert_eq!(decode_all(&bad, 7, 142), None, "flip at {i}");
+            }
         }
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 0x10;
-            assert_eq!(decode(&bad, 7, 142), None, "flip at {i}");
-        }
+    }
+
+    #[test]
+    fn an_entry_in_the_wrong_shards_run_or_an_unknown_version_is_refused() {
+        let (entries, len) = (sample(), 142);
+        let mut bytes = encode(7, len, &entries);
+        // A non-empty run followed by an empty one: swapping their rows of the run
+        // table keeps every byte of the body in place and every CRC right, but puts
+        // the entries in the run of a shard their keys do not belong to.
+        let row = |s: usize| HINT_HEADER_BYTES + s * 12;
+        let s = (0..SHARDS - 1)
+            .find(|&s| u32_at(&bytes, row(s)) > 0 && u32_at(&bytes, row(s + 1)) == 0)
+            .expect("a run followed by an empty one");
+        let (a, b) = (row(s), row(s + 1));
+        let (first, second) = (bytes[a..a + 12].to_vec(), bytes[b..b + 12].to_vec());
+        bytes[a..a + 12].copy_from_slice(&second);
+        bytes[b..b + 12].copy_from_slice(&first);
+        let end = HINT_HEADER_BYTES + RUN_TABLE_BYTES - 4;
+        let crc = crc32fast::hash(&bytes[HINT_HEADER_BYTES..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_any(&bytes, 7, len), Some(Decoded::Runs(_))));
+        assert_eq!(decode_all(&bytes, 7, len), None, "entries in the wrong run");
+
+        let mut future = encode(7, len, &entries);
+        future[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&future[0..28]);
+        future[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_any(&future, 7, len).is_none(), "unknown version");
     }
 
     /// Found by the `record_decode` fuzz target: an entry whose reserved bytes are not
@@ -349,7 +717,7 @@ mod tests {
     /// own bytes. It is refused like an unknown flag: the segment is scanned instead.
     #[test]
     fn an_entry_with_nonzero_reserved_bytes_is_refused() {
-        let good = encode(7, 142, &sample());
+        let good = encode_v1(7, 142, &sample());
         for at in 5..8 {
             let mut bytes = good.clone();
             let entry = HINT_HEADER_BYTES;
@@ -357,7 +725,50 @@ mod tests {
             let end = entry + ENTRY_HEADER_BYTES + 6;
             let crc = crc32fast::hash(&bytes[entry + 4..end]);
             bytes[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
-            assert_eq!(decode(&bytes, 7, 142), None, "reserved byte {at}");
+            assert_eq!(decode_all(&bytes, 7, 142), None, "v1 reserved byte {at}");
+        }
+        let good = encode(7, 142, &sample());
+        let run = (0..SHARDS)
+            .find(|&s| u32_at(&good, HINT_HEADER_BYTES + s * 12) > 0)
+            .expect("a non-empty run");
+        let run_start = HINT_HEADER_BYTES
+            + RUN_TABLE_BYTES
+            + (0..run)
+                .map(|s| u32_at(&good, HINT_HEADER_BYTES + s * 12 + 4) as usize)
+                .sum::<usize>();
+        let run_len = u32_at(&good, HINT_HEADER_BYTES + run * 12 + 4) as usize;
+        for at in 1..4 {
+            let mut bytes = good.clone();
+            bytes[run_start + at] = 0x7e;
+            let crc = crc32fast::hash(&bytes[run_start..run_start + run_len]);
+            let row = HINT_HEADER_BYTES + run * 12;
+            bytes[row + 8..row + 12].copy_from_slice(&crc.to_le_bytes());
+            let table_end = HINT_HEADER_BYTES + RUN_TABLE_BYTES - 4;
+            let crc = crc32fast::hash(&bytes[HINT_HEADER_BYTES..table_end]);
+            bytes[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode_all(&bytes, 7, 142), None, "v2 reserved byte {at}");
+            let fault = check(&bytes, 7, 142).expect_err("check refuses it too");
+            assert_eq!(fault.offset, run_start as u64, "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn check_gives_every_entry_with_its_offset_in_both_versions() {
+        for bytes in [encode_v1(7, 142, &sample()), encode(7, 142, &sample())] {
+            let checked = check(&bytes, 7, 142).expect("a good hint checks");
+            assert_eq!(checked.len(), 2);
+            for (at, entry) in &checked {
+                let at = *at as usize;
+                let key_at = if u32_at(&bytes, 8) == HINT_FORMAT_V1 {
+                    at + ENTRY_HEADER_BYTES
+                } else {
+                    at + RUN_ENTRY_HEADER_BYTES
+                };
+                assert_eq!(&bytes[key_at..key_at + entry.key.len()], entry.key);
+            }
+            let mut stale = bytes.clone();
+            stale[12] ^= 1;
+            assert!(check(&stale, 7, 142).is_err());
         }
     }
 }

@@ -24,10 +24,37 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use crate::expiry::Expiries;
-use crate::hint::HintEntry;
+use crate::hint::{HintEntry, Runs};
 
 /// Number of index shards: a power of two well above the core count.
 pub(crate) const SHARDS: usize = 16;
+
+/// The shard that holds `key`: a fixed mix of its bytes, the same in every process, so
+/// hint files can store their entries grouped by shard (`hint.rs`) and open can fill
+/// the shards from them in parallel without splitting entries first. The hash tables
+/// inside the shards use a randomly seeded hasher; a client that steers its keys into
+/// one shard only makes that shard's lock busier.
+pub(crate) fn shard_of(key: &[u8]) -> usize {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = 0x243F_6A88_85A3_08D3 ^ key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    let mut mix = |word: u64| {
+        h = (h ^ word).wrapping_mul(K);
+        h ^= h >> 29;
+    };
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        mix(u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        mix(u64::from_le_bytes(word));
+    }
+    (h.wrapping_mul(K) >> 60) as usize % SHARDS
+}
 
 /// Where a key's latest record lives, and what a read must know without touching disk.
 /// 32 bytes.
@@ -112,21 +139,13 @@ impl Shard {
     /// Adds a key that is not in the shard.
     fn create(&mut self, hasher: &DefaultHashBuilder, hash: u64, key: &[u8], loc: Location) {
         debug_assert!(loc.len != 0);
-        let key = Key::from_slice(key);
-        if key.spilled() {
-            self.heap_key_bytes += key.len() as u64;
-        }
-        let slot = Slot { key, loc };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = slot;
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let id = new_slot(
+            &mut self.slots,
+            &mut self.free,
+            &mut self.heap_key_bytes,
+            key,
+            loc,
+        );
         let slots = &self.slots;
         self.table.insert_unique(hash, id, |&id| {
             hasher.hash_one(slots[id as usize].key.as_slice())
@@ -246,6 +265,31 @@ impl Shard {
     }
 }
 
+/// Stores `key` and `loc` in a free slot of the slab (or a new one); returns its id.
+fn new_slot(
+    slots: &mut Vec<Slot>,
+    free: &mut Vec<u32>,
+    heap_key_bytes: &mut u64,
+    key: &[u8],
+    loc: Location,
+) -> u32 {
+    let key = Key::from_slice(key);
+    if key.spilled() {
+        *heap_key_bytes += key.len() as u64;
+    }
+    let slot = Slot { key, loc };
+    match free.pop() {
+        Some(id) => {
+            slots[id as usize] = slot;
+            id
+        }
+        None => {
+            slots.push(slot);
+            (slots.len() - 1) as u32
+        }
+    }
+}
+
 /// Removed keys a shard tolerates in its order runs before it drops them eagerly.
 const ORDER_DEAD_MAX: usize = 4096;
 
@@ -271,17 +315,14 @@ impl Index {
         }
     }
 
-    /// The key's hash and shard. The shard comes from a multiplicative mix of the hash,
-    /// so a shard's keys still spread over all of its table's bits.
+    /// The key's hash (for the shard's table) and shard ([`shard_of`]).
     fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let (hash, shard) = self.shard_index(key);
         (hash, &self.shards[shard])
     }
 
     fn shard_index(&self, key: &[u8]) -> (u64, usize) {
-        let hash = self.hasher.hash_one(key);
-        let shard = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS;
-        (hash, shard)
+        (self.hasher.hash_one(key), shard_of(key))
     }
 
     fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
@@ -471,16 +512,27 @@ impl Index {
 /// An entry of a bulk load with its key's hash, bucketed by shard.
 type ShardEntry<'e, 'k> = (u64, &'e HintEntry<&'k [u8]>);
 
+/// What a bulk load keeps per shard besides the shard itself.
+#[derive(Default)]
+struct ShardLoad {
+    /// Seq of the newest tombstone or expired record of keys that are not in the
+    /// index.
+    hidden: HashMap<Box<[u8]>, u64>,
+    /// Sum of the record lengths of the shard's live keys.
+    live_bytes: u64,
+    /// Some loaded entry has an expiry (the shard is walked for the expiry order).
+    expiring: bool,
+}
+
 /// Recovery's bulk load: applies the records of whole segments, met in any order,
 /// so that for each key the highest seq wins — a tombstone or an already-expired
-/// record included, which leaves the key absent. Each segment's entries are split by
-/// shard and the shards filled in parallel, one lock per shard; totals and the expiry
-/// order are computed once at the end ([`Loader::finish`]).
+/// record included, which leaves the key absent. Shards are filled in parallel, each
+/// under its lock, one thread per core; totals and the expiry order are computed once
+/// at the end ([`Loader::finish`]).
 pub(crate) struct Loader<'i> {
     index: &'i Index,
-    /// Per shard: seq of the newest tombstone or expired record of keys that are not
-    /// in the index (only while loading).
-    hidden: Vec<HashMap<Box<[u8]>, u64>>,
+    /// Per shard, only while loading.
+    state: Vec<ShardLoad>,
     /// The highest seq met.
     pub max_seq: u64,
     now_ms: u64,
@@ -490,10 +542,47 @@ impl<'i> Loader<'i> {
     pub fn new(index: &'i Index, now_ms: u64) -> Loader<'i> {
         Loader {
             index,
-            hidden: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            state: (0..SHARDS).map(|_| ShardLoad::default()).collect(),
             max_seq: 0,
             now_ms,
         }
+    }
+
+    /// Runs `f(shard number, its load state)` for every shard, the shards split over
+    /// one thread per core; returns the results in shard order.
+    fn per_shard<T: Send>(&mut self, f: impl Fn(usize, &mut ShardLoad) -> T + Sync) -> Vec<T> {
+        // Asked once: the answer reads cgroup files on Linux.
+        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let threads = *THREADS.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .clamp(1, SHARDS)
+        });
+        let per_thread = SHARDS.div_ceil(threads);
+        let f = &f;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .state
+                .chunks_mut(per_thread)
+                .enumerate()
+                .map(|(chunk, states)| {
+                    scope.spawn(move || {
+                        states
+                            .iter_mut()
+                            .enumerate()
+                            .map(|(i, state)| f(chunk * per_thread + i, state))
+                            .collect::<Vec<T>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(results) => results,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
     }
 
     /// Applies the entries of one segment.
@@ -504,56 +593,113 @@ impl<'i> Loader<'i> {
             let (hash, shard) = self.index.shard_index(e.key);
             buckets[shard].push((hash, e));
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .clamp(1, SHARDS);
-        let per_thread = SHARDS.div_ceil(threads);
         let (index, now_ms) = (self.index, self.now_ms);
-        let work = index
-            .shards
-            .chunks(per_thread)
-            .zip(self.hidden.chunks_mut(per_thread))
-            .zip(buckets.chunks(per_thread));
-        std::thread::scope(|scope| {
-            for ((shards, hidden), buckets) in work {
-                scope.spawn(move || {
-                    for ((shard, hidden), bucket) in shards.iter().zip(hidden).zip(buckets) {
-                        let mut shard = Index::write(shard);
-                        let Shard {
-                            table,
-                            slots,
-                            order,
-                            ..
-                        } = &mut *shard;
-                        table.reserve(bucket.len(), |&id| {
-                            index.hasher.hash_one(shard_key(slots, id))
-                        });
-                        slots.reserve(bucket.len());
-                        order.pending.reserve(bucket.len());
-                        for (hash, e) in bucket {
-                            load_one(&mut shard, &index.hasher, hidden, *hash, segment, e, now_ms);
-                        }
-                    }
-                });
+        self.per_shard(|s, state| {
+            let bucket = &buckets[s];
+            let mut shard = Index::write(&index.shards[s]);
+            shard.reserve(&index.hasher, bucket.len());
+            for (hash, e) in bucket {
+                load_one(&mut shard, &index.hasher, state, *hash, segment, e, now_ms);
             }
         });
     }
 
-    /// Sets the totals and the expiry order from what was loaded.
+    /// Applies whole version 2 hints (`(segment id, runs)`), every shard filled
+    /// straight from its runs: first every run is checked (CRC, framing, bounds, the
+    /// key's shard), then the shards are sized once and filled from the runs of the
+    /// hints that checked whole. Returns, per hint, whether it was applied; a hint
+    /// that was not must be replaced by a scan of its segment.
+    pub fn apply_runs(&mut self, hints: &[(u32, Runs<'_>)]) -> Vec<bool> {
+        if hints.is_empty() {
+            return Vec::new();
+        }
+        let checked = self.per_shard(|s, _| {
+            hints
+                .iter()
+                .map(|(_, runs)| runs.check(s))
+                .collect::<Vec<_>>()
+        });
+        let mut good = vec![true; hints.len()];
+        for per_hint in &checked {
+            for (h, max_seq) in per_hint.iter().enumerate() {
+                good[h] &= max_seq.is_some();
+            }
+        }
+        // Only hints that are used count for the highest seq: a damaged hint's other
+        // runs say nothing trustworthy.
+        for per_hint in &checked {
+            for (max_seq, _) in per_hint.iter().zip(&good).filter(|(_, ok)| **ok) {
+                self.max_seq = self.max_seq.max(max_seq.unwrap_or(0));
+            }
+        }
+        let (index, now_ms, good_ref) = (self.index, self.now_ms, &good);
+        self.per_shard(|s, state| {
+            let used = hints.iter().zip(good_ref).filter(|(_, ok)| **ok);
+            let total: usize = used.clone().map(|((_, runs), _)| runs.count(s)).sum();
+            let mut shard = Index::write(&index.shards[s]);
+            shard.reserve(&index.hasher, total);
+            for ((segment, runs), _) in used {
+                for e in runs.entries(s) {
+                    let hash = index.hasher.hash_one(e.key);
+                    load_one(&mut shard, &index.hasher, state, hash, *segment, &e, now_ms);
+                }
+            }
+        });
+        good
+    }
+
+    /// Sets the totals and the expiry order from what was loaded, and gives back
+    /// table space reserved for entries that turned out to be older versions.
     pub fn finish(self) {
         let index = self.index;
         let (mut keys, mut live_bytes) = (0u64, 0u64);
-        index.for_each(|key, loc| {
-            keys += 1;
-            live_bytes += u64::from(loc.len);
-            if loc.expires_at_ms != 0 {
-                index
-                    .expiries
-                    .add(loc.expires_at_ms, Bytes::copy_from_slice(key));
+        for (shard, state) in index.shards.iter().zip(&self.state) {
+            let mut shard = Index::write(shard);
+            shard.shrink_if_sparse(&index.hasher);
+            keys += shard.table.len() as u64;
+            live_bytes += state.live_bytes;
+            if state.expiring {
+                for &id in shard.table.iter() {
+                    let slot = &shard.slots[id as usize];
+                    if slot.loc.expires_at_ms != 0 {
+                        index
+                            .expiries
+                            .add(slot.loc.expires_at_ms, Bytes::copy_from_slice(&slot.key));
+                    }
+                }
             }
-        });
+        }
         index.keys.store(keys, Ordering::Relaxed);
         index.live_bytes.store(live_bytes, Ordering::Relaxed);
+    }
+}
+
+impl Shard {
+    /// Room for `additional` more keys without growing (bulk load).
+    fn reserve(&mut self, hasher: &DefaultHashBuilder, additional: usize) {
+        let slots = &self.slots;
+        self.table
+            .reserve(additional, |&id| hasher.hash_one(shard_key(slots, id)));
+        self.slots.reserve(additional);
+        self.order.pending.reserve(additional);
+    }
+
+    /// After a bulk load: frees what was reserved for entries that were older versions
+    /// of keys met again (more than half of it unused).
+    fn shrink_if_sparse(&mut self, hasher: &DefaultHashBuilder) {
+        const SLACK: usize = 1024;
+        let live = self.table.len();
+        if self.table.capacity() > 2 * live + SLACK {
+            let slots = &self.slots;
+            self.table
+                .shrink_to(live, |&id| hasher.hash_one(shard_key(slots, id)));
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + SLACK {
+            self.slots.shrink_to_fit();
+        }
+        if self.order.pending.capacity() > 2 * self.order.pending.len() + SLACK {
+            self.order.pending.shrink_to_fit();
+        }
     }
 }
 
@@ -565,12 +711,13 @@ fn shard_key(slots: &[Slot], id: u32) -> &[u8] {
 fn load_one(
     shard: &mut Shard,
     hasher: &DefaultHashBuilder,
-    hidden: &mut HashMap<Box<[u8]>, u64>,
+    state: &mut ShardLoad,
     hash: u64,
     segment: u32,
     e: &HintEntry<&[u8]>,
     now_ms: u64,
 ) {
+    let hidden = &mut state.hidden;
     if !hidden.is_empty() && hidden.get(e.key).is_some_and(|&s| s >= e.seq) {
         return;
     }
@@ -579,7 +726,9 @@ fn load_one(
         match shard.get(hash, e.key) {
             Some(loc) if loc.version >= e.seq => return,
             Some(_) => {
-                shard.remove(hash, e.key);
+                if let Some(old) = shard.remove(hash, e.key) {
+                    state.live_bytes = state.live_bytes.saturating_sub(u64::from(old.len));
+                }
             }
             None => {}
         }
@@ -593,11 +742,36 @@ fn load_one(
         expires_at_ms: e.expires_at_ms,
         version: e.seq,
     };
-    match shard.slot_mut(hash, e.key) {
-        Some(slot) if slot.version >= e.seq => return,
-        Some(slot) => *slot = loc,
-        None => shard.create(hasher, hash, e.key, loc),
+    // One probe of the table: the key's entry, or the free bucket it goes into.
+    let Shard {
+        slots,
+        table,
+        free,
+        order,
+        heap_key_bytes,
+    } = shard;
+    let entry = table.entry(
+        hash,
+        |&id| slots[id as usize].key.as_slice() == e.key,
+        |&id| hasher.hash_one(shard_key(slots, id)),
+    );
+    match entry {
+        hashbrown::hash_table::Entry::Occupied(found) => {
+            let slot = &mut slots[*found.get() as usize].loc;
+            if slot.version >= e.seq {
+                return;
+            }
+            let old = std::mem::replace(slot, loc);
+            state.live_bytes = state.live_bytes.saturating_sub(u64::from(old.len));
+        }
+        hashbrown::hash_table::Entry::Vacant(vacant) => {
+            let id = new_slot(slots, free, heap_key_bytes, e.key, loc);
+            vacant.insert(id);
+            order.pending.push(id);
+        }
     }
+    state.live_bytes += u64::from(loc.len);
+    state.expiring |= loc.expires_at_ms != 0;
     if !hidden.is_empty() {
         hidden.remove(e.key);
     }
@@ -642,6 +816,24 @@ mod tests {
         assert_eq!(index.count_prefix(b"a/"), 4);
         assert_eq!(index.keys(), 5);
         assert_eq!(index.live_bytes(), 250);
+    }
+
+    #[test]
+    fn shard_of_spreads_similar_keys_evenly() {
+        for make in [
+            |i: u32| format!("key{i:013}").into_bytes(),
+            |i: u32| format!("user/{i}").into_bytes(),
+            |i: u32| format!("a/very/long/common/prefix/of/a/path/{i:08}.json").into_bytes(),
+        ] {
+            let mut counts = [0u32; SHARDS];
+            for i in 0..16_000 {
+                counts[shard_of(&make(i))] += 1;
+            }
+            assert!(
+                counts.iter().all(|&c| (800..1200).contains(&c)),
+                "{counts:?}"
+            );
+        }
     }
 
     #[test]

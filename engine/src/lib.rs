@@ -92,9 +92,10 @@ pub mod fuzzing {
             .map_err(|e| format!("{e:?}"))
     }
 
-    /// Decodes the hint of segment `id` of `segment_len` bytes.
+    /// Decodes the hint (either format version) of segment `id` of `segment_len` bytes.
     pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64) -> Option<Vec<HintEntry<&[u8]>>> {
-        crate::hint::decode(bytes, id, segment_len)
+        let entries = crate::hint::check(bytes, id, segment_len).ok()?;
+        Some(entries.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Checks a segment header.

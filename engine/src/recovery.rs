@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::compaction;
 use crate::error::{Error, Result};
-use crate::hint::{self, HintEntry};
+use crate::hint::{self, Decoded, HintEntry};
 use crate::index::{Index, Loader};
 use crate::record::{self, DecodeError};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
@@ -154,28 +155,58 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         sealed.insert(id, seg);
     }
 
+    // Every sealed segment's hint is mapped first (read ahead whole); version 2
+    // hints are then applied together, every shard filled from its runs in parallel.
+    // Version 1 hints are applied as they are decoded; segments without a usable hint
+    // are scanned, every CRC checked.
     let mut hints_used = 0;
-    for (&id, seg) in &sealed {
+    let mut hint_bytes: Vec<(u32, hint::HintBytes)> = Vec::new();
+    let mut to_scan = Vec::new();
+    for &id in sealed.keys() {
         if Some(id) == active_id {
             continue;
         }
-        let hint_bytes = hint::read(dir, id);
-        let entries = hint_bytes
-            .as_deref()
-            .and_then(|b| hint::decode(b, id, seg.len()));
-        if hint_bytes.is_some() && entries.is_none() {
+        match hint::read(dir, id) {
+            Some(bytes) => hint_bytes.push((id, bytes)),
+            None => to_scan.push(id),
+        }
+    }
+    let mut runs = Vec::new();
+    for (id, bytes) in &hint_bytes {
+        let seg = &sealed[id];
+        match hint::decode_any(bytes, *id, seg.len()) {
+            Some(Decoded::Runs(r)) => runs.push((*id, *r)),
+            Some(Decoded::Entries(entries)) => {
+                // A version 1 hint: used, but `has_hint` stays false so the
+                // maintenance thread writes it again in the current version.
+                loader.apply(*id, &entries);
+                hints_used += 1;
+            }
+            None => {
+                tracing::warn!(
+                    segment = id,
+                    "ignoring a damaged or stale hint file; scanning its segment"
+                );
+                to_scan.push(*id);
+            }
+        }
+    }
+    for ((id, _), applied) in runs.iter().zip(loader.apply_runs(&runs)) {
+        if applied {
+            sealed[id].has_hint.store(true, Ordering::Relaxed);
+            hints_used += 1;
+        } else {
             tracing::warn!(
                 segment = id,
-                "ignoring a damaged or stale hint file; scanning its segment"
+                "ignoring a damaged hint file; scanning its segment"
             );
+            to_scan.push(*id);
         }
-        if let Some(entries) = entries {
-            loader.apply(id, &entries);
-            seg.has_hint
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            hints_used += 1;
-            continue;
-        }
+    }
+    drop(runs);
+    drop(hint_bytes);
+    for id in to_scan {
+        let seg = &sealed[&id];
         let bytes = seg.mapped().cloned().unwrap_or_default();
         let mut entries = Vec::new();
         if let ScanEnd::Damaged { at, reason, .. } = scan(&bytes, &mut entries) {
@@ -275,4 +306,136 @@ fn open_active(seg: Segment, loader: &mut Loader<'_>) -> Result<(File, u64, u64)
         }
     };
     Ok((file, len, truncated))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::hint::HintEntry;
+    use crate::index::SHARDS;
+    use crate::{Engine, Options, SyncPolicy, WriteOptions};
+
+    /// The whole index as a sorted map: key → (segment, offset, version).
+    fn contents(index: &Index) -> BTreeMap<Vec<u8>, (u32, u32, u64)> {
+        let mut all = BTreeMap::new();
+        index.for_each(|key, loc| {
+            all.insert(key.to_vec(), (loc.segment, loc.offset, loc.version));
+        });
+        all
+    }
+
+    fn hint_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut hints: Vec<_> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+            .collect();
+        hints.sort();
+        hints
+    }
+
+    #[test]
+    fn version_2_hints_version_1_hints_and_a_full_scan_rebuild_the_same_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = Options {
+            segment_bytes: 16 * 1024,
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        };
+        let engine = Engine::open(dir.path(), options).expect("open");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as u64;
+        let ttl = WriteOptions {
+            expires_at_ms: Some(now_ms + 3_600_000),
+            ..WriteOptions::default()
+        };
+        for round in 0..3 {
+            for k in 0..400 {
+                let key = format!(
+                    "key/{k:04}{}",
+                    if k % 9 == 0 {
+                        "-long-enough-to-spill"
+                    } else {
+                        ""
+                    }
+                );
+                let wo = if k % 4 == 0 {
+                    ttl.clone()
+                } else {
+                    WriteOptions::default()
+                };
+                engine
+                    .put(key, format!("v{round}-{k}").repeat(10), wo)
+                    .expect("put");
+            }
+            for k in (round..400).step_by(7) {
+                engine.delete(format!("key/{k:04}")).expect("delete");
+            }
+        }
+        engine.compact().expect("compact");
+        engine.close().expect("close");
+        let hints = hint_files(dir.path());
+        assert!(hints.len() >= 3, "{hints:?}");
+
+        let v2 = recover(dir.path(), 0).expect("recover from version 2 hints");
+        assert_eq!(v2.hints_used as usize, hints.len());
+        let want = contents(&v2.index);
+        assert_eq!(v2.index.keys() as usize, want.len());
+        let (v2_live, v2_seq) = (v2.index.live_bytes(), v2.next_seq);
+        drop(v2);
+
+        // The same hints rewritten in format version 1, entries in record order.
+        for path in &hints {
+            let bytes = std::fs::read(path).expect("read hint");
+            let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+            let id: u32 = name.parse().expect("id");
+            let seg_len = std::fs::metadata(dir.path().join(segment::file_name(id)))
+                .expect("segment")
+                .len();
+            let Some(Decoded::Runs(runs)) = hint::decode_any(&bytes, id, seg_len) else {
+                panic!("{} is not a version 2 hint", path.display());
+            };
+            let mut entries: Vec<HintEntry> = Vec::new();
+            for shard in 0..SHARDS {
+                runs.check(shard).expect("run checks");
+                entries.extend(runs.entries(shard).map(|e| e.to_owned_key()));
+            }
+            entries.sort_by_key(|e| e.offset);
+            std::fs::write(path, hint::encode_v1(id, seg_len, &entries)).expect("write");
+        }
+        let v1 = recover(dir.path(), 0).expect("recover from version 1 hints");
+        assert_eq!(v1.hints_used as usize, hints.len());
+        assert!(
+            v1.sealed
+                .values()
+                .all(|s| !s.has_hint.load(Ordering::Relaxed)),
+            "version 1 hints are left for the maintenance thread to rewrite"
+        );
+        assert_eq!(contents(&v1.index), want);
+        assert_eq!((v1.index.live_bytes(), v1.next_seq), (v2_live, v2_seq));
+        drop(v1);
+
+        for path in &hints {
+            std::fs::remove_file(path).expect("remove hint");
+        }
+        let scanned = recover(dir.path(), 0).expect("recover by scanning");
+        assert_eq!(scanned.hints_used, 0);
+        assert_eq!(contents(&scanned.index), want);
+        assert_eq!(scanned.index.live_bytes(), v2_live);
+        let mut expiring = 0;
+        scanned
+            .index
+            .for_each(|_, loc| expiring += usize::from(loc.expires_at_ms != 0));
+        assert!(expiring > 0);
+        let due = scanned.index.expiries.take_due(u64::MAX, usize::MAX);
+        assert_eq!(
+            due.len(),
+            expiring,
+            "every expiring key is in the expiry order"
+        );
+    }
 }

@@ -231,7 +231,14 @@ impl Segment {
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::io(format!("mapping segment {}", file_name(id)), e))?;
         let len = map.len() as u64;
-        let header = decode_header(&map, id).map_err(|reason| Error::Corrupt {
+        // The header is read with one small pread, not through the mapping: a first
+        // touch of the mapping would make the kernel read megabytes around it, which
+        // an open from hints never needs (it reads no values).
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let got = file
+            .read_at(&mut head, 0)
+            .map_err(|e| Error::io(format!("reading segment {}", file_name(id)), e))?;
+        let header = decode_header(&head[..got], id).map_err(|reason| Error::Corrupt {
             file: path.clone(),
             offset: 0,
             reason,
