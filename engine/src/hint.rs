@@ -379,6 +379,9 @@ pub(crate) struct HintFault {
     pub reason: String,
 }
 
+/// Every entry of a hint with its byte offset in the hint file, or why it fails.
+pub(crate) type Checked<'a> = std::result::Result<Vec<(u64, HintEntry<&'a [u8]>)>, HintFault>;
+
 fn fault(offset: usize, reason: String) -> HintFault {
     HintFault {
         offset: offset as u64,
@@ -388,11 +391,7 @@ fn fault(offset: usize, reason: String) -> HintFault {
 
 /// Checks a hint of either version whole, as open does, but says where and why it
 /// fails (for `verify`). On success, every entry with its byte offset in the hint file.
-pub(crate) fn check(
-    bytes: &[u8],
-    id: u32,
-    segment_len: u64,
-) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
+pub(crate) fn check(bytes: &[u8], id: u32, segment_len: u64) -> Checked<'_> {
     if bytes.len() < HINT_HEADER_BYTES {
         return Err(fault(0, "file is shorter than a hint header".into()));
     }
@@ -421,10 +420,7 @@ pub(crate) fn check(
 }
 
 /// The entries of a version 2 hint whose header was checked, each run checked whole.
-fn check_v2(
-    bytes: &[u8],
-    segment_len: u64,
-) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
+fn check_v2(bytes: &[u8], segment_len: u64) -> Checked<'_> {
     let runs = Runs::decode(bytes, segment_len).ok_or_else(|| {
         fault(
             HINT_HEADER_BYTES,
@@ -450,10 +446,7 @@ fn check_v2(
 }
 
 /// The entries of a version 1 hint whose header was checked.
-fn check_v1(
-    bytes: &[u8],
-    segment_len: u64,
-) -> std::result::Result<Vec<(u64, HintEntry<&[u8]>)>, HintFault> {
+fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
     let count = u32_at(bytes, 24) as usize;
     let mut entries = Vec::with_capacity(count.min(bytes.len() / ENTRY_HEADER_BYTES));
     let mut pos = HINT_HEADER_BYTES;
