@@ -69,9 +69,8 @@ fn world() -> &'static World {
             app.set_ready(AppState {
                 engine,
                 limits,
-                shared: Arc::new(Shared {
-                    started_at: std::time::Instant::now(),
-                }),
+                // No backup folder: each backup request would copy the store.
+                shared: Arc::new(Shared::new(std::time::Instant::now(), None)),
             });
             (app, dir)
         };
