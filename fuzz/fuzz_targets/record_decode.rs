@@ -165,7 +165,10 @@ fn check_hint(bytes: &[u8]) {
         let (mut a, mut b) = (entries.clone(), again);
         a.sort_by_key(order);
         b.sort_by_key(order);
-        assert_eq!(a, b, "a version 1 hint rewritten in version 2 keeps its entries");
+        assert_eq!(
+            a, b,
+            "a version 1 hint rewritten in version 2 keeps its entries"
+        );
     }
 }
 
