@@ -430,9 +430,14 @@ fn check_v2(bytes: &[u8], segment_len: u64) -> Checked<'_> {
     let mut entries = Vec::new();
     for shard in 0..SHARDS {
         if runs.check(shard).is_none() {
+            let why = if crc32fast::hash(runs.runs[shard]) != runs.crcs[shard] {
+                "fails its checksum"
+            } else {
+                "holds a malformed entry, one outside the segment, or a key of another shard"
+            };
             return Err(fault(
                 runs.starts[shard],
-                format!("the run of index shard {shard} fails its checks"),
+                format!("the run of index shard {shard} {why}"),
             ));
         }
         let (run, start) = (runs.runs[shard], runs.starts[shard]);
