@@ -96,7 +96,10 @@ impl Writer {
             buf: Vec::new(),
             pending: Vec::new(),
             overlay: HashMap::new(),
-            dirty_since: None,
+            // The records recovery found in the active segment may never have been
+            // synced (the last process was killed under `never` or `interval`): count
+            // them as unsynced, so the next sync, seal or backup covers them.
+            dirty_since: (len > SEGMENT_HEADER_BYTES).then(Instant::now),
             failed: None,
         }
     }
@@ -422,10 +425,16 @@ impl Writer {
             return Err(Error::Closed("segment ids are exhausted".into()));
         }
         let file = segment::create(dir, new_id, self.next_seq)?;
-        let reader = file
-            .try_clone()
-            .map_err(|e| Error::io("opening a read handle of the new segment", e))?;
         let path = dir.join(segment::file_name(new_id));
+        let reader = match file.try_clone() {
+            Ok(reader) => reader,
+            Err(e) => {
+                // Writing goes on in the old segment; the new one must not stay on disk.
+                drop(file);
+                segment::remove_segment_file(dir, &path);
+                return Err(Error::io("opening a read handle of the new segment", e));
+            }
+        };
         let header = SegmentHeader {
             base_seq: self.next_seq,
             kind: Kind::Log,
