@@ -113,6 +113,14 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<Segmen
     Ok(SegmentHeader { base_seq, kind })
 }
 
+/// Removes a segment file that was never used, and syncs the folder; best effort, for
+/// error paths (a failure here leaves what recovery handles anyway).
+pub(crate) fn remove_segment_file(dir: &Path, path: &Path) {
+    if std::fs::remove_file(path).is_ok() {
+        let _ = sync_dir(dir);
+    }
+}
+
 /// Creates a new, empty log segment file holding only its header, durably (file and
 /// directory entry synced), and returns a write handle positioned after the header.
 ///
@@ -127,7 +135,8 @@ pub(crate) fn create(dir: &Path, id: u32, base_seq: u64) -> Result<File> {
     };
     let tmp = dir.join(format!("{}.tmp", file_name(id)));
     let file = create_at(&tmp, id, header)?;
-    if let Err(e) = std::fs::rename(&tmp, dir.join(file_name(id))) {
+    let path = dir.join(file_name(id));
+    if let Err(e) = std::fs::rename(&tmp, &path) {
         drop(file);
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(
@@ -135,7 +144,14 @@ pub(crate) fn create(dir: &Path, id: u32, base_seq: u64) -> Result<File> {
             e,
         ));
     }
-    sync_dir(dir)?;
+    if let Err(e) = sync_dir(dir) {
+        // The caller goes on with the previous segment: an empty newer log segment left
+        // on disk would make open take it as the active one and the previous one as
+        // sealed, so a torn tail there would become damage instead of being cut.
+        drop(file);
+        remove_segment_file(dir, &path);
+        return Err(e);
+    }
     Ok(file)
 }
 
