@@ -288,5 +288,12 @@ fn publish(tmp: &Path, dest: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    sync_dir(parent)
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| {
+            // The name is not durable: take it back, so that a failed backup never
+            // leaves a folder under its final name (the caller removes `tmp`).
+            let _ = std::fs::rename(dest, tmp);
+            Error::io("syncing the backup folder's parent", e)
+        })
 }

@@ -277,8 +277,12 @@ impl ServeArgs {
             return Err(format!("--backup-dir {shown}: not a folder"));
         }
         use nix::unistd::{AccessFlags, access};
-        access(&canonical, AccessFlags::W_OK | AccessFlags::X_OK)
-            .map_err(|e| format!("--backup-dir {shown}: not writable: {}", e.desc()))?;
+        // Read too: a backup syncs the folder after naming the new backup in it.
+        access(
+            &canonical,
+            AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK,
+        )
+        .map_err(|e| format!("--backup-dir {shown}: not writable: {}", e.desc()))?;
         if let Ok(data) = std::fs::canonicalize(&self.data_dir)
             && canonical.starts_with(&data)
         {
