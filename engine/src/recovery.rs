@@ -40,8 +40,9 @@ pub(crate) struct Recovered {
     pub hints_used: u64,
 }
 
-/// Ids of the segment files in `dir`, ascending; leftover temporary files of an
-/// interrupted compaction or hint write are removed on the way.
+/// Ids of the segment files in `dir`, ascending; leftover temporary files (of an
+/// interrupted compaction, manifest, hint write or segment creation) are removed on
+/// the way.
 fn segment_ids(dir: &Path) -> Result<Vec<u32>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing the data folder", e))?;
     let mut ids = Vec::new();
@@ -49,10 +50,11 @@ fn segment_ids(dir: &Path) -> Result<Vec<u32>> {
         let entry = entry.map_err(|e| Error::io("listing the data folder", e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".seg.tmp") || name.ends_with(".hint.tmp") {
+        let manifest_tmp = name.strip_suffix(".tmp") == Some(crate::compaction::MANIFEST);
+        if name.ends_with(".seg.tmp") || name.ends_with(".hint.tmp") || manifest_tmp {
             tracing::info!(
                 file = name,
-                "removing a partial file of an interrupted compaction"
+                "removing a partial file of an interrupted write"
             );
             std::fs::remove_file(entry.path())
                 .map_err(|e| Error::io(format!("removing {name}"), e))?;
