@@ -302,8 +302,13 @@ impl<'a> Runs<'a> {
         let mut max_seq = 0;
         let mut n = 0u32;
         let mut pos = 0;
+        let mut next_offset = 0u32;
         while pos < run.len() {
             let (entry, end) = run_entry(run, pos)?;
+            if entry.offset < next_offset {
+                return None;
+            }
+            next_offset = entry.offset.saturating_add(entry.len);
             let record_end = u64::from(entry.offset) + u64::from(entry.len);
             if u64::from(entry.offset) < SEGMENT_HEADER_BYTES
                 || record_end > self.segment_len
@@ -455,6 +460,9 @@ fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
     let count = u32_at(bytes, 24) as usize;
     let mut entries = Vec::with_capacity(count.min(bytes.len() / ENTRY_HEADER_BYTES));
     let mut pos = HINT_HEADER_BYTES;
+    // Entries are in record order and records do not overlap: one record listed twice
+    // (and so another left out) is caught here.
+    let mut next_offset = 0u64;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         if rest.len() < ENTRY_HEADER_BYTES {
@@ -492,7 +500,7 @@ fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
         };
         // Every entry must point inside the segment it describes.
         let record_end = u64::from(entry.offset) + u64::from(entry.len);
-        if u64::from(entry.offset) < SEGMENT_HEADER_BYTES
+        if u64::from(entry.offset) < SEGMENT_HEADER_BYTES.max(next_offset)
             || record_end > segment_len
             || (entry.len as usize) < HEADER_BYTES + key_len
         {
@@ -504,6 +512,7 @@ fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
                 ),
             ));
         }
+        next_offset = record_end;
         entries.push((pos as u64, entry));
         pos += end;
     }

@@ -400,6 +400,9 @@ fn mark(records: &mut [Rec], fate: Fate) {
 /// stretch is known to end a transaction.
 fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
     if let Ok(h) = record::decode_header(&bytes[pos..]) {
+        if let Some(fixed) = fix_length(bytes, pos) {
+            return fixed;
+        }
         let end = pos.saturating_add(h.record_len());
         let confirmed =
             end == bytes.len() || (end < bytes.len() && record::decode(&bytes[end..]).is_ok());
@@ -414,6 +417,37 @@ fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
         .find(|&q| record::decode(&bytes[q..]).is_ok())
         .unwrap_or(bytes.len());
     (next, compacted)
+}
+
+/// A damaged length field: when the first intact record after `pos` starts at `q`
+/// and rewriting one of the damaged record's three length fields so that it ends at `q`
+/// makes its CRC check, the length field is what the damage hit. The record's extent
+/// and COMMIT bit are then known; trusting the damaged length instead could jump over
+/// intact records (a flipped bit adds a power of two, often a whole number of records).
+fn fix_length(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
+    const LENGTH_FIELDS: [usize; 3] = [32, 36, 40];
+    let header = record::HEADER_BYTES;
+    let q = (pos + header + 1..bytes.len()).find(|&q| record::decode(&bytes[q..]).is_ok())?;
+    let rec = &bytes[pos..q];
+    let u32_at = |at: usize| u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+    let crc = u32_at(0);
+    let lens = LENGTH_FIELDS.map(|at| u64::from(u32_at(at)));
+    let total = (q - pos - header) as u64;
+    for (i, at) in LENGTH_FIELDS.into_iter().enumerate() {
+        let others: u64 = (0..3).filter(|&j| j != i).map(|j| lens[j]).sum();
+        let Some(want) = total
+            .checked_sub(others)
+            .and_then(|w| u32::try_from(w).ok())
+        else {
+            continue;
+        };
+        let mut patched = rec.to_vec();
+        patched[at..at + 4].copy_from_slice(&want.to_le_bytes());
+        if crc32fast::hash(&patched[4..]) == crc {
+            return Some((q, rec[5] & FLAG_COMMIT != 0));
+        }
+    }
+    None
 }
 
 /// The COMMIT bit of a damaged record of confirmed length: as stored, unless the CRC
@@ -439,6 +473,7 @@ struct Survey {
     damaged_hints: BTreeSet<u32>,
     /// Segment files too short for a header that are not the newest file.
     stubs: Vec<String>,
+    newest_stub: Option<String>,
     manifest_damaged: bool,
     /// Highest id in any file name of the folder.
     max_id_seen: u32,
@@ -537,6 +572,7 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
     }
     let mut scans = Vec::new();
     let mut stubs = Vec::new();
+    let mut newest_stub = None;
     let mut damaged_segments = BTreeSet::new();
     let mut damaged_hints = BTreeSet::new();
     let mut hints_checked = BTreeSet::new();
@@ -553,6 +589,7 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
                 reason: format!("the file is shorter ({len} bytes) than a segment header"),
             };
             if Some(id) == newest_file {
+                newest_stub = Some(name.clone());
                 report.warnings.push(Finding {
                     reason: format!(
                         "{}; torn while it was created, open removes it",
@@ -646,6 +683,7 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
         damaged_segments,
         damaged_hints,
         stubs,
+        newest_stub,
         manifest_damaged,
         max_id_seen,
         seq_max,
@@ -696,7 +734,11 @@ fn judge_segment(
         .min();
     if is_active {
         let Some(first_bad) = first_bad else { return };
-        let intact_after = scan.records.iter().filter(|r| r.offset > first_bad).count();
+        let intact_after = scan
+            .records
+            .iter()
+            .filter(|r| r.offset > first_bad && r.fate == Fate::Intact)
+            .count();
         if intact_after == 0 {
             // What a crash leaves: open cuts it back to the last whole transaction.
             let cut = scan
@@ -778,8 +820,12 @@ fn check_hint(
         return entries.len() as u64;
     }
     let by_offset: BTreeMap<u64, &Rec> = scan.records.iter().map(|r| (r.offset, r)).collect();
+    let mut seen = BTreeSet::new();
     for &(at, ref entry) in &entries {
         let problem = match by_offset.get(&u64::from(entry.offset)) {
+            Some(_) if !seen.insert(entry.offset) => {
+                Some(format!("lists the record at offset {} twice", entry.offset))
+            }
             None => Some(format!(
                 "points at offset {} where no record starts",
                 entry.offset
@@ -887,6 +933,7 @@ impl Plan {
             .filter(|name| survey.report.dir.join(name).exists())
             .collect();
         other_files.extend(survey.stubs.iter().cloned());
+        other_files.extend(survey.newest_stub.iter().cloned());
         if survey.manifest_damaged {
             other_files.push(MANIFEST.to_owned());
         }
@@ -1094,14 +1141,31 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_length_field_is_recognised_by_the_crc_and_loses_only_its_record() {
+        let mut seg = header(1, Kind::Log, 1);
+        let hit = rec(&mut seg, 1, "a", true);
+        rec(&mut seg, 2, "b", true);
+        rec(&mut seg, 3, "c", true);
+        // The key length is hit; rewriting it so "a" ends where "b" starts makes its
+        // CRC check, so "a"'s extent and COMMIT bit are known and "b" is whole.
+        seg[hit + 33] ^= 0x10;
+        let s = scan(1, &seg);
+        assert_eq!(s.stretches.len(), 1);
+        assert!(keys_with(&s, Fate::Unsure).is_empty());
+        assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"]);
+    }
+
+    #[test]
     fn records_after_damage_of_unknown_length_wait_for_a_known_boundary() {
         let mut seg = header(1, Kind::Log, 1);
         let hit = rec(&mut seg, 1, "a", true);
         rec(&mut seg, 2, "b", true);
         rec(&mut seg, 3, "c", true);
-        // The key length is hit: the record's extent is unknown, so "b" may be the
-        // rest of a batch that "a" started.
+        // The key length and a value byte are hit: no length rewrite makes the CRC
+        // check, the record's extent is unknown, so "b" may be the rest of a batch
+        // that "a" started.
         seg[hit + 33] ^= 0x10;
+        seg[hit + HEADER_VALUE_BYTE] ^= 0x01;
         let s = scan(1, &seg);
         assert_eq!(s.stretches.len(), 1);
         assert_eq!(keys_with(&s, Fate::Unsure), ["b"]);
@@ -1346,5 +1410,223 @@ mod tests {
         assert!(!dir.path().join("LOCK").exists(), "verify created nothing");
         let err = verify(&dir.path().join("missing"), &mut |_, _| {}).expect_err("missing");
         assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+/// Damage cases found in review: each failed before its fix.
+mod review_findings {
+    use super::*;
+    use crate::hint::HintEntry;
+    use crate::record::{FLAG_TOMBSTONE, RecordRef};
+    use crate::{Engine, Options};
+
+    fn header(id: u32, kind: Kind, base_seq: u64) -> Vec<u8> {
+        segment::encode_header(id, SegmentHeader { base_seq, kind }).to_vec()
+    }
+
+    fn put(out: &mut Vec<u8>, flags: u8, seq: u64, key: &[u8], value: &[u8]) -> usize {
+        let at = out.len();
+        record::encode(
+            &RecordRef {
+                flags,
+                seq,
+                written_at_ms: 1_000,
+                expires_at_ms: 0,
+                key,
+                meta: b"",
+                value,
+            },
+            out,
+        );
+        at
+    }
+
+    const K20: &[u8] = b"kkkkkkkkkkkkkkkkkkkk"; // 44 + 20 = 64-byte tombstone
+    const V19: &[u8] = b"nineteen-byte-value"; // 44 + 1 + 19 = 64-byte record
+
+    /// A one-bit flip in the value-length field of a record makes its length cover the
+    /// next (equal-sized) record too; the "confirmed length" jump then silently skips
+    /// an intact record. Here the skipped record is a tombstone: after repair the
+    /// deleted key is back.
+    #[test]
+    fn confirmed_length_jump_skips_an_intact_tombstone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, K20, b"old value");
+        let mut s2 = header(2, Kind::Log, 2);
+        let x = put(&mut s2, FLAG_COMMIT, 2, b"x", V19);
+        let t = put(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 3, K20, b"");
+        put(&mut s2, FLAG_COMMIT, 4, b"y", V19);
+        assert_eq!(t - x, 64);
+        s2[x + 40] ^= 0x40; // value_len 19 -> 83: the record now "ends" where y starts
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+        std::fs::write(
+            dir.path().join(segment::file_name(3)),
+            header(3, Kind::Log, 5),
+        )
+        .expect("test file I/O");
+
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert!(repaired.after.is_clean());
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        let got = engine.get(K20).expect("get");
+        assert!(
+            got.is_none(),
+            "the key was deleted (intact tombstone seq 3) but repair brought back {:?}",
+            got.map(|e| (e.version, e.value))
+        );
+    }
+
+    /// Same jump inside a batch: [p COMMIT (damaged length covers q)] [q] [r COMMIT]:
+    /// q is skipped, and r is salvaged as a whole transaction: half a batch is visible.
+    #[test]
+    fn confirmed_length_jump_makes_half_a_batch_visible() {
+        let mut seg = header(1, Kind::Log, 1);
+        let p = put(&mut seg, FLAG_COMMIT, 1, b"p", V19);
+        put(&mut seg, 0, 2, b"q", V19);
+        put(&mut seg, FLAG_COMMIT, 3, b"r", V19);
+        seg[p + 40] ^= 0x40;
+        let s = scan_segment(1, &seg, 0, 0, &mut |_, _| {});
+        let fates: Vec<(Vec<u8>, Fate)> =
+            s.records.iter().map(|r| (r.key.clone(), r.fate)).collect();
+        let intact = |key: &[u8]| fates.iter().any(|(k, f)| k == key && *f == Fate::Intact);
+        assert!(
+            !intact(b"r") || intact(b"q"),
+            "r is salvaged without q, the rest of its batch: {fates:?}"
+        );
+        assert!(
+            intact(b"q") && intact(b"r"),
+            "the length is known from the CRC"
+        );
+    }
+
+    /// A hint listing one record twice and another not at all passes verify (count
+    /// and per-entry checks only) and open trusts it: the omitted tombstone is lost.
+    #[test]
+    fn a_hint_with_a_duplicate_entry_passes_verify() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, b"k", b"old value");
+        let mut s2 = header(2, Kind::Log, 2);
+        let t = put(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 2, b"k", b"");
+        let z = put(&mut s2, FLAG_COMMIT, 3, b"z", b"zz");
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+        std::fs::write(
+            dir.path().join(segment::file_name(3)),
+            header(3, Kind::Log, 4),
+        )
+        .expect("test file I/O");
+        let _ = t;
+        let ze = HintEntry {
+            tombstone: false,
+            seq: 3,
+            expires_at_ms: 0,
+            offset: z as u32,
+            len: (s2.len() - z) as u32,
+            key: b"z".to_vec(),
+        };
+        hint::write(dir.path(), 2, s2.len() as u64, &[ze.clone(), ze]).expect("hint");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(
+            !report.is_clean(),
+            "verify calls a hint that omits the tombstone clean: {report:?}"
+        );
+    }
+
+    #[test]
+    fn a_hint_with_a_duplicate_entry_brings_a_deleted_key_back_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, b"k", b"old value");
+        let mut s2 = header(2, Kind::Log, 2);
+        put(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 2, b"k", b"");
+        let z = put(&mut s2, FLAG_COMMIT, 3, b"z", b"zz");
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+        std::fs::write(
+            dir.path().join(segment::file_name(3)),
+            header(3, Kind::Log, 4),
+        )
+        .expect("test file I/O");
+        let ze = HintEntry {
+            tombstone: false,
+            seq: 3,
+            expires_at_ms: 0,
+            offset: z as u32,
+            len: (s2.len() - z) as u32,
+            key: b"z".to_vec(),
+        };
+        hint::write(dir.path(), 2, s2.len() as u64, &[ze.clone(), ze]).expect("hint");
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        assert!(
+            engine.get(b"k").expect("get").is_none(),
+            "deleted key is back"
+        );
+    }
+
+    /// A crash (no fsync) can persist a later page of a batch but not an earlier one:
+    /// [a COMMIT][zeros where p was][q COMMIT]. Open cuts p..q (the batch was never
+    /// acknowledged) and repair would salvage only a, exactly what open keeps; yet verify
+    /// calls it damage because an (unsure) intact record follows the bad spot.
+    #[test]
+    fn a_crash_tail_with_an_unsure_record_after_zeros_is_called_damage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
+        let p = put(&mut s1, 0, 2, b"p", b"vp");
+        let q = put(&mut s1, FLAG_COMMIT, 3, b"q", b"vq");
+        for b in &mut s1[p..q] {
+            *b = 0;
+        }
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+    }
+
+    /// A newest segment shorter than a header is a warning; but when repair creates a
+    /// salvaged segment with a higher id, the stub is no longer the newest file and
+    /// open refuses the folder: repair ends "damaged still".
+    #[test]
+    fn repair_turns_a_newest_stub_into_damage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        let a = put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
+        put(&mut s1, FLAG_COMMIT, 2, b"b", b"vb");
+        s1[a + 46] ^= 1;
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        std::fs::write(
+            dir.path().join(segment::file_name(2)),
+            header(2, Kind::Log, 3),
+        )
+        .expect("test file I/O");
+        std::fs::write(dir.path().join(segment::file_name(3)), [0u8; 5]).expect("test file I/O");
+        let before = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert_eq!(before.damage.len(), 1, "{before:?}");
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert!(
+            repaired.after.is_clean(),
+            "after repair: {:?}",
+            repaired.after.damage
+        );
+        Engine::open(dir.path(), Options::default()).expect("open after repair");
+    }
+
+    /// A crash mid-batch leaves whole records of an uncommitted batch at the end of
+    /// the active segment: open cuts them, but verify reports neither damage nor the
+    /// torn-tail warning.
+    #[test]
+    fn an_uncommitted_tail_of_whole_records_gets_no_warning() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
+        put(&mut s1, 0, 2, b"b", b"vb");
+        put(&mut s1, 0, 3, b"c", b"vc");
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean());
+        assert_eq!(report.warnings.len(), 1, "{report:?}");
     }
 }
