@@ -26,12 +26,9 @@ fn child_writes_then_crashes() {
     std::process::abort();
 }
 
-/// After a process crash under `never`, the reopened store holds acknowledged writes
-/// that no fsync ever covered. The docs say a backup "forced a sync" of everything
-/// acknowledged before it; but the writer's `dirty_since` starts as `None` at open,
-/// so the snapshot's `sync_now` is a no-op and nothing is synced.
-#[test]
-fn backup_after_a_process_crash_syncs_the_recovered_active_segment() {
+/// A store written by a child process that then aborted (see above); the temporary
+/// folder and the store's path in it.
+fn crashed_store() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("store");
     let status = std::process::Command::new(std::env::current_exe().expect("exe"))
@@ -40,6 +37,15 @@ fn backup_after_a_process_crash_syncs_the_recovered_active_segment() {
         .status()
         .expect("run the child");
     assert!(!status.success(), "the child must crash");
+    (dir, store)
+}
+
+/// After a process crash under `never`, the reopened store holds acknowledged writes
+/// that no fsync ever covered. The docs say a backup "forced a sync" of everything
+/// acknowledged before it, so it must fsync what recovery found.
+#[test]
+fn backup_after_a_process_crash_syncs_the_recovered_active_segment() {
+    let (dir, store) = crashed_store();
 
     let engine = Engine::open(&store, options(1024 * 1024, SyncPolicy::Never)).expect("open");
     assert_eq!(engine.stats().recovered_truncated_bytes, 0);
@@ -59,21 +65,13 @@ fn backup_after_a_process_crash_syncs_the_recovered_active_segment() {
     );
 }
 
-/// Same gap on the seal path: after a process crash, the first write that does not fit
-/// in the recovered active segment seals it (`commit(true)` with an empty buffer and
-/// `dirty_since == None` syncs nothing) and moves on. The sealed segment's recovered
-/// tail is never fsync-ed, yet backups hard-link it as durable, and a power loss makes
-/// it a sealed segment with a torn tail, which open refuses (Error::Corrupt).
+/// The seal path: after a process crash, the first write that does not fit in the
+/// recovered active segment seals it. Unsynced, its recovered tail would be hard-linked
+/// by backups as durable, and a power loss would make it a sealed segment with a torn
+/// tail, which open refuses (Error::Corrupt).
 #[test]
 fn sealing_after_a_process_crash_syncs_the_segment() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "child_writes_then_crashes", "--nocapture"])
-        .env(CHILD_ENV, &store)
-        .status()
-        .expect("run the child");
-    assert!(!status.success(), "the child must crash");
+    let (_dir, store) = crashed_store();
     // Reopen with segments smaller than what the child wrote: the first write rotates.
     let engine = Engine::open(&store, options(4096, SyncPolicy::Never)).expect("open");
     let before = engine.stats().segments;
@@ -91,14 +89,7 @@ fn sealing_after_a_process_crash_syncs_the_segment() {
 /// policy"; after a process crash and reopen it syncs nothing.
 #[test]
 fn sync_after_a_process_crash_syncs_the_recovered_active_segment() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "child_writes_then_crashes", "--nocapture"])
-        .env(CHILD_ENV, &store)
-        .status()
-        .expect("run the child");
-    assert!(!status.success(), "the child must crash");
+    let (_dir, store) = crashed_store();
     let engine = Engine::open(&store, options(1024 * 1024, SyncPolicy::Never)).expect("open");
     engine.sync().expect("sync");
     assert!(
