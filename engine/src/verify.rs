@@ -1446,11 +1446,11 @@ mod review_findings {
     const V19: &[u8] = b"nineteen-byte-value"; // 44 + 1 + 19 = 64-byte record
 
     /// A one-bit flip in the value-length field of a record makes its length cover the
-    /// next (equal-sized) record too; the "confirmed length" jump then silently skips
-    /// an intact record. Here the skipped record is a tombstone: after repair the
-    /// deleted key is back.
+    /// next (equal-sized) record too. Trusting that length skipped the intact record in
+    /// between — here a tombstone, so the deleted key came back after repair; the CRC
+    /// now pins the true length.
     #[test]
-    fn confirmed_length_jump_skips_an_intact_tombstone() {
+    fn a_flipped_length_bit_does_not_skip_an_intact_tombstone() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         put(&mut s1, FLAG_COMMIT, 1, K20, b"old value");
@@ -1479,10 +1479,10 @@ mod review_findings {
         );
     }
 
-    /// Same jump inside a batch: [p COMMIT (damaged length covers q)] [q] [r COMMIT]:
-    /// q is skipped, and r is salvaged as a whole transaction: half a batch is visible.
+    /// The same flip inside a batch: [p COMMIT (damaged length covers q)] [q] [r COMMIT].
+    /// Skipping q salvaged r alone, half a batch; now q and r are both kept.
     #[test]
-    fn confirmed_length_jump_makes_half_a_batch_visible() {
+    fn a_flipped_length_bit_does_not_make_half_a_batch_visible() {
         let mut seg = header(1, Kind::Log, 1);
         let p = put(&mut seg, FLAG_COMMIT, 1, b"p", V19);
         put(&mut seg, 0, 2, b"q", V19);
@@ -1502,10 +1502,10 @@ mod review_findings {
         );
     }
 
-    /// A hint listing one record twice and another not at all passes verify (count
-    /// and per-entry checks only) and open trusts it: the omitted tombstone is lost.
+    /// A hint listing one record twice and another not at all passed verify's count
+    /// and per-entry checks, and open trusted it (the omitted tombstone was lost).
     #[test]
-    fn a_hint_with_a_duplicate_entry_passes_verify() {
+    fn a_hint_with_a_duplicate_entry_is_damage() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         put(&mut s1, FLAG_COMMIT, 1, b"k", b"old value");
@@ -1537,7 +1537,7 @@ mod review_findings {
     }
 
     #[test]
-    fn a_hint_with_a_duplicate_entry_brings_a_deleted_key_back_at_open() {
+    fn a_hint_with_a_duplicate_entry_is_not_trusted_at_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         put(&mut s1, FLAG_COMMIT, 1, b"k", b"old value");
@@ -1569,10 +1569,10 @@ mod review_findings {
 
     /// A crash (no fsync) can persist a later page of a batch but not an earlier one:
     /// [a COMMIT][zeros where p was][q COMMIT]. Open cuts p..q (the batch was never
-    /// acknowledged) and repair would salvage only a, exactly what open keeps; yet verify
-    /// calls it damage because an (unsure) intact record follows the bad spot.
+    /// acknowledged), exactly what repair would keep, so it is a torn tail, not damage
+    /// (an unsure record after the bad spot does not count as intact).
     #[test]
-    fn a_crash_tail_with_an_unsure_record_after_zeros_is_called_damage() {
+    fn a_crash_tail_with_an_unsure_record_after_zeros_is_only_a_warning() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
@@ -1586,11 +1586,11 @@ mod review_findings {
         assert!(report.is_clean(), "{:?}", report.damage);
     }
 
-    /// A newest segment shorter than a header is a warning; but when repair creates a
-    /// salvaged segment with a higher id, the stub is no longer the newest file and
-    /// open refuses the folder: repair ends "damaged still".
+    /// A newest segment shorter than a header is a warning; but once repair creates a
+    /// salvaged segment with a higher id, the stub is no longer the newest file and open
+    /// would refuse the folder, so repair moves the stub aside too.
     #[test]
-    fn repair_turns_a_newest_stub_into_damage() {
+    fn repair_moves_a_newest_stub_aside_with_the_damage() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         let a = put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
@@ -1615,10 +1615,10 @@ mod review_findings {
     }
 
     /// A crash mid-batch leaves whole records of an uncommitted batch at the end of
-    /// the active segment: open cuts them, but verify reports neither damage nor the
-    /// torn-tail warning.
+    /// the active segment: open cuts them, and verify says so with the torn-tail
+    /// warning.
     #[test]
-    fn an_uncommitted_tail_of_whole_records_gets_no_warning() {
+    fn an_uncommitted_tail_of_whole_records_gets_the_torn_tail_warning() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s1 = header(1, Kind::Log, 1);
         put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
