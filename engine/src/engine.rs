@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TryRecvError};
 
 use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
@@ -17,7 +17,7 @@ use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Msg, Writer};
+use crate::writer::{Msg, Writer, spin_for};
 use crate::{
     BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
@@ -406,8 +406,16 @@ impl Engine {
         self.apply_then(batch, move |result| {
             let _ = tx.send(result);
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into())))
+        // The writer answers a lone put within microseconds: wait awake that long
+        // (bounded) before sleeping on the channel, so back-to-back puts skip a futex
+        // sleep and wake-up each.
+        let answer = spin_for(|| match rx.try_recv() {
+            Ok(result) => Some(Some(result)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(None),
+        })
+        .unwrap_or_else(|| rx.recv().ok());
+        answer.unwrap_or_else(|| Err(Error::Closed("the writer stopped".into())))
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
