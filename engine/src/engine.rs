@@ -17,7 +17,7 @@ use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Msg, Writer, spin_for};
+use crate::writer::{Msg, Writer, WriterCell, spin_for};
 use crate::{
     BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
@@ -100,6 +100,8 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     tx: Sender<Msg>,
+    /// The writer's state, for callers that write directly (see [`WriterCell`]).
+    cell: Arc<WriterCell>,
     writer: Mutex<Option<JoinHandle<()>>>,
     maintenance_tx: Sender<Control>,
     maintenance: Mutex<Option<JoinHandle<()>>>,
@@ -287,17 +289,18 @@ impl Engine {
             retire: RwLock::new(()),
             _lock: lock,
         });
-        let writer = Writer::new(
+        let cell = Arc::new(WriterCell::new(Writer::new(
             Arc::clone(&shared),
             recovered.active_file,
             active,
             recovered.active_len,
             recovered.next_seq,
-        );
+        )));
         let (tx, rx) = crossbeam_channel::unbounded();
+        let writer_cell = Arc::clone(&cell);
         let handle = std::thread::Builder::new()
             .name("caskade-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || Writer::run(writer_cell, rx))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         let (maintenance_tx, maintenance_rx) = crossbeam_channel::unbounded();
         let maintenance = Maintenance::new(Arc::clone(&shared), tx.clone());
@@ -305,6 +308,7 @@ impl Engine {
         let mut inner = Inner {
             shared,
             tx,
+            cell,
             writer: Mutex::new(Some(handle)),
             maintenance_tx,
             maintenance: Mutex::new(None),
@@ -406,15 +410,21 @@ impl Engine {
         self.apply_then(batch, move |result| {
             let _ = tx.send(result);
         });
-        // The writer answers a lone put within microseconds: wait awake that long
-        // (bounded) before sleeping on the channel, so back-to-back puts skip a futex
-        // sleep and wake-up each.
-        let answer = spin_for(|| match rx.try_recv() {
-            Ok(result) => Some(Some(result)),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(None),
-        })
-        .unwrap_or_else(|| rx.recv().ok());
+        // Without an fsync the writer answers within microseconds: wait awake that
+        // long (bounded) before sleeping on the channel, so back-to-back puts skip a
+        // futex sleep and wake-up each. Under `Always` the answer takes an fsync, and
+        // 64 spinning callers would only take the CPU from the writer.
+        let spin = self.shared().options.sync != SyncPolicy::Always;
+        let answer = spin
+            .then(|| {
+                spin_for(|| match rx.try_recv() {
+                    Ok(result) => Some(Some(result)),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(None),
+                })
+            })
+            .flatten()
+            .unwrap_or_else(|| rx.recv().ok());
         answer.unwrap_or_else(|| Err(Error::Closed("the writer stopped".into())))
     }
 
@@ -426,13 +436,16 @@ impl Engine {
         if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
             return done(Err(e));
         }
-        let msg = Msg::Write {
-            batch,
-            done: Box::new(done),
+        let cell = &self.inner.cell;
+        let Some((batch, done)) = cell.try_write_now(batch, Box::new(done)) else {
+            return;
         };
-        if let Err(crossbeam_channel::SendError(msg)) = self.inner.tx.send(msg)
+        cell.queue();
+        if let Err(crossbeam_channel::SendError(msg)) =
+            self.inner.tx.send(Msg::Write { batch, done })
             && let Msg::Write { done, .. } = msg
         {
+            cell.unqueue();
             done(Err(Error::Closed("the writer stopped".into())));
         }
     }
