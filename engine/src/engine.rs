@@ -429,7 +429,9 @@ impl Engine {
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
-    /// batch is durable (per the sync policy) or has failed. For async callers: send
+    /// batch is durable (per the sync policy) or has failed — or, under
+    /// `SyncPolicy::Never` when no other write is queued, on the calling thread
+    /// before `apply_then` returns (the caller then writes the batch itself). For async callers: send
     /// the result through a oneshot channel instead of blocking a runtime thread.
     /// `done` must be quick and must not call back into the engine's write path.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
