@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TryRecvError};
 
 use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
@@ -17,7 +17,7 @@ use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Msg, Writer};
+use crate::writer::{Msg, Writer, WriterCell, spin_for};
 use crate::{
     BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
@@ -100,6 +100,8 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     tx: Sender<Msg>,
+    /// The writer's state, for callers that write directly (see [`WriterCell`]).
+    cell: Arc<WriterCell>,
     writer: Mutex<Option<JoinHandle<()>>>,
     maintenance_tx: Sender<Control>,
     maintenance: Mutex<Option<JoinHandle<()>>>,
@@ -287,17 +289,18 @@ impl Engine {
             retire: RwLock::new(()),
             _lock: lock,
         });
-        let writer = Writer::new(
+        let cell = Arc::new(WriterCell::new(Writer::new(
             Arc::clone(&shared),
             recovered.active_file,
             active,
             recovered.active_len,
             recovered.next_seq,
-        );
+        )));
         let (tx, rx) = crossbeam_channel::unbounded();
+        let writer_cell = Arc::clone(&cell);
         let handle = std::thread::Builder::new()
             .name("caskade-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || Writer::run(writer_cell, rx))
             .map_err(|e| Error::io("starting the writer thread", e))?;
         let (maintenance_tx, maintenance_rx) = crossbeam_channel::unbounded();
         let maintenance = Maintenance::new(Arc::clone(&shared), tx.clone());
@@ -305,6 +308,7 @@ impl Engine {
         let mut inner = Inner {
             shared,
             tx,
+            cell,
             writer: Mutex::new(Some(handle)),
             maintenance_tx,
             maintenance: Mutex::new(None),
@@ -406,25 +410,44 @@ impl Engine {
         self.apply_then(batch, move |result| {
             let _ = tx.send(result);
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::Closed("the writer stopped".into())))
+        // Without an fsync the writer answers within microseconds: wait awake that
+        // long (bounded) before sleeping on the channel, so back-to-back puts skip a
+        // futex sleep and wake-up each. Under `Always` the answer takes an fsync, and
+        // 64 spinning callers would only take the CPU from the writer.
+        let spin = self.shared().options.sync != SyncPolicy::Always;
+        let answer = spin
+            .then(|| {
+                spin_for(|| match rx.try_recv() {
+                    Ok(result) => Some(Some(result)),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(None),
+                })
+            })
+            .flatten()
+            .unwrap_or_else(|| rx.recv().ok());
+        answer.unwrap_or_else(|| Err(Error::Closed("the writer stopped".into())))
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
-    /// batch is durable (per the sync policy) or has failed. For async callers: send
+    /// batch is durable (per the sync policy) or has failed — or, under
+    /// `SyncPolicy::Never` when no other write is queued, on the calling thread
+    /// before `apply_then` returns (the caller then writes the batch itself). For async callers: send
     /// the result through a oneshot channel instead of blocking a runtime thread.
     /// `done` must be quick and must not call back into the engine's write path.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
         if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
             return done(Err(e));
         }
-        let msg = Msg::Write {
-            batch,
-            done: Box::new(done),
+        let cell = &self.inner.cell;
+        let Some((batch, done)) = cell.try_write_now(batch, Box::new(done)) else {
+            return;
         };
-        if let Err(crossbeam_channel::SendError(msg)) = self.inner.tx.send(msg)
+        cell.queue();
+        if let Err(crossbeam_channel::SendError(msg)) =
+            self.inner.tx.send(Msg::Write { batch, done })
             && let Msg::Write { done, .. } = msg
         {
+            cell.unqueue();
             done(Err(Error::Closed("the writer stopped".into())));
         }
     }

@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::backup::Snapshot;
 use crate::engine::Shared;
@@ -32,6 +32,30 @@ use crate::{Batch, Expect, Op, SyncPolicy};
 pub(crate) const GROUP_REQUESTS_MAX: usize = 4096;
 /// A group stops taking requests once its buffer holds this many bytes: 16 MiB.
 pub(crate) const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How long the writer, after a group, polls its channel before it sleeps on it. A
+/// caller that puts back to back sends its next batch within a few microseconds;
+/// catching it while still awake spares both threads a futex sleep and wake-up per
+/// put. Bounded, so an idle engine's writer is asleep (no CPU) 50 µs after its last
+/// write.
+pub(crate) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Polls `poll` until it yields something or `SPIN_BEFORE_SLEEP` has passed; `None`
+/// then (the caller goes on to block). The clock is read every 64 polls only.
+pub(crate) fn spin_for<T>(mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if let Some(found) = poll() {
+                return Some(found);
+            }
+            std::hint::spin_loop();
+        }
+        if started.elapsed() >= SPIN_BEFORE_SLEEP {
+            return None;
+        }
+    }
+}
 
 /// Called on the writer thread with a batch's versions or its error.
 pub(crate) type Done = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
@@ -57,7 +81,66 @@ struct Pending {
     updates: Vec<(Bytes, Option<Location>)>,
 }
 
-/// The writer thread's state. Only this thread writes to segment files.
+/// The writer's state behind a lock, shared by the writer thread and the callers.
+///
+/// Under `SyncPolicy::Never`, a caller that finds no write queued and the lock free
+/// writes its batch itself ([`WriterCell::try_write_now`]): one thread putting back to
+/// back then pays no handoff to the writer thread at all. Everything else (concurrent
+/// writers, other policies, sync, rotation, snapshots) goes through the channel and
+/// the writer thread, which takes the lock for each group.
+pub(crate) struct WriterCell {
+    state: Mutex<Writer>,
+    /// Write messages sent and not yet committed. A caller writes directly only when
+    /// this is 0, so it never overtakes a batch submitted before it.
+    queued: AtomicUsize,
+}
+
+impl WriterCell {
+    pub fn new(writer: Writer) -> WriterCell {
+        WriterCell {
+            state: Mutex::new(writer),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a write message about to be sent.
+    pub fn queue(&self) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Uncounts a write message that could not be sent.
+    pub fn unqueue(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Writes `batch` on the calling thread when the policy is `Never`, nothing is
+    /// queued and the writer is free; hands `batch` and `done` back otherwise.
+    pub fn try_write_now(&self, batch: Batch, done: Done) -> Option<(Batch, Done)> {
+        let never = |w: &Writer| w.shared.options.sync == SyncPolicy::Never;
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Some((batch, done));
+        }
+        let Ok(mut writer) = self.state.try_lock() else {
+            return Some((batch, done));
+        };
+        // Checked again under the lock: the writer thread uncounts a group only once
+        // it is committed, under this lock.
+        if self.queued.load(Ordering::Acquire) != 0 || !never(&writer) {
+            return Some((batch, done));
+        }
+        writer.stage(batch, done);
+        // A failed write has already answered its caller with the error.
+        let _ = writer.commit(false);
+        None
+    }
+}
+
+/// The writer's state. Only the holder of its [`WriterCell`] lock writes to segment
+/// files.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// Write handle of the active segment.
@@ -105,21 +188,26 @@ impl Writer {
     }
 
     /// The writer loop: runs until `Close` or until every sender is gone.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    pub fn run(cell: Arc<WriterCell>, rx: Receiver<Msg>) {
         let mut replies: Vec<Sender<Result<()>>> = Vec::new();
         let mut rotations: Vec<Sender<Result<()>>> = Vec::new();
         let mut snapshots: Vec<Sender<Result<Snapshot>>> = Vec::new();
         loop {
-            let Some(first) = self.next_msg(&rx) else {
+            let Some(first) = Writer::next_msg(&cell, &rx) else {
                 break;
             };
+            let mut this = cell.lock();
             let mut closing = false;
+            let mut writes = 0;
             let mut taken = 0;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken += 1;
                 match msg {
-                    Msg::Write { batch, done } => self.stage(batch, done),
+                    Msg::Write { batch, done } => {
+                        writes += 1;
+                        this.stage(batch, done);
+                    }
                     Msg::Sync(reply) => replies.push(reply),
                     Msg::Close(reply) => {
                         replies.push(reply);
@@ -128,52 +216,68 @@ impl Writer {
                     Msg::Rotate(reply) => rotations.push(reply),
                     Msg::Snapshot(reply) => snapshots.push(reply),
                 }
-                if closing || taken >= GROUP_REQUESTS_MAX || self.buf.len() >= GROUP_BYTES_MAX {
+                if closing || taken >= GROUP_REQUESTS_MAX || this.buf.len() >= GROUP_BYTES_MAX {
                     break;
                 }
                 next = rx.try_recv().ok();
             }
             // A failed group has already answered each of its callers with the error.
-            let _ = self.commit(false);
+            let _ = this.commit(false);
+            cell.queued.fetch_sub(writes, Ordering::AcqRel);
             if !rotations.is_empty() {
-                let result = self.rotate_if_used();
+                let result = this.rotate_if_used();
                 for reply in rotations.drain(..) {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
                 }
             }
             if !snapshots.is_empty() {
-                let result = self.sync_now().map(|()| self.snapshot());
+                let result = this.sync_now().map(|()| this.snapshot());
                 for reply in snapshots.drain(..) {
                     let _ = reply.send(result.as_ref().map(Snapshot::clone).map_err(replicate));
                 }
             }
             if !replies.is_empty() {
-                let result = self.sync_now();
+                let result = this.sync_now();
                 for reply in replies.drain(..) {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
                 }
             }
             if closing {
+                // A caller writing directly after close must not write anymore.
+                this.failed
+                    .get_or_insert_with(|| "the engine was closed".into());
                 return;
             }
-            self.sync_if_due();
+            this.sync_if_due();
         }
-        let _ = self.sync_now();
+        let _ = cell.lock().sync_now();
     }
 
     /// Waits for the next message; under the interval policy, wakes up to sync when
     /// the interval since the first unsynced write has passed. `None` when every
     /// sender is gone.
-    fn next_msg(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
+    fn next_msg(cell: &WriterCell, rx: &Receiver<Msg>) -> Option<Msg> {
+        // `Some(None)`: every sender is gone.
+        if let Some(polled) = spin_for(|| match rx.try_recv() {
+            Ok(msg) => Some(Some(msg)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(None),
+        }) {
+            return polled;
+        }
         loop {
-            let deadline = match (self.shared.options.sync, self.dirty_since) {
+            let deadline = {
+                let this = cell.lock();
+                (this.shared.options.sync, this.dirty_since)
+            };
+            let deadline = match deadline {
                 (SyncPolicy::Interval(every), Some(since)) => since + every,
                 _ => return rx.recv().ok(),
             };
             match rx.recv_deadline(deadline) {
                 Ok(msg) => return Some(msg),
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.sync_now();
+                    let _ = cell.lock().sync_now();
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
