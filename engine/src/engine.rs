@@ -17,7 +17,7 @@ use crate::maintenance::{Control, Maintenance};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Msg, Writer, WriterCell, spin_for};
+use crate::writer::{Done, Msg, Writer, WriterCell, spin_for};
 use crate::{
     BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
@@ -405,11 +405,19 @@ impl Engine {
     /// Applies a batch atomically; returns one version per operation, increasing in
     /// the order of the operations. Blocks until the batch is durable per the sync
     /// policy.
+    ///
+    /// Under `SyncPolicy::Never`, when no other write is queued and the writer is
+    /// free, the calling thread writes the batch itself (it would block for it
+    /// anyway), sparing the handoff to the writer thread and back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.apply_then(batch, move |result| {
-            let _ = tx.send(result);
-        });
+        self.submit(
+            batch,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+            true,
+        );
         // Without an fsync the writer answers within microseconds: wait awake that
         // long (bounded) before sleeping on the channel, so back-to-back puts skip a
         // futex sleep and wake-up each. Under `Always` the answer takes an fsync, and
@@ -429,18 +437,29 @@ impl Engine {
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
-    /// batch is durable (per the sync policy) or has failed — or, under
-    /// `SyncPolicy::Never` when no other write is queued, on the calling thread
-    /// before `apply_then` returns (the caller then writes the batch itself). For async callers: send
-    /// the result through a oneshot channel instead of blocking a runtime thread.
-    /// `done` must be quick and must not call back into the engine's write path.
+    /// batch is durable (per the sync policy) or has failed (on the calling thread if
+    /// the batch is refused before it is queued). For async callers: send the result
+    /// through a oneshot channel instead of blocking a runtime thread; the batch is
+    /// never written on the calling thread, so a runtime thread never waits for the
+    /// disk. `done` must be quick and must not call back into the engine's write path.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
+        self.submit(batch, Box::new(done), false);
+    }
+
+    /// Queues `batch` for the writer thread; with `direct`, first tries to write it
+    /// on the calling thread ([`WriterCell::try_write_now`]).
+    fn submit(&self, batch: Batch, done: Done, direct: bool) {
         if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
             return done(Err(e));
         }
         let cell = &self.inner.cell;
-        let Some((batch, done)) = cell.try_write_now(batch, Box::new(done)) else {
-            return;
+        let (batch, done) = if direct {
+            match cell.try_write_now(batch, done) {
+                Some(handed_back) => handed_back,
+                None => return,
+            }
+        } else {
+            (batch, done)
         };
         cell.queue();
         if let Err(crossbeam_channel::SendError(msg)) =

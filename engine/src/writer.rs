@@ -83,10 +83,12 @@ struct Pending {
 
 /// The writer's state behind a lock, shared by the writer thread and the callers.
 ///
-/// Under `SyncPolicy::Never`, a caller that finds no write queued and the lock free
-/// writes its batch itself ([`WriterCell::try_write_now`]): one thread putting back to
-/// back then pays no handoff to the writer thread at all. Everything else (concurrent
-/// writers, other policies, sync, rotation, snapshots) goes through the channel and
+/// Under `SyncPolicy::Never`, a blocking caller (`Engine::apply`) that finds no write
+/// queued and the lock free writes its batch itself ([`WriterCell::try_write_now`]):
+/// one thread putting back to back then pays no handoff to the writer thread at all.
+/// Such a write may fill the active segment and seal it (an fsync) on that caller's
+/// thread, which waits for its write either way. Everything else (async callers,
+/// concurrent writers, other policies, sync, snapshots) goes through the channel and
 /// the writer thread, which takes the lock for each group.
 pub(crate) struct WriterCell {
     state: Mutex<Writer>,

@@ -114,3 +114,30 @@ fn under_always_every_write_is_followed_by_an_fsync_before_it_returns() {
         assert_eq!(engine.stats().fsyncs, before + 1);
     }
 }
+
+#[test]
+fn under_never_async_submissions_are_written_by_the_writer_thread_not_the_caller() {
+    // The server submits with `apply_then` from its async runtime threads; those must
+    // never wait for the disk, even under `never`, where a blocking `apply` may write
+    // its own batch. Where `done` runs tells who wrote the batch.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(64 * 1024, SyncPolicy::Never)).unwrap();
+    // A blocking put first: it leaves nothing queued, the case where `apply` would
+    // write directly.
+    engine.put("warm", "v", WriteOptions::default()).unwrap();
+    for i in 0..200 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut batch = caskade_engine::Batch::new();
+        batch.put(format!("k{i}"), "v", WriteOptions::default());
+        engine.apply_then(batch, move |result| {
+            let thread = std::thread::current().name().map(str::to_owned);
+            tx.send((result.map(|v| v.len()), thread)).unwrap();
+        });
+        let (result, thread) = rx.recv().unwrap();
+        assert_eq!(result.unwrap(), 1);
+        assert_eq!(thread.as_deref(), Some("caskade-writer"), "write {i}");
+    }
+    for i in 0..200 {
+        assert!(engine.get(format!("k{i}").as_bytes()).unwrap().is_some());
+    }
+}
