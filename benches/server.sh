@@ -16,7 +16,9 @@
 # KEYS (100000), VALUE_BYTES (100), REDIS_N (requests per redis-benchmark test, 200000),
 # GARBAGE_MB (disk to compact, default 900: ~14 s at 64 MiB/s), COMPACT_SEGMENT_BYTES
 # (8 MiB), PERF=1 (also `perf record` the server under GET load and print the top symbols),
-# KEEP=1 (keep the temp dir with every raw output).
+# KEEP=1 (keep the temp dir with every raw output), RESULTS_TSV=<file> (also copy the raw
+# results, one tab-separated line per run: name, requests/s, keys/s, p50 ms, p99 ms, errors;
+# benches/targets.sh reads it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -226,5 +228,6 @@ row caskade_bulk "caskade bulk PUT (1000 keys/request)"
 echo "| caskade bulk vs target | | | | | $(ratio "$(result caskade_bulk 3)" 500000) of 500 k keys/s |"
 row get_idle "caskade GET, idle (small segments)"
 row get_compacting "caskade GET during compaction (64 MiB/s)" get_idle "idle"
+[ -z "${RESULTS_TSV:-}" ] || cp "$RESULTS" "$RESULTS_TSV"
 echo
 echo "compaction: ${DISK_BEFORE} MB on disk before, ${DISK_AFTER} MB after, took ${COMPACT_SECS} s from the 202; $COMPACT_NOTE"
