@@ -342,7 +342,7 @@ mod tests {
     fn version_2_hints_version_1_hints_and_a_full_scan_rebuild_the_same_index() {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = Options {
-            segment_bytes: 16 * 1024,
+            segment_bytes: 8 * 1024,
             sync: SyncPolicy::Never,
             ..Options::default()
         };
