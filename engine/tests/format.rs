@@ -5,9 +5,10 @@
 //! writes the current one anew.)
 //!
 //! - `golden/v2/0000000001.seg`: record format version 2, written by this build.
-//! - `golden/v1/0000000001.seg`: record format version 1, written by the builds before
-//!   it: a store upgraded in place must open, read, take writes beside those records
-//!   (one segment then mixes both versions) and compact them into version 2.
+//! - `golden/v1/0000000001.seg`: segment format 1 with record format version 1, written
+//!   by the builds before it: a store upgraded in place must open, read, take writes
+//!   (in a new, version 2 segment, so an older build refuses the folder instead of
+//!   cutting records it cannot read) and compact everything into version 2.
 
 mod common;
 
@@ -58,6 +59,11 @@ fn write_known_ops(dir: &Path) {
 
 fn golden(path: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect("golden file")
+}
+
+/// The segment format version in a segment's header.
+fn segment_format(seg: &[u8]) -> u32 {
+    u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]])
 }
 
 /// The record format version of every record of a segment's bytes.
@@ -123,6 +129,7 @@ fn the_golden_segment_decodes_and_todays_writer_produces_the_same_bytes() {
     }
     let golden = golden(GOLDEN_V2);
     assert_eq!(written, golden, "the segment format changed");
+    assert_eq!(segment_format(&golden), 2);
     assert_eq!(record_versions(&golden), [2, 2, 2, 2]);
 
     let (_dir, engine) = open_golden(&golden);
@@ -133,19 +140,24 @@ fn the_golden_segment_decodes_and_todays_writer_produces_the_same_bytes() {
 #[test]
 fn a_version_1_store_opens_takes_writes_and_compacts_into_version_2() {
     let v1 = golden(GOLDEN_V1);
+    assert_eq!(segment_format(&v1), 1);
     assert_eq!(record_versions(&v1), [1, 1, 1, 1]);
     assert!(v1.len() > golden(GOLDEN_V2).len(), "version 2 is smaller");
     let (dir, engine) = open_golden(&v1);
     assert_known_contents(&engine);
     assert_eq!(engine.stats().last_version, 4);
 
-    // New writes go into the same (active) segment: it now mixes both versions.
+    // The old active segment stays as it was (sealed); new writes go to a new segment
+    // of format 2.
     engine
         .put("user/carol", "c", WriteOptions::default())
         .unwrap();
     engine.close().unwrap();
     let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
-    assert_eq!(record_versions(&seg1), [1, 1, 1, 1, 2]);
+    assert_eq!(seg1, v1, "the version 1 segment is untouched");
+    let seg2 = std::fs::read(dir.path().join("0000000002.seg")).unwrap();
+    assert_eq!(segment_format(&seg2), 2);
+    assert_eq!(record_versions(&seg2), [2]);
     let engine = reopen(dir.path());
     assert_known_contents(&engine);
     assert_eq!(&engine.get(b"user/carol").unwrap().unwrap().value[..], b"c");
@@ -162,7 +174,9 @@ fn a_version_1_store_opens_takes_writes_and_compacts_into_version_2() {
     segments.sort();
     assert!(!segments.iter().any(|p| p.ends_with("0000000001.seg")));
     for path in &segments {
-        let versions = record_versions(&std::fs::read(path).unwrap());
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(segment_format(&bytes), 2, "{path:?}");
+        let versions = record_versions(&bytes);
         assert!(versions.iter().all(|&v| v == 2), "{path:?}: {versions:?}");
     }
     let engine = reopen(dir.path());
