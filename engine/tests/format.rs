@@ -184,3 +184,30 @@ fn a_version_1_store_opens_takes_writes_and_compacts_into_version_2() {
     assert_eq!(engine.get(b"user/carol").unwrap().unwrap().version, 5);
     engine.close().unwrap();
 }
+
+#[test]
+fn a_torn_tail_of_a_version_1_active_segment_is_cut_before_it_is_sealed() {
+    let v1 = golden(GOLDEN_V1);
+    let mut torn = v1.clone();
+    // Half of a version 1 record: what a crash of the older build leaves.
+    caskade_engine::fuzzing::encode_record_v1(2, 5, 1, 0, b"user/dave", b"", b"dddd", &mut torn);
+    torn.truncate(v1.len() + 30);
+    let (dir, engine) = open_golden(&torn);
+    assert_eq!(engine.stats().recovered_truncated_bytes, 30);
+    assert_known_contents(&engine);
+    assert!(engine.get(b"user/dave").unwrap().is_none());
+    let v = engine
+        .put("user/erin", "e", WriteOptions::default())
+        .unwrap();
+    assert_eq!(v, 5, "versions go on from the old segment");
+    engine.close().unwrap();
+    let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
+    assert_eq!(seg1, v1, "the torn tail was cut, nothing else changed");
+    let report = caskade_engine::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.damage);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let engine = reopen(dir.path());
+    assert_known_contents(&engine);
+    assert_eq!(&engine.get(b"user/erin").unwrap().unwrap().value[..], b"e");
+    engine.close().unwrap();
+}
