@@ -131,25 +131,17 @@ fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
 }
 
-fn le_u32(b: &[u8], at: usize) -> usize {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
-}
-
-/// Offsets of the records of a segment file and the key each holds (docs/format.md).
+/// Offsets of the records of a segment file, their lengths and the key each holds, as
+/// the engine's own decoder reads them (either record format version, docs/format.md).
 fn records(path: &Path) -> Vec<(usize, usize, String)> {
     let bytes = std::fs::read(path).expect("read segment");
     let mut pos = 32;
     let mut out = Vec::new();
-    while pos + 44 <= bytes.len() {
-        let (k, m, v) = (
-            le_u32(&bytes, pos + 32),
-            le_u32(&bytes, pos + 36),
-            le_u32(&bytes, pos + 40),
-        );
-        let len = 44 + k + m + v;
-        let key = String::from_utf8_lossy(&bytes[pos + 44..pos + 44 + k]).into_owned();
-        out.push((pos, len, key));
-        pos += len;
+    while pos < bytes.len() {
+        let rec = caskade_engine::fuzzing::decode_record(&bytes[pos..]).expect("intact record");
+        let key = String::from_utf8_lossy(rec.key).into_owned();
+        out.push((pos, rec.len, key));
+        pos += rec.len;
     }
     out
 }

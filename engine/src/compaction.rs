@@ -38,7 +38,7 @@ use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry};
 use crate::index::Location;
-use crate::record::{self, FLAG_COMMIT, HEADER_BYTES};
+use crate::record;
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, sync_dir};
 
 /// Name of the manifest that makes deleting the inputs restartable.
@@ -353,7 +353,8 @@ impl<'a> Run<'a> {
             let header = record::decode(&bytes[pos..])
                 .map_err(|e| record::corrupt(input.path.clone(), pos as u64, e))?;
             let len = header.record_len();
-            let key = bytes.slice(pos + HEADER_BYTES..pos + HEADER_BYTES + header.key_len as usize);
+            let key_range = header.key_range();
+            let key = bytes.slice(pos + key_range.start..pos + key_range.end);
             let indexed = self.shared.index.get(&key);
             let live = indexed.is_some_and(|l| l.segment == input.id && l.offset as usize == pos);
             let expired = header.expires_at().is_some_and(|t| t <= now_ms);
@@ -389,8 +390,9 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Appends a copy of `record` (marked as a whole transaction of its own) to the
-    /// current output, starting a new one when it is full.
+    /// Appends a copy of `record` (marked as a whole transaction of its own, in the
+    /// current record format) to the current output, starting a new one when it is
+    /// full.
     fn append(&mut self, record: &[u8], header: &record::Header) -> Result<Location> {
         let segment_bytes = self.shared.options.segment_bytes;
         let full = self.outputs.last().is_none_or(|o| {
@@ -403,20 +405,19 @@ impl<'a> Run<'a> {
             return Err(Error::Closed("no compaction output".into()));
         };
         let start = out.buf.len();
-        out.buf.extend_from_slice(record);
-        // A copied record stands alone: its batch was committed long ago.
-        out.buf[start + 5] |= FLAG_COMMIT;
-        let crc = crc32fast::hash(&out.buf[start + 4..]);
-        out.buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        // A copied record stands alone: its batch was committed long ago. A record of
+        // an older format is rewritten in the current one (smaller header).
+        let copy = record::append_committed(record, header, &mut out.buf);
         let offset = out.len;
-        out.len += record.len() as u64;
-        out.min_seq = out.min_seq.min(header.seq);
+        let len = copy.record_len();
+        out.len += len as u64;
+        out.min_seq = out.min_seq.min(copy.seq);
         out.entries
-            .push(HintEntry::of_record(header, record, offset as u32).to_owned_key());
+            .push(HintEntry::of_record(&copy, &out.buf[start..], offset as u32).to_owned_key());
         let loc = Location {
             segment: out.id,
             offset: offset as u32,
-            len: record.len() as u32,
+            len: len as u32,
             expires_at_ms: header.expires_at_ms,
             version: header.seq,
         };

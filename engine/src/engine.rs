@@ -14,7 +14,7 @@ use crossbeam_channel::{Sender, TryRecvError};
 use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
 use crate::maintenance::{Control, Maintenance};
-use crate::record::{self, HEADER_BYTES};
+use crate::record::{self, HEADER_BYTES_MAX};
 use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::writer::{Done, Msg, Writer, WriterCell, spin_for};
@@ -226,7 +226,7 @@ fn check_batch(batch: &Batch) -> Result<()> {
         };
         too_large("meta", meta, META_BYTES_MAX)?;
         too_large("value", value, VALUE_BYTES_MAX)?;
-        total += record::encoded_len(key.len(), meta, value);
+        total += record::encoded_len_max(key.len(), meta, value);
     }
     too_large("batch", total, BATCH_BYTES_MAX)
 }
@@ -503,13 +503,18 @@ impl Engine {
         }
         let offset = u64::from(loc.offset);
         let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
-        let head = seg.read(offset, HEADER_BYTES)?;
+        // The header's length depends on its contents; it lies inside the record.
+        let head = seg.read(offset, (loc.len as usize).min(HEADER_BYTES_MAX))?;
         let header = record::decode_header(&head).map_err(corrupt)?;
         let upto = header.meta_range().end;
         if upto > loc.len as usize {
             return Err(corrupt(record::DecodeError::Truncated));
         }
-        let bytes = seg.read(offset, upto)?;
+        let bytes = if upto <= head.len() {
+            head.slice(..upto)
+        } else {
+            seg.read(offset, upto)?
+        };
         if header.seq != loc.version || bytes[header.key_range()] != key[..] {
             return Err(mismatch(&seg, loc));
         }

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::index::{SHARDS, shard_of};
-use crate::record::{self, FLAG_TOMBSTONE, HEADER_BYTES};
+use crate::record::{self, FLAG_TOMBSTONE, HEADER_BYTES_MIN};
 use crate::segment::{SEGMENT_HEADER_BYTES, sync_dir};
 
 const MAGIC: &[u8; 8] = b"CASKHNT\0";
@@ -312,7 +312,7 @@ impl<'a> Runs<'a> {
             let record_end = u64::from(entry.offset) + u64::from(entry.len);
             if u64::from(entry.offset) < SEGMENT_HEADER_BYTES
                 || record_end > self.segment_len
-                || (entry.len as usize) < HEADER_BYTES + entry.key.len()
+                || (entry.len as usize) < HEADER_BYTES_MIN + entry.key.len()
                 || shard_of(entry.key) != shard
             {
                 return None;
@@ -502,7 +502,7 @@ fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
         let record_end = u64::from(entry.offset) + u64::from(entry.len);
         if u64::from(entry.offset) < SEGMENT_HEADER_BYTES.max(next_offset)
             || record_end > segment_len
-            || (entry.len as usize) < HEADER_BYTES + key_len
+            || (entry.len as usize) < HEADER_BYTES_MIN + key_len
         {
             return Err(fault(
                 pos,

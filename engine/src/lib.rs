@@ -59,6 +59,9 @@ pub mod fuzzing {
     /// A decoded record, borrowing its parts.
     #[derive(Debug)]
     pub struct Record<'a> {
+        /// The record format version it was written in (1 or 2).
+        pub version: u8,
+        /// The stored flags byte (version 2 adds bit 2, "has expiry").
         pub flags: u8,
         pub seq: u64,
         pub written_at_ms: u64,
@@ -74,6 +77,7 @@ pub mod fuzzing {
     pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, String> {
         let h = crate::record::decode(bytes).map_err(|e| format!("{e:?}"))?;
         Ok(Record {
+            version: h.version,
             flags: h.flags,
             seq: h.seq,
             written_at_ms: h.written_at_ms,
@@ -104,8 +108,8 @@ pub mod fuzzing {
             .map(|h| (h.base_seq, h.kind == crate::segment::Kind::Compacted))
     }
 
-    /// Appends one well-formed record; the parts must be within the engine's limits
-    /// and the key non-empty.
+    /// Appends one well-formed record in the format this build writes; the parts must
+    /// be within the engine's limits and the key non-empty.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_record(
         flags: u8,
@@ -117,18 +121,40 @@ pub mod fuzzing {
         value: &[u8],
         out: &mut Vec<u8>,
     ) {
-        crate::record::encode(
-            &crate::record::RecordRef {
-                flags,
-                seq,
-                written_at_ms,
-                expires_at_ms,
-                key,
-                meta,
-                value,
-            },
-            out,
-        );
+        let rec = crate::record::RecordRef {
+            flags,
+            seq,
+            written_at_ms,
+            expires_at_ms,
+            key,
+            meta,
+            value,
+        };
+        crate::record::encode(&rec, out);
+    }
+
+    /// Appends one well-formed record in format version 1 (what older builds wrote).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_record_v1(
+        flags: u8,
+        seq: u64,
+        written_at_ms: u64,
+        expires_at_ms: u64,
+        key: &[u8],
+        meta: &[u8],
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let rec = crate::record::RecordRef {
+            flags,
+            seq,
+            written_at_ms,
+            expires_at_ms,
+            key,
+            meta,
+            value,
+        };
+        crate::record::encode_v1(&rec, out);
     }
 
     /// A well-formed hint file.

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::hint::{self, Decoded, HintEntry};
 use crate::index::{Index, Loader};
 use crate::record::{self, DecodeError};
-use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
+use crate::segment::{
+    self, Kind, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, Segment, SegmentHeader,
+};
 
 /// What recovery hands to the engine.
 pub(crate) struct Recovered {
@@ -217,6 +219,27 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         loader.apply(id, &entries);
     }
 
+    // The newest log segment of an older build (segment format 1) takes no records of
+    // today's format: an older build would read them as a torn tail and cut them. It
+    // is recovered as usual (a torn tail cut), synced, and stays as a sealed segment;
+    // a new log segment becomes the active one.
+    let mut truncated_before = 0;
+    if let Some(id) = active_id
+        && sealed[&id]
+            .mapped()
+            .is_some_and(|b| segment::format_version(b) < SEGMENT_FORMAT_VERSION)
+        && let Some(seg) = sealed.remove(&id)
+    {
+        let path = seg.path.clone();
+        let (file, _, cut) = open_active(seg, &mut loader)?;
+        file.sync_all()
+            .map_err(|e| Error::io(format!("syncing segment {}", segment::file_name(id)), e))?;
+        drop(file);
+        sealed.insert(id, Segment::sealed(path, id)?);
+        truncated_before = cut;
+        active_id = None;
+    }
+
     let (active_id, active_header, active_file, active_len, truncated_bytes) = match active_id {
         Some(id) => {
             let Some(seg) = sealed.remove(&id) else {
@@ -237,7 +260,7 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
                 base_seq,
                 kind: Kind::Log,
             };
-            (id, header, file, SEGMENT_HEADER_BYTES, 0)
+            (id, header, file, SEGMENT_HEADER_BYTES, truncated_before)
         }
     };
     let max_seq = loader.max_seq;
@@ -342,7 +365,7 @@ mod tests {
     fn version_2_hints_version_1_hints_and_a_full_scan_rebuild_the_same_index() {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = Options {
-            segment_bytes: 16 * 1024,
+            segment_bytes: 8 * 1024,
             sync: SyncPolicy::Never,
             ..Options::default()
         };

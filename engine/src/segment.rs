@@ -28,8 +28,12 @@ use crate::error::{Error, Result};
 
 /// Bytes of the segment header.
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
-/// The segment format version written by this build.
-pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The segment format version written by this build: 2, "records may be in record
+/// format 2". Version 1 segments (older builds) hold only record format 1 and are still
+/// read; a build that knows only version 1 refuses a version 2 segment (open fails with
+/// a corruption error) instead of taking its newer records for a torn tail and cutting
+/// them, so a downgrade is refused rather than losing writes.
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"CASKSEG\0";
 /// Extension of segment files.
 pub(crate) const SEGMENT_EXT: &str = "seg";
@@ -90,7 +94,7 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<Segmen
         return Err("segment header fails its checksum".into());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != SEGMENT_FORMAT_VERSION {
+    if !(1..=SEGMENT_FORMAT_VERSION).contains(&version) {
         return Err(format!("unknown segment format version {version}"));
     }
     let stored_id = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
@@ -111,6 +115,11 @@ pub(crate) fn decode_header(bytes: &[u8], id: u32) -> std::result::Result<Segmen
         other => return Err(format!("unknown segment kind {other}")),
     };
     Ok(SegmentHeader { base_seq, kind })
+}
+
+/// The format version of a segment whose header checks (see [`decode_header`]).
+pub(crate) fn format_version(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]])
 }
 
 /// Removes a segment file that was never used, and syncs the folder; best effort, for

@@ -399,10 +399,12 @@ fn mark(records: &mut [Rec], fate: Fate) {
 /// Where the next intact record starts after damage at `pos`, and whether the damaged
 /// stretch is known to end a transaction.
 fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
+    // Tried first, also when the header does not decode: in version 2 a hit length
+    // varint often stops decoding (a set continuation bit runs into the next field).
+    if let Some(fixed) = fix_length(bytes, pos) {
+        return fixed;
+    }
     if let Ok(h) = record::decode_header(&bytes[pos..]) {
-        if let Some(fixed) = fix_length(bytes, pos) {
-            return fixed;
-        }
         let end = pos.saturating_add(h.record_len());
         let confirmed =
             end == bytes.len() || (end < bytes.len() && record::decode(&bytes[end..]).is_ok());
@@ -425,14 +427,32 @@ fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
 /// and COMMIT bit are then known; trusting the damaged length instead could jump over
 /// intact records (a flipped bit adds a power of two, often a whole number of records).
 fn fix_length(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
-    const LENGTH_FIELDS: [usize; 3] = [32, 36, 40];
-    let header = record::HEADER_BYTES;
-    let q = (pos + header + 1..bytes.len()).find(|&q| record::decode(&bytes[q..]).is_ok())?;
+    let version = *bytes.get(pos + 4)?;
+    let min = match version {
+        record::RECORD_FORMAT_V1 => record::V1_HEADER_BYTES,
+        record::RECORD_FORMAT_VERSION => record::HEADER_BYTES_MIN,
+        _ => return None,
+    };
+    let q = (pos + min + 1..bytes.len()).find(|&q| record::decode(&bytes[q..]).is_ok())?;
     let rec = &bytes[pos..q];
+    let crc = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+    let mut checks = |patched: &[u8]| crc32fast::hash(&patched[4..]) == crc;
+    let fixed = if version == record::RECORD_FORMAT_V1 {
+        v1_length_patches(rec, &mut checks)
+    } else {
+        v2_length_patches(rec, &mut checks)
+    };
+    fixed.then(|| (q, rec[5] & FLAG_COMMIT != 0))
+}
+
+/// Version 1: the fixed-width length fields, each rewritten so the record spans `rec`;
+/// whether one such patch `checks`.
+fn v1_length_patches(rec: &[u8], checks: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    const LENGTH_FIELDS: [usize; 3] = [32, 36, 40];
+    let header = record::V1_HEADER_BYTES;
     let u32_at = |at: usize| u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
-    let crc = u32_at(0);
     let lens = LENGTH_FIELDS.map(|at| u64::from(u32_at(at)));
-    let total = (q - pos - header) as u64;
+    let total = (rec.len() - header) as u64;
     for (i, at) in LENGTH_FIELDS.into_iter().enumerate() {
         let others: u64 = (0..3).filter(|&j| j != i).map(|j| lens[j]).sum();
         let Some(want) = total
@@ -443,8 +463,82 @@ fn fix_length(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
         };
         let mut patched = rec.to_vec();
         patched[at..at + 4].copy_from_slice(&want.to_le_bytes());
-        if crc32fast::hash(&patched[4..]) == crc {
-            return Some((q, rec[5] & FLAG_COMMIT != 0));
+        if checks(&patched) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Version 2: the length varints follow seq, written_at and (if flagged) expires_at.
+/// Damage keeps a field's byte count but may change where its varint seems to end, so
+/// for each length field and each byte count it may have had, the other two are read
+/// around it and the field is rewritten (minimally, in that many bytes) so the record
+/// spans `rec`; whether one such patch `checks`.
+fn v2_length_patches(rec: &[u8], checks: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    let Some(lens_at) = v2_lengths_start(rec) else {
+        return false;
+    };
+    for hit in 0..3 {
+        for width in 1..=5 {
+            let mut at = lens_at;
+            let mut others = 0u64;
+            let mut hit_at = 0;
+            let mut readable = true;
+            for field in 0..3 {
+                if field == hit {
+                    hit_at = at;
+                    at += width;
+                } else if let Some((v, n)) = read_varint(rec.get(at..).unwrap_or_default()) {
+                    others += v;
+                    at += n;
+                } else {
+                    readable = false;
+                    break;
+                }
+            }
+            let Some(want) = (rec.len() as u64)
+                .checked_sub(at as u64)
+                .and_then(|body| body.checked_sub(others))
+            else {
+                continue;
+            };
+            if !readable || record::varint_len(want) != width {
+                continue;
+            }
+            let mut patched = rec[..hit_at].to_vec();
+            record::put_varint(&mut patched, want);
+            patched.extend_from_slice(&rec[hit_at + width..]);
+            if checks(&patched) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Offset of a version 2 record's key length varint, if the fields before it read.
+fn v2_lengths_start(rec: &[u8]) -> Option<usize> {
+    let flags = *rec.get(5)?;
+    let mut at = 6;
+    let fields = if flags & record::FLAG_EXPIRES != 0 {
+        3
+    } else {
+        2
+    };
+    for _ in 0..fields {
+        at += read_varint(rec.get(at..)?)?.1;
+    }
+    Some(at)
+}
+
+/// A LEB128 varint at the start of `b`: its value and byte count (at most 10 bytes).
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in b.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
         }
     }
     None
@@ -1058,22 +1152,48 @@ mod tests {
         segment::encode_header(id, SegmentHeader { base_seq, kind }).to_vec()
     }
 
-    /// Appends one record; returns its offset.
+    /// Appends one record in the current format; returns its offset.
     fn rec(out: &mut Vec<u8>, seq: u64, key: &str, commit: bool) -> usize {
+        rec_in(out, seq, key, commit, false)
+    }
+
+    /// Appends one record, in format version 1 if `v1`; returns its offset.
+    fn rec_in(out: &mut Vec<u8>, seq: u64, key: &str, commit: bool, v1: bool) -> usize {
         let at = out.len();
-        record::encode(
-            &RecordRef {
-                flags: if commit { FLAG_COMMIT } else { 0 },
-                seq,
-                written_at_ms: 1_000,
-                expires_at_ms: 0,
-                key: key.as_bytes(),
-                meta: b"",
-                value: format!("value of {key}").as_bytes(),
-            },
-            out,
-        );
+        let value = format!("value of {key}");
+        let r = RecordRef {
+            flags: if commit { FLAG_COMMIT } else { 0 },
+            seq,
+            written_at_ms: 1_000,
+            expires_at_ms: 0,
+            key: key.as_bytes(),
+            meta: b"",
+            value: value.as_bytes(),
+        };
+        if v1 {
+            record::encode_v1(&r, out);
+        } else {
+            record::encode(&r, out);
+        }
         at
+    }
+
+    /// Offset of the low byte of length field `field` (0 key, 1 meta, 2 value) of the
+    /// intact record at `at` (in version 2, lengths below 128 take one byte).
+    pub(super) fn len_byte(seg: &[u8], at: usize, field: usize) -> usize {
+        let h = record::decode(&seg[at..]).expect("an intact record");
+        if h.version == record::RECORD_FORMAT_V1 {
+            at + 32 + 4 * field
+        } else {
+            assert!(h.key_len < 128 && h.meta_len < 128 && h.value_len < 128);
+            at + usize::from(h.header_len) - 3 + field
+        }
+    }
+
+    /// Offset of the second value byte of the intact record at `at`.
+    pub(super) fn value_byte(seg: &[u8], at: usize) -> usize {
+        let h = record::decode(&seg[at..]).expect("an intact record");
+        at + h.value_range().start + 1
     }
 
     fn scan(id: u32, bytes: &[u8]) -> SegScan {
@@ -1114,16 +1234,14 @@ mod tests {
         rec(&mut seg, 2, "b", true);
         rec(&mut seg, 3, "c", true);
         assert_eq!(a, 32);
-        seg[a + HEADER_VALUE_BYTE] ^= 0x01;
+        let at = value_byte(&seg, a);
+        seg[at] ^= 0x01;
         let s = scan(1, &seg);
         assert_eq!(s.stretches.len(), 1);
         assert_eq!(s.stretches[0].start, 32);
         assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"]);
         assert!(s.open_tail.is_none());
     }
-
-    /// Offset of a value byte inside a record of these tests (header + 1-byte key + 1).
-    const HEADER_VALUE_BYTE: usize = record::HEADER_BYTES + 2;
 
     #[test]
     fn a_batch_cut_in_half_is_not_applied_at_all() {
@@ -1133,7 +1251,8 @@ mod tests {
         let hit = rec(&mut seg, 3, "q", false);
         rec(&mut seg, 4, "r", true);
         rec(&mut seg, 5, "y", true);
-        seg[hit + HEADER_VALUE_BYTE] ^= 0x01;
+        let at = value_byte(&seg, hit);
+        seg[at] ^= 0x01;
         let s = scan(1, &seg);
         assert_eq!(keys_with(&s, Fate::Intact), ["x", "y"]);
         assert_eq!(keys_with(&s, Fate::Cut), ["p"]);
@@ -1142,42 +1261,57 @@ mod tests {
 
     #[test]
     fn a_damaged_length_field_is_recognised_by_the_crc_and_loses_only_its_record() {
-        let mut seg = header(1, Kind::Log, 1);
-        let hit = rec(&mut seg, 1, "a", true);
-        rec(&mut seg, 2, "b", true);
-        rec(&mut seg, 3, "c", true);
-        // The key length is hit; rewriting it so "a" ends where "b" starts makes its
-        // CRC check, so "a"'s extent and COMMIT bit are known and "b" is whole.
-        seg[hit + 33] ^= 0x10;
-        let s = scan(1, &seg);
-        assert_eq!(s.stretches.len(), 1);
-        assert!(keys_with(&s, Fate::Unsure).is_empty());
-        assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"]);
+        // Each length field, in both record formats; in version 2 also with the
+        // varint's continuation bit set, which stops the header from decoding at all.
+        for v1 in [false, true] {
+            for field in 0..3 {
+                for bit in [0x10, 0x80] {
+                    let mut seg = header(1, Kind::Log, 1);
+                    let hit = rec_in(&mut seg, 1, "a", true, v1);
+                    rec_in(&mut seg, 2, "b", true, v1);
+                    rec_in(&mut seg, 3, "c", true, v1);
+                    // Rewriting the hit length so "a" ends where "b" starts makes its
+                    // CRC check, so "a"'s extent and COMMIT bit are known and "b" is
+                    // whole.
+                    let at = len_byte(&seg, hit, field);
+                    seg[at] ^= bit;
+                    let s = scan(1, &seg);
+                    let case = format!("v1 {v1}, field {field}, bit {bit:#x}");
+                    assert_eq!(s.stretches.len(), 1, "{case}");
+                    assert!(keys_with(&s, Fate::Unsure).is_empty(), "{case}");
+                    assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"], "{case}");
+                }
+            }
+        }
     }
 
     #[test]
     fn records_after_damage_of_unknown_length_wait_for_a_known_boundary() {
-        let mut seg = header(1, Kind::Log, 1);
-        let hit = rec(&mut seg, 1, "a", true);
-        rec(&mut seg, 2, "b", true);
-        rec(&mut seg, 3, "c", true);
-        // The key length and a value byte are hit: no length rewrite makes the CRC
-        // check, the record's extent is unknown, so "b" may be the rest of a batch
-        // that "a" started.
-        seg[hit + 33] ^= 0x10;
-        seg[hit + HEADER_VALUE_BYTE] ^= 0x01;
-        let s = scan(1, &seg);
-        assert_eq!(s.stretches.len(), 1);
-        assert_eq!(keys_with(&s, Fate::Unsure), ["b"]);
-        assert_eq!(keys_with(&s, Fate::Intact), ["c"]);
+        for v1 in [false, true] {
+            let mut seg = header(1, Kind::Log, 1);
+            let hit = rec_in(&mut seg, 1, "a", true, v1);
+            rec_in(&mut seg, 2, "b", true, v1);
+            rec_in(&mut seg, 3, "c", true, v1);
+            // The key length and a value byte are hit: no length rewrite makes the CRC
+            // check, the record's extent is unknown, so "b" may be the rest of a batch
+            // that "a" started.
+            let (key_len, value) = (len_byte(&seg, hit, 0), value_byte(&seg, hit));
+            seg[key_len] ^= 0x10;
+            seg[value] ^= 0x01;
+            let s = scan(1, &seg);
+            assert_eq!(s.stretches.len(), 1, "v1 {v1}");
+            assert_eq!(keys_with(&s, Fate::Unsure), ["b"], "v1 {v1}");
+            assert_eq!(keys_with(&s, Fate::Intact), ["c"], "v1 {v1}");
+        }
     }
 
     #[test]
     fn in_a_compacted_segment_every_intact_record_is_kept() {
-        let mut seg = header(1, Kind::Compacted, 1);
+        let mut seg = header(1, Kind::Log, 1);
         let hit = rec(&mut seg, 1, "a", true);
         rec(&mut seg, 2, "b", true);
-        seg[hit + 33] ^= 0x10;
+        let at = len_byte(&seg, hit, 0);
+        seg[at] ^= 0x10;
         let s = scan(1, &seg);
         assert_eq!(keys_with(&s, Fate::Intact), ["b"]);
     }
@@ -1240,9 +1374,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let offsets = folder(dir.path());
         // The value of k3 (keys are two bytes here).
+        let seg = std::fs::read(dir.path().join("0000000001.seg")).expect("read");
         flip(
             &dir.path().join("0000000001.seg"),
-            offsets[2] + record::HEADER_BYTES + 3,
+            value_byte(&seg, offsets[2]) + 1,
         );
         let err = Engine::open(dir.path(), Options::default()).expect_err("open refuses");
         assert!(matches!(err, Error::Corrupt { offset, .. } if offset == offsets[2] as u64));
@@ -1284,7 +1419,8 @@ mod tests {
         let offsets: Vec<usize> = (1..=4)
             .map(|i| rec(&mut seg, i, &format!("k{i}"), true))
             .collect();
-        seg[offsets[1] + record::HEADER_BYTES + 3] ^= 0x01;
+        let at = value_byte(&seg, offsets[1]) + 1;
+        seg[at] ^= 0x01;
         std::fs::write(dir.path().join(segment::file_name(1)), &seg).expect("write");
         let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
         assert_eq!(report.damage.len(), 1, "intact records follow: {report:?}");
@@ -1420,30 +1556,40 @@ mod review_findings {
     use crate::hint::HintEntry;
     use crate::record::{FLAG_TOMBSTONE, RecordRef};
     use crate::{Engine, Options};
+    use tests::{len_byte, value_byte};
 
     fn header(id: u32, kind: Kind, base_seq: u64) -> Vec<u8> {
         segment::encode_header(id, SegmentHeader { base_seq, kind }).to_vec()
     }
 
     fn put(out: &mut Vec<u8>, flags: u8, seq: u64, key: &[u8], value: &[u8]) -> usize {
+        put_in(out, flags, seq, key, value, false)
+    }
+
+    /// Appends a record, in format version 1 if `v1`; returns its offset.
+    fn put_in(out: &mut Vec<u8>, flags: u8, seq: u64, key: &[u8], value: &[u8], v1: bool) -> usize {
         let at = out.len();
-        record::encode(
-            &RecordRef {
-                flags,
-                seq,
-                written_at_ms: 1_000,
-                expires_at_ms: 0,
-                key,
-                meta: b"",
-                value,
-            },
-            out,
-        );
+        let r = RecordRef {
+            flags,
+            seq,
+            written_at_ms: 1_000,
+            expires_at_ms: 0,
+            key,
+            meta: b"",
+            value,
+        };
+        if v1 {
+            record::encode_v1(&r, out);
+        } else {
+            record::encode(&r, out);
+        }
         at
     }
 
-    const K20: &[u8] = b"kkkkkkkkkkkkkkkkkkkk"; // 44 + 20 = 64-byte tombstone
-    const V19: &[u8] = b"nineteen-byte-value"; // 44 + 1 + 19 = 64-byte record
+    // Version 1: 44 + 20 = 64-byte tombstone, 44 + 1 + 19 = 64-byte record.
+    // Version 2 (12-byte headers here): 32 bytes each.
+    const K20: &[u8] = b"kkkkkkkkkkkkkkkkkkkk";
+    const V19: &[u8] = b"nineteen-byte-value";
 
     /// A one-bit flip in the value-length field of a record makes its length cover the
     /// next (equal-sized) record too. Trusting that length skipped the intact record in
@@ -1451,55 +1597,63 @@ mod review_findings {
     /// now pins the true length.
     #[test]
     fn a_flipped_length_bit_does_not_skip_an_intact_tombstone() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut s1 = header(1, Kind::Log, 1);
-        put(&mut s1, FLAG_COMMIT, 1, K20, b"old value");
-        let mut s2 = header(2, Kind::Log, 2);
-        let x = put(&mut s2, FLAG_COMMIT, 2, b"x", V19);
-        let t = put(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 3, K20, b"");
-        put(&mut s2, FLAG_COMMIT, 4, b"y", V19);
-        assert_eq!(t - x, 64);
-        s2[x + 40] ^= 0x40; // value_len 19 -> 83: the record now "ends" where y starts
-        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
-        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
-        std::fs::write(
-            dir.path().join(segment::file_name(3)),
-            header(3, Kind::Log, 5),
-        )
-        .expect("test file I/O");
+        for v1 in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut s1 = header(1, Kind::Log, 1);
+            put_in(&mut s1, FLAG_COMMIT, 1, K20, b"old value", v1);
+            let mut s2 = header(2, Kind::Log, 2);
+            let x = put_in(&mut s2, FLAG_COMMIT, 2, b"x", V19, v1);
+            let t = put_in(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 3, K20, b"", v1);
+            put_in(&mut s2, FLAG_COMMIT, 4, b"y", V19, v1);
+            assert_eq!(t - x, if v1 { 64 } else { 32 });
+            // value_len 19 -> 19 + (t - x): the record now "ends" where y starts.
+            let at = len_byte(&s2, x, 2);
+            s2[at] ^= (t - x) as u8;
+            std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+            std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+            std::fs::write(
+                dir.path().join(segment::file_name(3)),
+                header(3, Kind::Log, 5),
+            )
+            .expect("test file I/O");
 
-        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
-        assert!(repaired.after.is_clean());
-        let engine = Engine::open(dir.path(), Options::default()).expect("open");
-        let got = engine.get(K20).expect("get");
-        assert!(
-            got.is_none(),
-            "the key was deleted (intact tombstone seq 3) but repair brought back {:?}",
-            got.map(|e| (e.version, e.value))
-        );
+            let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+            assert!(repaired.after.is_clean());
+            let engine = Engine::open(dir.path(), Options::default()).expect("open");
+            let got = engine.get(K20).expect("get");
+            assert!(
+                got.is_none(),
+                "v1 {v1}: the key was deleted (intact tombstone seq 3) but repair brought back {:?}",
+                got.map(|e| (e.version, e.value))
+            );
+            engine.close().expect("close");
+        }
     }
 
     /// The same flip inside a batch: [p COMMIT (damaged length covers q)] [q] [r COMMIT].
     /// Skipping q salvaged r alone, half a batch; now q and r are both kept.
     #[test]
     fn a_flipped_length_bit_does_not_make_half_a_batch_visible() {
-        let mut seg = header(1, Kind::Log, 1);
-        let p = put(&mut seg, FLAG_COMMIT, 1, b"p", V19);
-        put(&mut seg, 0, 2, b"q", V19);
-        put(&mut seg, FLAG_COMMIT, 3, b"r", V19);
-        seg[p + 40] ^= 0x40;
-        let s = scan_segment(1, &seg, 0, 0, &mut |_, _| {});
-        let fates: Vec<(Vec<u8>, Fate)> =
-            s.records.iter().map(|r| (r.key.clone(), r.fate)).collect();
-        let intact = |key: &[u8]| fates.iter().any(|(k, f)| k == key && *f == Fate::Intact);
-        assert!(
-            !intact(b"r") || intact(b"q"),
-            "r is salvaged without q, the rest of its batch: {fates:?}"
-        );
-        assert!(
-            intact(b"q") && intact(b"r"),
-            "the length is known from the CRC"
-        );
+        for v1 in [false, true] {
+            let mut seg = header(1, Kind::Log, 1);
+            let p = put_in(&mut seg, FLAG_COMMIT, 1, b"p", V19, v1);
+            let q = put_in(&mut seg, 0, 2, b"q", V19, v1);
+            put_in(&mut seg, FLAG_COMMIT, 3, b"r", V19, v1);
+            let at = len_byte(&seg, p, 2);
+            seg[at] ^= (q - p) as u8;
+            let s = scan_segment(1, &seg, 0, 0, &mut |_, _| {});
+            let fates: Vec<(Vec<u8>, Fate)> =
+                s.records.iter().map(|r| (r.key.clone(), r.fate)).collect();
+            let intact = |key: &[u8]| fates.iter().any(|(k, f)| k == key && *f == Fate::Intact);
+            assert!(
+                !intact(b"r") || intact(b"q"),
+                "v1 {v1}: r is salvaged without q, the rest of its batch: {fates:?}"
+            );
+            assert!(
+                intact(b"q") && intact(b"r"),
+                "v1 {v1}: the length is known from the CRC"
+            );
+        }
     }
 
     /// A hint listing one record twice and another not at all passed verify's count
@@ -1595,7 +1749,8 @@ mod review_findings {
         let mut s1 = header(1, Kind::Log, 1);
         let a = put(&mut s1, FLAG_COMMIT, 1, b"a", b"va");
         put(&mut s1, FLAG_COMMIT, 2, b"b", b"vb");
-        s1[a + 46] ^= 1;
+        let at = value_byte(&s1, a);
+        s1[at] ^= 1;
         std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
         std::fs::write(
             dir.path().join(segment::file_name(2)),

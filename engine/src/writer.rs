@@ -623,8 +623,8 @@ fn op_len(op: &Op) -> usize {
             key,
             value,
             options,
-        } => record::encoded_len(key.len(), options.meta.len(), value.len()),
-        Op::Delete { key } => record::encoded_len(key.len(), 0, 0),
+        } => record::encoded_len_max(key.len(), options.meta.len(), value.len()),
+        Op::Delete { key } => record::encoded_len_max(key.len(), 0, 0),
     }
 }
 

@@ -276,7 +276,8 @@ fn a_crash_midway_leaves_no_folder_under_the_final_name() {
         ..options(4 * 1024, SyncPolicy::Always)
     };
     let engine = Engine::open(dir.path().join("store"), options).expect("open");
-    for i in 0..100 {
+    // Enough records (about 25 bytes each) to fill more than one 4 KiB segment.
+    for i in 0..300 {
         engine
             .put(format!("k/{i}"), "v", WriteOptions::default())
             .expect("put");
@@ -294,7 +295,7 @@ fn a_crash_midway_leaves_no_folder_under_the_final_name() {
     let report = engine.backup(&dest).expect("a backup after the crash");
     assert!(segment_files(&report.path).len() > 1);
     let copy = Engine::open(&report.path, Options::default()).expect("the copy opens");
-    assert_eq!(copy.count_prefix(b"k/"), 100);
+    assert_eq!(copy.count_prefix(b"k/"), 300);
 }
 
 fn folders(dir: &Path) -> Vec<String> {

@@ -1,16 +1,25 @@
-//! The on-disk format is pinned by a checked-in golden segment: today's build must
-//! read it, and must write exactly its bytes for the same operations. A change here
-//! is a format change — bump the version and write a migration, don't re-bless.
-//! (`CASKADE_BLESS=1 cargo test -p caskade-engine --test format` writes it anew.)
+//! The on-disk format is pinned by checked-in golden segments: today's build must read
+//! them, and must write exactly the bytes of the current one for the same operations.
+//! A change here is a format change — bump the version and keep reading the old one,
+//! don't re-bless. (`CASKADE_BLESS=1 cargo test -p caskade-engine --test format`
+//! writes the current one anew.)
+//!
+//! - `golden/v2/0000000001.seg`: record format version 2, written by this build.
+//! - `golden/v1/0000000001.seg`: segment format 1 with record format version 1, written
+//!   by the builds before it: a store upgraded in place must open, read, take writes
+//!   (in a new, version 2 segment, so an older build refuses the folder instead of
+//!   cutting records it cannot read) and compact everything into version 2.
 
 mod common;
 
 use std::path::Path;
 
+use caskade_engine::fuzzing::decode_record;
 use caskade_engine::{Batch, Engine, Options, SyncPolicy, WriteOptions};
 use common::ManualClock;
 
-const GOLDEN: &str = "tests/golden/0000000001.seg";
+const GOLDEN_V2: &str = "tests/golden/v2/0000000001.seg";
+const GOLDEN_V1: &str = "tests/golden/v1/0000000001.seg";
 
 fn write_known_ops(dir: &Path) {
     let clock = ManualClock::new(1_764_148_483_000);
@@ -48,25 +57,46 @@ fn write_known_ops(dir: &Path) {
     engine.close().unwrap();
 }
 
-#[test]
-fn the_golden_segment_decodes_and_todays_writer_produces_the_same_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    write_known_ops(dir.path());
-    let written = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
-    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("CASKADE_BLESS").is_some() {
-        std::fs::write(&golden_path, &written).unwrap();
-    }
-    let golden = std::fs::read(&golden_path).unwrap();
-    assert_eq!(written, golden, "the segment format changed");
+fn golden(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect("golden file")
+}
 
-    let read_dir = tempfile::tempdir().unwrap();
-    std::fs::write(read_dir.path().join("0000000001.seg"), &golden).unwrap();
+/// The segment format version in a segment's header.
+fn segment_format(seg: &[u8]) -> u32 {
+    u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]])
+}
+
+/// The record format version of every record of a segment's bytes.
+fn record_versions(seg: &[u8]) -> Vec<u8> {
+    let mut pos = 32;
+    let mut out = Vec::new();
+    while pos < seg.len() {
+        let rec = decode_record(&seg[pos..]).expect("every record checks");
+        out.push(rec.version);
+        pos += rec.len;
+    }
+    out
+}
+
+/// Opens a folder holding only `golden` as segment 1.
+fn open_golden(golden: &[u8]) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("0000000001.seg"), golden).unwrap();
+    let engine = reopen(dir.path());
+    (dir, engine)
+}
+
+/// Opens `dir` with the clock shortly after the golden writes (before e1 expires).
+fn reopen(dir: &Path) -> Engine {
     let options = Options {
         clock: ManualClock::new(1_764_148_490_000),
         ..Options::default()
     };
-    let engine = Engine::open(read_dir.path(), options).unwrap();
+    Engine::open(dir, options).unwrap()
+}
+
+/// What `write_known_ops` leaves, as read back.
+fn assert_known_contents(engine: &Engine) {
     assert!(
         engine.get(b"user/alice").unwrap().is_none(),
         "deleted in the batch"
@@ -74,10 +104,110 @@ fn the_golden_segment_decodes_and_todays_writer_produces_the_same_bytes() {
     let bob = engine.get(b"user/bob").unwrap().unwrap();
     assert_eq!(&bob.value[..], &[0, 1, 2, 255]);
     assert_eq!(bob.version, 3);
+    assert_eq!(bob.written_at_ms, 1_764_148_484_000);
+    assert_eq!(bob.expires_at_ms, None);
     let e1 = engine.get(b"event/e1").unwrap().unwrap();
     assert_eq!(&e1.value[..], b"hello");
     assert_eq!(e1.expires_at_ms, Some(1_764_152_084_000));
     assert_eq!(e1.written_at_ms, 1_764_148_484_000);
     assert_eq!(e1.version, 2);
+    let listed = engine.list(b"", None, 2).unwrap();
+    let keys: Vec<&[u8]> = listed.iter().map(|i| &i.key[..]).collect();
+    assert_eq!(keys, [&b"event/e1"[..], b"user/bob"]);
+    assert_eq!(listed[0].value_len, 5);
+    assert_eq!(listed[0].expires_at_ms, Some(1_764_152_084_000));
+}
+
+#[test]
+fn the_golden_segment_decodes_and_todays_writer_produces_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_known_ops(dir.path());
+    let written = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
+    if std::env::var_os("CASKADE_BLESS").is_some() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_V2);
+        std::fs::write(path, &written).unwrap();
+    }
+    let golden = golden(GOLDEN_V2);
+    assert_eq!(written, golden, "the segment format changed");
+    assert_eq!(segment_format(&golden), 2);
+    assert_eq!(record_versions(&golden), [2, 2, 2, 2]);
+
+    let (_dir, engine) = open_golden(&golden);
+    assert_known_contents(&engine);
     assert_eq!(engine.stats().last_version, 4);
+}
+
+#[test]
+fn a_version_1_store_opens_takes_writes_and_compacts_into_version_2() {
+    let v1 = golden(GOLDEN_V1);
+    assert_eq!(segment_format(&v1), 1);
+    assert_eq!(record_versions(&v1), [1, 1, 1, 1]);
+    assert!(v1.len() > golden(GOLDEN_V2).len(), "version 2 is smaller");
+    let (dir, engine) = open_golden(&v1);
+    assert_known_contents(&engine);
+    assert_eq!(engine.stats().last_version, 4);
+
+    // The old active segment stays as it was (sealed); new writes go to a new segment
+    // of format 2.
+    engine
+        .put("user/carol", "c", WriteOptions::default())
+        .unwrap();
+    engine.close().unwrap();
+    let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
+    assert_eq!(seg1, v1, "the version 1 segment is untouched");
+    let seg2 = std::fs::read(dir.path().join("0000000002.seg")).unwrap();
+    assert_eq!(segment_format(&seg2), 2);
+    assert_eq!(record_versions(&seg2), [2]);
+    let engine = reopen(dir.path());
+    assert_known_contents(&engine);
+    assert_eq!(&engine.get(b"user/carol").unwrap().unwrap().value[..], b"c");
+
+    // Compaction rewrites every live record in version 2, keeping what it holds.
+    engine.compact().unwrap();
+    assert_known_contents(&engine);
+    engine.close().unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(!segments.iter().any(|p| p.ends_with("0000000001.seg")));
+    for path in &segments {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(segment_format(&bytes), 2, "{path:?}");
+        let versions = record_versions(&bytes);
+        assert!(versions.iter().all(|&v| v == 2), "{path:?}: {versions:?}");
+    }
+    let engine = reopen(dir.path());
+    assert_known_contents(&engine);
+    assert_eq!(engine.get(b"user/carol").unwrap().unwrap().version, 5);
+    engine.close().unwrap();
+}
+
+#[test]
+fn a_torn_tail_of_a_version_1_active_segment_is_cut_before_it_is_sealed() {
+    let v1 = golden(GOLDEN_V1);
+    let mut torn = v1.clone();
+    // Half of a version 1 record: what a crash of the older build leaves.
+    caskade_engine::fuzzing::encode_record_v1(2, 5, 1, 0, b"user/dave", b"", b"dddd", &mut torn);
+    torn.truncate(v1.len() + 30);
+    let (dir, engine) = open_golden(&torn);
+    assert_eq!(engine.stats().recovered_truncated_bytes, 30);
+    assert_known_contents(&engine);
+    assert!(engine.get(b"user/dave").unwrap().is_none());
+    let v = engine
+        .put("user/erin", "e", WriteOptions::default())
+        .unwrap();
+    assert_eq!(v, 5, "versions go on from the old segment");
+    engine.close().unwrap();
+    let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
+    assert_eq!(seg1, v1, "the torn tail was cut, nothing else changed");
+    let report = caskade_engine::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.damage);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let engine = reopen(dir.path());
+    assert_known_contents(&engine);
+    assert_eq!(&engine.get(b"user/erin").unwrap().unwrap().value[..], b"e");
+    engine.close().unwrap();
 }

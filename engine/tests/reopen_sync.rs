@@ -72,11 +72,12 @@ fn backup_after_a_process_crash_syncs_the_recovered_active_segment() {
 #[test]
 fn sealing_after_a_process_crash_syncs_the_segment() {
     let (_dir, store) = crashed_store();
-    // Reopen with segments smaller than what the child wrote: the first write rotates.
+    // Reopen with segments smaller than what the child wrote plus the next write
+    // (about 2.5 KiB + 2 KiB): that write rotates.
     let engine = Engine::open(&store, options(4096, SyncPolicy::Never)).expect("open");
     let before = engine.stats().segments;
     engine
-        .put("after", vec![b'x'; 100], WriteOptions::default())
+        .put("after", vec![b'x'; 2048], WriteOptions::default())
         .expect("put");
     assert_eq!(engine.stats().segments, before + 1, "the put rotated");
     assert!(

@@ -8,11 +8,12 @@
 
 use caskade_engine::fuzzing::{
     HintEntry, decode_hint, decode_record, decode_record_header, decode_segment_header,
-    encode_hint, encode_record, encode_segment_header,
+    encode_hint, encode_record, encode_record_v1, encode_segment_header,
 };
 use libfuzzer_sys::fuzz_target;
 
-const RECORD_HEADER: usize = 44;
+/// The smallest record header (format version 2, every varint one byte).
+const RECORD_HEADER_MIN: usize = 11;
 const HINT_HEADER: usize = 32;
 /// Entry header of hint format version 1.
 const HINT_ENTRY_HEADER: usize = 36;
@@ -31,16 +32,12 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Writes the record CRC the header's lengths call for, if the bytes are long enough.
+/// Writes the record CRC the header's lengths call for, if the header decodes (either
+/// format version) and the bytes are long enough.
 fn fix_record_crc(bytes: &mut [u8]) {
-    if bytes.len() < RECORD_HEADER {
-        return;
-    }
-    let len = [32, 36, 40]
-        .iter()
-        .map(|&at| le_u32(bytes, at) as usize)
-        .fold(RECORD_HEADER, usize::saturating_add);
-    if len <= bytes.len() {
+    if let Ok(len) = decode_record_header(bytes)
+        && len <= bytes.len()
+    {
         let crc = crc32fast::hash(&bytes[4..len]);
         bytes[0..4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -103,7 +100,12 @@ fn check_record(bytes: &[u8]) {
             assert!(rec.len <= bytes.len());
             assert!(!rec.key.is_empty());
             let mut again = Vec::new();
-            encode_record(
+            let encode = if rec.version == 1 {
+                encode_record_v1
+            } else {
+                encode_record
+            };
+            encode(
                 rec.flags,
                 rec.seq,
                 rec.written_at_ms,
@@ -121,7 +123,7 @@ fn check_record(bytes: &[u8]) {
         }
         Err(_) => {
             if let Ok(len) = header {
-                assert!(len >= RECORD_HEADER);
+                assert!(len > RECORD_HEADER_MIN);
             }
         }
     }
@@ -177,7 +179,11 @@ fn check_segment_header(bytes: &[u8]) {
         return;
     }
     let id = le_u32(bytes, 12);
-    if let Ok((base_seq, compacted)) = decode_segment_header(bytes, id) {
+    if let Ok((base_seq, compacted)) = decode_segment_header(bytes, id)
+        // Format 1 (older builds) is read; only the format this build writes
+        // re-encodes to the same bytes.
+        && le_u32(bytes, 8) == 2
+    {
         assert_eq!(
             encode_segment_header(id, base_seq, compacted)[..],
             bytes[..32],

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use caskade_engine::fuzzing::{
-    HintEntry, encode_hint, encode_record, encode_segment_header, file_names,
+    HintEntry, encode_hint, encode_record, encode_record_v1, encode_segment_header, file_names,
 };
 use caskade_engine::{Clock, CompactionOptions, Engine, Error, Options, SyncPolicy, WriteOptions};
 use libfuzzer_sys::fuzz_target;
@@ -73,6 +73,8 @@ struct Rec {
     key: u8,
     meta: Vec<u8>,
     value: Vec<u8>,
+    /// Written in record format version 1 (an older build's), so segments mix both.
+    v1: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -137,7 +139,12 @@ fn write(dir: &std::path::Path, file: &File) {
                 let offset = bytes.len() as u32;
                 let k = key(r.key);
                 let expires = r.expires.map_or(0, |t| NOW_MS - 500 + u64::from(t));
-                encode_record(
+                let encode = if r.v1 {
+                    encode_record_v1
+                } else {
+                    encode_record
+                };
+                encode(
                     r.flags,
                     r.seq.get(),
                     NOW_MS,
