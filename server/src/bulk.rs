@@ -40,7 +40,7 @@ pub async fn bulk(
     let (Some(ops), true) = (ops, problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
-    let outcomes = mutation::apply(&state, path, &ops, |_| Ok(())).await?;
+    let outcomes = mutation::apply_unconditional(&state, path, &ops).await?;
     let mut w = JsonWriter::ok_data(ops.len() * 160);
     w.key("results").begin_array();
     for (op, outcome) in ops.iter().zip(outcomes) {
