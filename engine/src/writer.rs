@@ -10,7 +10,6 @@
 //! The index is updated only after the bytes are durable (per the policy), so a reader
 //! never sees a write that a crash could take back.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use hashbrown::HashMap;
 
 use crate::backup::Snapshot;
 use crate::batch::Previous;
@@ -111,6 +111,8 @@ pub(crate) struct Writer {
     overlay: HashMap<Bytes, Option<Staged>>,
     /// A put's meta section while a [`crate::Batch::patch_meta`] patch rewrites it.
     scratch: Vec<u8>,
+    /// The meta section of the stored entry a put replaces, read for its patch.
+    prior_meta: Vec<u8>,
     /// Since when written bytes wait for an fsync (interval policy).
     dirty_since: Option<Instant>,
     /// Set when the engine can no longer trust its files (an fsync failed, or a
@@ -136,6 +138,7 @@ impl Writer {
             pending: Vec::new(),
             overlay: HashMap::new(),
             scratch: Vec::new(),
+            prior_meta: Vec::new(),
             // The records recovery found in the active segment may never have been
             // synced (the last process was killed under `never` or `interval`): count
             // them as unsynced, so the next sync, seal or backup covers them.
@@ -279,8 +282,8 @@ impl Writer {
 
     /// The live entry `key` has before the next operation is staged: from the group
     /// buffer if this group wrote it, else from the index and its segment (only its
-    /// header and meta are read, and only when `with_meta`).
-    fn previous(&self, key: &[u8], now_ms: u64, with_meta: bool) -> Result<Option<Prior>> {
+    /// header and meta are read, into `self.prior_meta`, and only when `with_meta`).
+    fn previous(&mut self, key: &[u8], now_ms: u64, with_meta: bool) -> Result<Option<Prior>> {
         if let Some(state) = self.overlay.get(key) {
             return Ok(state.map(|s| Prior::Staged(s.at)));
         }
@@ -292,32 +295,46 @@ impl Writer {
             if loc.is_expired(now_ms) {
                 return Ok(None);
             }
+            let stored = Prior::Stored {
+                version: loc.version,
+                written_at_ms: 0,
+            };
             if !with_meta {
-                return Ok(Some(Prior::Stored {
-                    meta: Bytes::new(),
-                    version: loc.version,
-                    written_at_ms: 0,
-                }));
+                return Ok(Some(stored));
             }
             // Compaction may retire the segment between the two lookups; the index
             // then already points at the new copy.
-            let Some(seg) = self.shared.try_segment(loc.segment) else {
-                continue;
+            let retired;
+            let seg: &Segment = if loc.segment == self.active.id {
+                &self.active
+            } else {
+                match self.shared.try_segment(loc.segment) {
+                    Some(seg) => {
+                        retired = seg;
+                        &retired
+                    }
+                    None => continue,
+                }
             };
             let offset = u64::from(loc.offset);
             let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
-            let head = seg.read(offset, HEADER_BYTES)?;
-            let header = record::decode_header(&head).map_err(corrupt)?;
+            let header = seg
+                .read_with(offset, HEADER_BYTES, record::decode_header)?
+                .map_err(corrupt)?;
             let upto = header.meta_range().end;
             if upto > loc.len as usize {
                 return Err(corrupt(record::DecodeError::Truncated));
             }
-            let bytes = seg.read(offset, upto)?;
-            if header.seq != loc.version || bytes[header.key_range()] != *key {
-                return Err(mismatch(&seg, loc));
+            let prior_meta = &mut self.prior_meta;
+            let matches = seg.read_with(offset, upto, |bytes| {
+                prior_meta.clear();
+                prior_meta.extend_from_slice(&bytes[header.meta_range()]);
+                bytes[header.key_range()] == *key
+            })?;
+            if header.seq != loc.version || !matches {
+                return Err(mismatch(seg, loc));
             }
             return Ok(Some(Prior::Stored {
-                meta: bytes.slice(header.meta_range()),
                 version: header.seq,
                 written_at_ms: header.written_at_ms,
             }));
@@ -350,12 +367,11 @@ impl Writer {
                 (previous, self.len + *at as u64)
             }
             Prior::Stored {
-                meta,
                 version,
                 written_at_ms,
             } => (
                 Previous {
-                    meta,
+                    meta: &self.prior_meta,
                     version: *version,
                     written_at_ms: *written_at_ms,
                 },
@@ -660,14 +676,11 @@ impl Writer {
 }
 
 /// The live entry an operation replaces: staged in this group (its record's start in
-/// the group buffer), or stored (its meta read only when a patch needs it).
+/// the group buffer), or stored (its meta read into `Writer::prior_meta` only when a
+/// patch needs it).
 enum Prior {
     Staged(usize),
-    Stored {
-        meta: Bytes,
-        version: u64,
-        written_at_ms: u64,
-    },
+    Stored { version: u64, written_at_ms: u64 },
 }
 
 fn op_len(op: &Op) -> usize {

@@ -60,11 +60,18 @@ impl<'a> RecordMeta<'a> {
     /// The bytes of the section. Content type and metadata must fit their length
     /// fields, which the request limits guarantee (255 chars; engine meta ≤ 64 KiB).
     pub fn encode(&self) -> Result<Vec<u8>, MetaError> {
+        let md = self.metadata.unwrap_or_default();
+        let mut out = Vec::with_capacity(HEAD_BYTES + 4 + self.content_type.len() + md.len());
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the bytes of the section to `out` (see [`RecordMeta::encode`]).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MetaError> {
         let ct_len = u16::try_from(self.content_type.len())
             .map_err(|_| MetaError("content type too long"))?;
         let md = self.metadata.unwrap_or_default();
         let md_len = u32::try_from(md.len()).map_err(|_| MetaError("metadata too long"))?;
-        let mut out = Vec::with_capacity(HEAD_BYTES + 4 + self.content_type.len() + md.len());
         out.push(META_FORMAT_VERSION);
         out.push(kind_byte(self.kind));
         out.extend_from_slice(&self.created_at_ms.to_le_bytes());
@@ -72,7 +79,7 @@ impl<'a> RecordMeta<'a> {
         out.extend_from_slice(self.content_type.as_bytes());
         out.extend_from_slice(&md_len.to_le_bytes());
         out.extend_from_slice(md);
-        Ok(out)
+        Ok(())
     }
 
     /// Reads a section written by [`RecordMeta::encode`], borrowing from `bytes`.

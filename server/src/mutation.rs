@@ -200,20 +200,42 @@ pub async fn apply_unconditional(
     ops: &[WriteOp],
 ) -> Result<Vec<Outcome>, ApiError> {
     let now_ms = state.engine.clock().now_ms();
+    // Every engine key of the request in one buffer, each op's key a view of it: no
+    // allocation per key here nor when the writer keeps a copy of the handle.
+    let mut all_keys = Vec::new();
+    let mut ends = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
+        all_keys.extend_from_slice(entity.as_str().as_bytes());
+        all_keys.push(b'/');
+        all_keys.extend_from_slice(key.as_bytes());
+        ends.push(all_keys.len());
+    }
+    let all_keys = Bytes::from(all_keys);
     let mut batch = Batch::new();
     let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
-        let key = Bytes::from(op.engine_key());
+    // Puts of one request mostly share their meta section (same content type, no
+    // metadata): one handle for a run of equal sections.
+    let mut meta_buf = Vec::new();
+    let mut shared_meta = Bytes::new();
+    let mut start = 0;
+    for (op, end) in ops.iter().zip(ends) {
+        let key = all_keys.slice(start..end);
+        start = end;
         match op {
             WriteOp::Put { spec, .. } => {
-                let meta = RecordMeta {
+                meta_buf.clear();
+                RecordMeta {
                     kind: spec.kind,
                     content_type: spec.content_type.as_ref(),
                     metadata: spec.metadata.as_deref(),
                     created_at_ms: CREATED_BY_THIS_RECORD,
                 }
-                .encode()
+                .encode_into(&mut meta_buf)
                 .map_err(|e| internal(path, &e))?;
+                if shared_meta[..] != meta_buf[..] {
+                    shared_meta = Bytes::copy_from_slice(&meta_buf);
+                }
                 let expires_at_ms = spec
                     .ttl_seconds
                     .map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000)));
@@ -222,7 +244,7 @@ pub async fn apply_unconditional(
                     spec.value.clone(),
                     WriteOptions {
                         expires_at_ms,
-                        meta: Bytes::from(meta),
+                        meta: shared_meta.clone(),
                     },
                 );
                 outcomes.push(Outcome::Put(PutOutcome {
