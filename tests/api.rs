@@ -1066,6 +1066,100 @@ fn paging_returns_each_steady_key_once_while_others_come_and_go() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 }
 
+/// Bulk writes neither read nor lock their keys: the engine's writer reports what each
+/// operation replaced and carries `created_at` over. An update in bulk keeps the
+/// creation time of a record written long ago, whether that record kept an older
+/// creation time itself or created the key.
+#[test]
+fn bulk_updates_keep_created_at_and_report_what_they_replaced() {
+    use caskade_engine::{Clock, Engine, Options, WriteOptions};
+    use caskade_server::media::Kind;
+    use caskade_server::meta::RecordMeta;
+
+    #[derive(Debug)]
+    struct Fixed(u64);
+    impl Clock for Fixed {
+        fn now_ms(&self) -> u64 {
+            self.0
+        }
+    }
+    const JAN_2026_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const JUN_2025_MS: u64 = 1_748_736_000_000; // 2025-06-01T00:00:00Z
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("s");
+    let options = Options {
+        clock: std::sync::Arc::new(Fixed(JAN_2026_MS)),
+        ..Options::default()
+    };
+    let engine = Engine::open(&store, options).expect("engine opens");
+    for (key, created_at_ms) in [("user/old", JUN_2025_MS), ("user/new", 0)] {
+        let meta = RecordMeta {
+            kind: Kind::Json,
+            content_type: "application/json",
+            metadata: None,
+            created_at_ms,
+        }
+        .encode()
+        .expect("meta encodes");
+        engine
+            .put(
+                key.to_owned().into_bytes(),
+                b"1".to_vec(),
+                WriteOptions {
+                    expires_at_ms: None,
+                    meta: meta.into(),
+                },
+            )
+            .expect("written");
+    }
+    engine.close().expect("closed");
+
+    let s = Server::start_in(&store, &[]);
+    let body = json!({"operations": [
+        {"op": "put", "entity": "user", "key": "old", "value": 2},
+        {"op": "put", "entity": "user", "key": "new", "value": 2},
+        {"op": "put", "entity": "user", "key": "fresh", "value": 1},
+        {"op": "put", "entity": "user", "key": "fresh", "value": 2},
+        {"op": "delete", "entity": "user", "key": "fresh"},
+        {"op": "delete", "entity": "user", "key": "fresh"},
+        {"op": "put", "entity": "user", "key": "fresh", "value": 3}
+    ]});
+    for round in 0..2 {
+        let resp = s.request("POST", "/v1/bulk", &[JSON], body.to_string().into_bytes());
+        let results = data(&resp, 200)["results"]
+            .as_array()
+            .cloned()
+            .expect("results");
+        let flags: Vec<&Value> = results
+            .iter()
+            .map(|r| r.get("created").unwrap_or(&r["deleted"]))
+            .collect();
+        let fresh_created = json!(round == 0);
+        assert_eq!(
+            flags,
+            [
+                &json!(false),
+                &json!(false),
+                &fresh_created,
+                &json!(false),
+                &json!(true),
+                &json!(false),
+                &json!(true)
+            ],
+            "round {round}"
+        );
+        let old = data(&s.get("/v1/kv/user/old"), 200);
+        assert_eq!(old["created_at"], "2025-06-01T00:00:00Z", "round {round}");
+        assert_eq!(old["value"], 2);
+        assert_ne!(old["updated_at"], old["created_at"]);
+        let new = data(&s.get("/v1/kv/user/new"), 200);
+        assert_eq!(new["created_at"], "2026-01-01T00:00:00Z", "round {round}");
+        let fresh = data(&s.get("/v1/kv/user/fresh"), 200);
+        assert_eq!(fresh["value"], 3);
+        assert_eq!(fresh["created_at"], fresh["updated_at"]);
+    }
+}
+
 #[test]
 fn bulk_applies_every_operation_with_increasing_versions() {
     let s = Server::start(&[]);

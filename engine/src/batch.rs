@@ -59,7 +59,37 @@ pub enum Expect {
 pub struct Batch {
     pub(crate) ops: Vec<Op>,
     pub(crate) conditions: Vec<(Bytes, Expect)>,
+    pub(crate) meta_patch: Option<MetaPatch>,
 }
+
+/// The live entry a put replaces, as the writer sees it when it applies the batch:
+/// the latest write of the key, earlier operations of the same batch included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Previous<'a> {
+    /// Its meta section.
+    pub meta: &'a [u8],
+    /// Its version.
+    pub version: u64,
+    /// When it was written (ms since the Unix epoch, the engine's clock).
+    pub written_at_ms: u64,
+}
+
+/// Rewrites a put's meta section in place from the live entry the put replaces (see
+/// [`Batch::patch_meta`]). An `Err` fails the whole batch with
+/// [`crate::Error::Corrupt`] and writes nothing.
+pub type MetaPatchFn = fn(&Previous<'_>, &mut [u8]) -> Result<(), &'static str>;
+
+/// A [`MetaPatchFn`] held by a batch (compared by address).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetaPatch(pub(crate) MetaPatchFn);
+
+impl PartialEq for MetaPatch {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for MetaPatch {}
 
 impl Batch {
     /// An empty batch.
@@ -91,6 +121,18 @@ impl Batch {
     /// Adds a condition on the state of `key` before the batch.
     pub fn expect(&mut self, key: impl Into<Bytes>, expect: Expect) -> &mut Self {
         self.conditions.push((key.into(), expect));
+        self
+    }
+
+    /// Has the writer call `patch` for every put of this batch that replaces a live
+    /// entry, with that entry and the put's meta section, just before the put is
+    /// written: so a put can carry something over from the entry it replaces (the
+    /// server keeps a key's creation time this way) without reading it first and
+    /// guarding the read with a condition. The meta keeps its length. `patch` runs on
+    /// the writer thread, so it must be quick; reading the previous entry's meta costs
+    /// the writer one read of that record's header and meta.
+    pub fn patch_meta(&mut self, patch: MetaPatchFn) -> &mut Self {
+        self.meta_patch = Some(MetaPatch(patch));
         self
     }
 

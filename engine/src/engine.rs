@@ -19,8 +19,8 @@ use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::writer::{Done, Msg, Writer, WriterCell, spin_for};
 use crate::{
-    BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options, Result,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
+    Applied, BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options,
+    Result, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
 };
 
 /// Longest key: 64 KiB.
@@ -82,7 +82,7 @@ impl Shared {
         self.segments.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn try_segment(&self, id: u32) -> Option<Arc<Segment>> {
+    pub(crate) fn try_segment(&self, id: u32) -> Option<Arc<Segment>> {
         self.segments().get(&id).cloned()
     }
 
@@ -204,7 +204,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
 
 /// The record at an index entry is not the one the entry describes (other key or
 /// version): the hint file it came from lied.
-fn mismatch(seg: &Segment, loc: Location) -> Error {
+pub(crate) fn mismatch(seg: &Segment, loc: Location) -> Error {
     Error::Corrupt {
         file: seg.path.clone(),
         offset: u64::from(loc.offset),
@@ -413,9 +413,9 @@ impl Engine {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(
             batch,
-            Box::new(move |result| {
+            Done::Versions(Box::new(move |result| {
                 let _ = tx.send(result);
-            }),
+            })),
             true,
         );
         // Without an fsync the writer answers within microseconds: wait awake that
@@ -443,14 +443,27 @@ impl Engine {
     /// never written on the calling thread, so a runtime thread never waits for the
     /// disk. `done` must be quick and must not call back into the engine's write path.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
-        self.submit(batch, Box::new(done), false);
+        self.submit(batch, Done::Versions(Box::new(done)), false);
+    }
+
+    /// As [`Engine::apply_then`], but the answer also says, per operation, whether it
+    /// replaced a live entry (the latest write of its key, earlier operations of the
+    /// batch included, present and unexpired) — decided atomically with the write,
+    /// so a caller needs no read and no condition to know it. Costs the writer one
+    /// index lookup per operation.
+    pub fn apply_detailed_then(
+        &self,
+        batch: Batch,
+        done: impl FnOnce(Result<Vec<Applied>>) + Send + 'static,
+    ) {
+        self.submit(batch, Done::Detailed(Box::new(done)), false);
     }
 
     /// Queues `batch` for the writer thread; with `direct`, first tries to write it
     /// on the calling thread ([`WriterCell::try_write_now`]).
     fn submit(&self, batch: Batch, done: Done, direct: bool) {
         if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
-            return done(Err(e));
+            return done.fail(e);
         }
         let cell = &self.inner.cell;
         let (batch, done) = if direct {
@@ -467,7 +480,7 @@ impl Engine {
             && let Msg::Write { done, .. } = msg
         {
             cell.unqueue();
-            done(Err(Error::Closed("the writer stopped".into())));
+            done.fail(Error::Closed("the writer stopped".into()));
         }
     }
 

@@ -40,7 +40,7 @@ pub mod verify;
 mod writer;
 
 pub use backup::BackupReport;
-pub use batch::{Batch, Expect, Op, WriteOptions};
+pub use batch::{Batch, Expect, MetaPatchFn, Op, Previous, WriteOptions};
 pub use compaction::CompactionReport;
 pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, Result};
@@ -48,7 +48,7 @@ pub use options::{
     Clock, CompactionOptions, FaultHook, Options, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SWEEP_INTERVAL_DEFAULT, SyncPolicy, SystemClock,
 };
-pub use types::{Entry, ListItem, Stats};
+pub use types::{Applied, Entry, ListItem, Stats};
 
 /// The on-disk decoders and encoders, for the fuzz targets in `fuzz/` only: not part
 /// of the engine's API, and free to change with the format.

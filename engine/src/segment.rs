@@ -324,6 +324,31 @@ impl Segment {
 }
 
 impl Segment {
+    /// Calls `f` with `len` bytes at `offset`, borrowed from the mapping where there
+    /// is one (no `Bytes` handle, no allocation), else read into a buffer.
+    pub(crate) fn read_with<R>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        if let Some(map) = &self.map {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            return match start.checked_add(len).and_then(|end| map.get(start..end)) {
+                Some(bytes) => Ok(f(bytes)),
+                None => Err(Error::Corrupt {
+                    file: self.path.clone(),
+                    offset,
+                    reason: "record extends past the end of the file".into(),
+                }),
+            };
+        }
+        if let Some(view) = self.written_view(offset, len) {
+            return Ok(f(view.as_ref()));
+        }
+        self.read(offset, len).map(|bytes| f(&bytes))
+    }
+
     /// A view of written bytes of the active segment through its window, if the range
     /// is both written and inside the window.
     fn written_view(&self, offset: u64, len: usize) -> Option<WrittenRange> {

@@ -17,6 +17,16 @@ pub struct Entry {
     pub written_at_ms: u64,
 }
 
+/// What one operation of a batch did, from [`crate::Engine::apply_detailed_then`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The operation's version.
+    pub version: u64,
+    /// True when the key had a live entry just before this operation (an earlier
+    /// operation of the same batch counts).
+    pub replaced: bool,
+}
+
 /// One key of a [`crate::Engine::list`] page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListItem {

@@ -10,7 +10,6 @@
 //! The index is updated only after the bytes are durable (per the policy), so a reader
 //! never sees a write that a crash could take back.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,14 +18,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use hashbrown::HashMap;
 
 use crate::backup::Snapshot;
-use crate::engine::Shared;
+use crate::batch::Previous;
+use crate::engine::{Shared, mismatch};
 use crate::error::{Error, Result};
 use crate::index::Location;
-use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
+use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, HEADER_BYTES_MAX, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
-use crate::{Batch, Expect, Op, SyncPolicy};
+use crate::{Applied, Batch, Expect, Op, SyncPolicy};
 
 /// Most requests the writer takes into one group.
 pub(crate) const GROUP_REQUESTS_MAX: usize = 4096;
@@ -81,8 +82,33 @@ fn wait_for_callers(rx: &Receiver<Msg>, callers: usize, budget: Duration) {
     }
 }
 
-/// Called on the writer thread with a batch's versions or its error.
-pub(crate) type Done = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
+/// Called on the writer thread with a batch's result or its error.
+pub(crate) enum Done {
+    /// The versions, one per operation.
+    Versions(Box<dyn FnOnce(Result<Vec<u64>>) + Send>),
+    /// Version and whether a live entry was replaced, one per operation.
+    Detailed(Box<dyn FnOnce(Result<Vec<Applied>>) + Send>),
+}
+
+impl Done {
+    pub(crate) fn fail(self, e: Error) {
+        match self {
+            Done::Versions(f) => f(Err(e)),
+            Done::Detailed(f) => f(Err(e)),
+        }
+    }
+
+    fn succeed(self, versions: Vec<u64>, replaced: Vec<bool>) {
+        match self {
+            Done::Versions(f) => f(Ok(versions)),
+            Done::Detailed(f) => f(Ok(versions
+                .into_iter()
+                .zip(replaced)
+                .map(|(version, replaced)| Applied { version, replaced })
+                .collect())),
+        }
+    }
+}
 
 /// What callers send to the writer.
 pub(crate) enum Msg {
@@ -102,7 +128,17 @@ pub(crate) enum Msg {
 struct Pending {
     done: Done,
     versions: Vec<u64>,
+    /// Per operation, whether it replaced a live entry (only for `Done::Detailed`).
+    replaced: Vec<bool>,
     updates: Vec<(Bytes, Option<Location>)>,
+}
+
+/// A write of the group not yet in the index, as later batches of the group see it.
+#[derive(Clone, Copy, Debug)]
+struct Staged {
+    version: u64,
+    /// Where its record starts in the group buffer.
+    at: usize,
 }
 
 /// The writer's state behind a lock, shared by the writer thread and the callers.
@@ -179,8 +215,13 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     pending: Vec<Pending>,
     /// State of keys written by this group but not yet in the index: conditions of
-    /// later batches in the group must see earlier ones. `None` = deleted.
-    overlay: HashMap<Bytes, Option<u64>>,
+    /// later batches in the group must see earlier ones. `None` = deleted (or
+    /// already expired).
+    overlay: HashMap<Bytes, Option<Staged>>,
+    /// A put's meta section while a [`crate::Batch::patch_meta`] patch rewrites it.
+    scratch: Vec<u8>,
+    /// The meta section of the stored entry a put replaces, read for its patch.
+    prior_meta: Vec<u8>,
     /// Since when written bytes wait for an fsync (interval policy).
     dirty_since: Option<Instant>,
     /// How long the last `fdatasync` took.
@@ -207,6 +248,8 @@ impl Writer {
             buf: Vec::new(),
             pending: Vec::new(),
             overlay: HashMap::new(),
+            scratch: Vec::new(),
+            prior_meta: Vec::new(),
             // The records recovery found in the active segment may never have been
             // synced (the last process was killed under `never` or `interval`): count
             // them as unsynced, so the next sync, seal or backup covers them.
@@ -336,7 +379,7 @@ impl Writer {
     /// The live version of `key` as the group sees it.
     fn current_version(&self, key: &[u8], now_ms: u64) -> Option<u64> {
         if let Some(state) = self.overlay.get(key) {
-            return *state;
+            return state.map(|s| s.version);
         }
         self.shared
             .index
@@ -348,10 +391,10 @@ impl Writer {
     /// Checks a batch's conditions and encodes it into the group buffer.
     fn stage(&mut self, batch: Batch, done: Done) {
         if let Some(reason) = &self.failed {
-            return done(Err(Error::Closed(reason.clone())));
+            return done.fail(Error::Closed(reason.clone()));
         }
         if batch.is_empty() {
-            return done(Ok(Vec::new()));
+            return done.succeed(Vec::new(), Vec::new());
         }
         let now_ms = self.shared.options.clock.now_ms();
         for (index, (key, expect)) in batch.conditions.iter().enumerate() {
@@ -361,14 +404,14 @@ impl Writer {
                 Expect::Version(v) => current == Some(*v),
             };
             if !holds {
-                return done(Err(Error::ConditionFailed { index }));
+                return done.fail(Error::ConditionFailed { index });
             }
         }
         // Only reachable from a store whose files claim versions near the limit.
         if self.next_seq.saturating_add(batch.ops.len() as u64) > SEQ_LIMIT {
-            return done(Err(Error::Closed(
+            return done.fail(Error::Closed(
                 "the store has used up its versions (2^63) and takes no more writes".into(),
-            )));
+            ));
         }
         let size: usize = batch.ops.iter().map(op_len).sum();
         let used = self.len + self.buf.len() as u64;
@@ -376,26 +419,164 @@ impl Writer {
             && used + size as u64 > self.shared.options.segment_bytes
             && let Err(e) = self.commit(true).and_then(|()| self.rotate())
         {
-            return done(Err(e));
+            return done.fail(e);
         }
         self.encode(batch, done, now_ms);
     }
 
+    /// The live entry `key` has before the next operation is staged: from the group
+    /// buffer if this group wrote it, else from the index and its segment (only its
+    /// header and meta are read, into `self.prior_meta`, and only when `with_meta`).
+    fn previous(&mut self, key: &[u8], now_ms: u64, with_meta: bool) -> Result<Option<Prior>> {
+        if let Some(state) = self.overlay.get(key) {
+            return Ok(state.map(|s| Prior::Staged(s.at)));
+        }
+        const ATTEMPTS_MAX: usize = 8;
+        for _ in 0..ATTEMPTS_MAX {
+            let Some(loc) = self.shared.index.get(key) else {
+                return Ok(None);
+            };
+            if loc.is_expired(now_ms) {
+                return Ok(None);
+            }
+            let stored = Prior::Stored {
+                version: loc.version,
+                written_at_ms: 0,
+            };
+            if !with_meta {
+                return Ok(Some(stored));
+            }
+            // Compaction may retire the segment between the two lookups; the index
+            // then already points at the new copy.
+            let retired;
+            let seg: &Segment = if loc.segment == self.active.id {
+                &self.active
+            } else {
+                match self.shared.try_segment(loc.segment) {
+                    Some(seg) => {
+                        retired = seg;
+                        &retired
+                    }
+                    None => continue,
+                }
+            };
+            let offset = u64::from(loc.offset);
+            let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
+            let header = seg
+                .read_with(
+                    offset,
+                    (loc.len as usize).min(HEADER_BYTES_MAX),
+                    record::decode_header,
+                )?
+                .map_err(corrupt)?;
+            let upto = header.meta_range().end;
+            if upto > loc.len as usize {
+                return Err(corrupt(record::DecodeError::Truncated));
+            }
+            let prior_meta = &mut self.prior_meta;
+            let matches = seg.read_with(offset, upto, |bytes| {
+                prior_meta.clear();
+                prior_meta.extend_from_slice(&bytes[header.meta_range()]);
+                bytes[header.key_range()] == *key
+            })?;
+            if header.seq != loc.version || !matches {
+                return Err(mismatch(seg, loc));
+            }
+            return Ok(Some(Prior::Stored {
+                version: header.seq,
+                written_at_ms: header.written_at_ms,
+            }));
+        }
+        Err(Error::Closed(
+            "the key's segment kept being retired while its entry was read".into(),
+        ))
+    }
+
+    /// Runs the batch's meta patch over `meta` (into `self.scratch`) with `prior`.
+    fn patch(
+        &mut self,
+        patch: crate::batch::MetaPatchFn,
+        meta: &[u8],
+        prior: &Prior,
+    ) -> Result<()> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(meta);
+        let (previous, at) = match prior {
+            Prior::Staged(at) => {
+                let bytes = &self.buf[*at..];
+                let header = record::decode_header(bytes).map_err(|e| {
+                    Error::Closed(format!("the group buffer does not decode: {e:?}"))
+                })?;
+                let previous = Previous {
+                    meta: &bytes[header.meta_range()],
+                    version: header.seq,
+                    written_at_ms: header.written_at_ms,
+                };
+                (previous, self.len + *at as u64)
+            }
+            Prior::Stored {
+                version,
+                written_at_ms,
+            } => (
+                Previous {
+                    meta: &self.prior_meta,
+                    version: *version,
+                    written_at_ms: *written_at_ms,
+                },
+                0,
+            ),
+        };
+        patch(&previous, &mut self.scratch).map_err(|reason| Error::Corrupt {
+            file: self.shared.dir.join(segment::file_name(self.active.id)),
+            offset: at,
+            reason: format!("the meta section of the entry a put replaces: {reason}"),
+        })
+    }
+
+    /// Encodes a checked batch into the group buffer. When the batch wants the entries
+    /// its operations replace (a detailed answer, a meta patch) and reading one fails,
+    /// the batch is taken back out of the buffer and fails alone.
     fn encode(&mut self, batch: Batch, done: Done, now_ms: u64) {
+        let detailed = matches!(done, Done::Detailed(_));
+        let patch = batch.meta_patch.map(|p| p.0);
+        let undo_from = (self.buf.len(), self.next_seq);
+        let mut undo: Vec<(Bytes, Option<Option<Staged>>)> = Vec::new();
         let last = batch.ops.len() - 1;
         let mut versions = Vec::with_capacity(batch.ops.len());
+        let mut replaced = Vec::with_capacity(if detailed { batch.ops.len() } else { 0 });
         let mut updates = Vec::with_capacity(batch.ops.len());
         for (i, op) in batch.ops.into_iter().enumerate() {
             let seq = self.next_seq;
-            self.next_seq += 1;
             let offset = self.len + self.buf.len() as u64;
+            let at = self.buf.len();
             let commit = if i == last { FLAG_COMMIT } else { 0 };
+            let is_put = matches!(op, Op::Put { .. });
+            let prior = if detailed || (patch.is_some() && is_put) {
+                match self.previous(op.key(), now_ms, patch.is_some() && is_put) {
+                    Ok(prior) => prior,
+                    Err(e) => return self.take_back(undo_from, undo, done, e),
+                }
+            } else {
+                None
+            };
+            if detailed {
+                replaced.push(prior.is_some());
+            }
             let (key, update) = match op {
                 Op::Put {
                     key,
                     value,
                     options,
                 } => {
+                    let meta: &[u8] = match (patch, &prior) {
+                        (Some(patch), Some(prior)) => {
+                            if let Err(e) = self.patch(patch, &options.meta, prior) {
+                                return self.take_back(undo_from, undo, done, e);
+                            }
+                            &self.scratch
+                        }
+                        _ => &options.meta,
+                    };
                     let expires_at_ms = options.expires_at_ms.map_or(0, |t| t.max(1));
                     record::encode(
                         &RecordRef {
@@ -404,7 +585,7 @@ impl Writer {
                             written_at_ms: now_ms,
                             expires_at_ms,
                             key: &key,
-                            meta: &options.meta,
+                            meta,
                             value: &value,
                         },
                         &mut self.buf,
@@ -434,16 +615,43 @@ impl Writer {
                     (key, None)
                 }
             };
-            let live = update.filter(|l| !l.is_expired(now_ms)).map(|l| l.version);
-            self.overlay.insert(key.clone(), live);
+            self.next_seq += 1;
+            let live = update.filter(|l| !l.is_expired(now_ms)).map(|l| Staged {
+                version: l.version,
+                at,
+            });
+            let before = self.overlay.insert(key.clone(), live);
+            if patch.is_some() || detailed {
+                undo.push((key.clone(), before));
+            }
             updates.push((key, update));
             versions.push(seq);
         }
         self.pending.push(Pending {
             done,
             versions,
+            replaced,
             updates,
         });
+    }
+
+    /// Takes a half-encoded batch back out of the group buffer and fails it.
+    fn take_back(
+        &mut self,
+        (buf_len, next_seq): (usize, u64),
+        undo: Vec<(Bytes, Option<Option<Staged>>)>,
+        done: Done,
+        e: Error,
+    ) {
+        self.buf.truncate(buf_len);
+        self.next_seq = next_seq;
+        for (key, before) in undo.into_iter().rev() {
+            match before {
+                Some(state) => self.overlay.insert(key, state),
+                None => self.overlay.remove(&key),
+            };
+        }
+        done.fail(e);
     }
 
     /// Writes the group buffer, syncs per policy (always when `seal` is set), then
@@ -468,13 +676,13 @@ impl Writer {
                             .last_version
                             .fetch_max(v, Ordering::Relaxed);
                     }
-                    (p.done)(Ok(p.versions));
+                    p.done.succeed(p.versions, p.replaced);
                 }
                 Ok(())
             }
             Err(e) => {
                 for p in pending {
-                    (p.done)(Err(replicate(&e)));
+                    p.done.fail(replicate(&e));
                 }
                 Err(e)
             }
@@ -615,6 +823,14 @@ impl Writer {
         self.len = SEGMENT_HEADER_BYTES;
         Ok(())
     }
+}
+
+/// The live entry an operation replaces: staged in this group (its record's start in
+/// the group buffer), or stored (its meta read into `Writer::prior_meta` only when a
+/// patch needs it).
+enum Prior {
+    Staged(usize),
+    Stored { version: u64, written_at_ms: u64 },
 }
 
 fn op_len(op: &Op) -> usize {

@@ -6,11 +6,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
+use bytes::Bytes;
 
 use crate::body;
 use crate::envelope::{self, PutFields, defect_problem};
 use crate::json::{self, Value};
-use crate::kv::{syntax_problem, unknown_field, write_put_result};
+use crate::kv::{syntax_problem, unknown_field};
 use crate::media;
 use crate::mutation::{self, Outcome, WriteOp};
 use crate::names::{Entity, entity_problem, is_valid_key, key_problem};
@@ -18,6 +19,7 @@ use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::query::Query;
 use crate::reply::{JsonWriter, json_response};
 use crate::state::{AppState, BULK_BODY_BYTES_MAX, BULK_OPS_MAX, Limits};
+use crate::timefmt::rfc3339_seconds;
 
 /// `POST /v1/bulk`.
 pub async fn bulk(
@@ -40,29 +42,82 @@ pub async fn bulk(
     let (Some(ops), true) = (ops, problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
-    let outcomes = mutation::apply(&state, path, &ops, |_| Ok(())).await?;
+    let outcomes = mutation::apply_unconditional(&state, path, &ops).await?;
     let mut w = JsonWriter::ok_data(ops.len() * 160);
-    w.key("results").begin_array();
-    for (op, outcome) in ops.iter().zip(outcomes) {
-        w.begin_object();
+    w.key("results");
+    write_results(w.value_buffer(), &ops, &outcomes).map_err(|e| mutation::internal(path, &e))?;
+    Ok(json_response(StatusCode::OK, w.finish()))
+}
+
+/// Writes the `results` array: the members of each result as
+/// [`crate::kv::write_put_result`] writes them for a single PUT (a test holds the two to the
+/// same bytes), with the literal parts written as literals and a run of equal
+/// content types escaped once, since a response holds thousands of results.
+fn write_results(
+    out: &mut Vec<u8>,
+    ops: &[WriteOp],
+    outcomes: &[Outcome],
+) -> Result<(), &'static str> {
+    let mut content_type: (&str, Vec<u8>) = ("", b"\"\"".to_vec());
+    out.push(b'[');
+    for (i, (op, outcome)) in ops.iter().zip(outcomes).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
         match (op, outcome) {
             (WriteOp::Put { entity, key, spec }, Outcome::Put(done)) => {
-                w.key("op").str("put");
-                write_put_result(&mut w, *entity, key, spec, done);
+                out.extend_from_slice(b"{\"op\":\"put\",\"entity\":");
+                json::write_string(entity.as_str(), out);
+                out.extend_from_slice(b",\"key\":");
+                json::write_string(key, out);
+                out.extend_from_slice(if done.created {
+                    b",\"created\":true,\"expires_at\":"
+                } else {
+                    b",\"created\":false,\"expires_at\":"
+                });
+                match done.expires_at_ms {
+                    Some(ms) => json::write_string(&rfc3339_seconds(ms), out),
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.extend_from_slice(b",\"content_type\":");
+                if content_type.0 != spec.content_type {
+                    content_type.0 = &spec.content_type;
+                    content_type.1.clear();
+                    json::write_string(&spec.content_type, &mut content_type.1);
+                }
+                out.extend_from_slice(&content_type.1);
+                let _ = write!(
+                    Digits(out),
+                    ",\"size_bytes\":{},\"version\":{}}}",
+                    spec.value.len(),
+                    done.version
+                );
             }
             (WriteOp::Delete { entity, key }, Outcome::Delete { deleted, version }) => {
-                w.key("op").str("delete");
-                w.key("entity").str(entity.as_str());
-                w.key("key").str(key);
-                w.key("deleted").bool(deleted);
-                w.key("version").u64(version);
+                out.extend_from_slice(b"{\"op\":\"delete\",\"entity\":");
+                json::write_string(entity.as_str(), out);
+                out.extend_from_slice(b",\"key\":");
+                json::write_string(key, out);
+                let _ = write!(
+                    Digits(out),
+                    ",\"deleted\":{deleted},\"version\":{version}}}"
+                );
             }
-            _ => return Err(mutation::internal(path, &"bulk outcome out of order")),
+            _ => return Err("bulk outcome out of order"),
         }
-        w.end_object();
     }
-    w.end_array();
-    Ok(json_response(StatusCode::OK, w.finish()))
+    out.push(b']');
+    Ok(())
+}
+
+/// `fmt::Write` into a byte buffer (numbers without a `String` each).
+struct Digits<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Digits<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// Bulk bodies are JSON only: `application/json` (any params) or no Content-Type.
@@ -88,7 +143,11 @@ fn media_problem(headers: &HeaderMap) -> Option<Problem> {
 }
 
 /// Checks the whole body; every problem of every operation is pushed.
-fn decode_bulk(bytes: &[u8], limits: &Limits, problems: &mut Vec<Problem>) -> Option<Vec<WriteOp>> {
+fn decode_bulk(
+    bytes: &Bytes,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<WriteOp>> {
     let parsed = match json::parse(bytes) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -133,7 +192,7 @@ fn decode_bulk(bytes: &[u8], limits: &Limits, problems: &mut Vec<Problem>) -> Op
     for (i, op) in list.iter().enumerate() {
         base.clear();
         let _ = write!(base, "/operations/{i}");
-        match decode_op(op, &base, limits, problems) {
+        match decode_op(op, &base, limits, bytes, problems) {
             Some(op) => ops.push(op),
             None => valid = false,
         }
@@ -152,9 +211,10 @@ fn operation_base(pointer: &str) -> String {
 
 /// Checks one operation at `base`.
 fn decode_op(
-    op: &Value,
+    op: &Value<'_>,
     base: &str,
     limits: &Limits,
+    body: &Bytes,
     problems: &mut Vec<Problem>,
 ) -> Option<WriteOp> {
     let Value::Object(members) = op else {
@@ -166,7 +226,7 @@ fn decode_op(
         return None;
     };
     let kind = match op.get("op") {
-        Some(Value::String(s)) if s == "put" || s == "delete" => s.as_str(),
+        Some(Value::String(s)) if s == "put" || s == "delete" => s.as_ref(),
         _ => {
             problems.push(Problem::at(
                 ErrorCode::InvalidBulk,
@@ -188,7 +248,7 @@ fn decode_op(
         unknown.extend(
             members
                 .iter()
-                .map(|(n, _)| n.as_str())
+                .map(|(n, _)| n.as_ref())
                 .filter(|n| !["op", "entity", "key"].contains(n)),
         );
         (None, "op, entity and key")
@@ -198,7 +258,7 @@ fn decode_op(
         problem.detail = format!("unknown field in a {kind} operation; its fields are {allowed}");
         problems.push(problem);
     }
-    let spec = put.map(|fields| envelope::decode_put(fields, base, limits, problems));
+    let spec = put.map(|fields| envelope::decode_put(fields, base, limits, body, problems));
     let (entity, key) = target?;
     match spec {
         None => Some(WriteOp::Delete { entity, key }),
@@ -211,7 +271,7 @@ fn decode_op(
 }
 
 /// The entity and key of an operation, each checked against its rule.
-fn op_target(op: &Value, base: &str, problems: &mut Vec<Problem>) -> Option<(Entity, String)> {
+fn op_target(op: &Value<'_>, base: &str, problems: &mut Vec<Problem>) -> Option<(Entity, String)> {
     let entity = match op.get("entity") {
         Some(Value::String(s)) => Entity::parse(s),
         _ => None,
@@ -220,7 +280,7 @@ fn op_target(op: &Value, base: &str, problems: &mut Vec<Problem>) -> Option<(Ent
         problems.push(entity_problem(Some(format!("{base}/entity"))));
     }
     let key = match op.get("key") {
-        Some(Value::String(s)) if is_valid_key(s) => Some(s.clone()),
+        Some(Value::String(s)) if is_valid_key(s) => Some(s.to_string()),
         _ => None,
     };
     if key.is_none() {
@@ -235,7 +295,8 @@ mod tests {
 
     fn problems_of(body: &str) -> Vec<(u16, Option<String>)> {
         let mut problems = Vec::new();
-        let _ = decode_bulk(body.as_bytes(), &Limits::default(), &mut problems);
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let _ = decode_bulk(&body, &Limits::default(), &mut problems);
         problems
             .into_iter()
             .map(|p| (p.code.code(), p.pointer))
@@ -262,6 +323,71 @@ mod tests {
                 (1011, Some("/operations/3/op".to_owned())),
             ]
         );
+    }
+
+    /// The literal-writing result writer gives the bytes of the generic one (the
+    /// single PUT's `write_put_result`), for every kind of result.
+    #[test]
+    fn bulk_results_are_written_as_a_single_put_writes_them() {
+        use crate::kv::write_put_result;
+        use crate::mutation::PutOutcome;
+        let body = Bytes::from_static(
+            br#"{"operations": [
+            {"op": "put", "entity": "user", "key": "a", "value": {"x": 1}, "ttl": 120},
+            {"op": "put", "entity": "event", "key": "b", "value": "t"},
+            {"op": "put", "entity": "user", "key": "c", "value": "AAE", "content_type": "image/png; x=\"q\\\"\""},
+            {"op": "put", "entity": "user", "key": "d", "value": "AAE", "content_type": "image/png; x=\"q\\\"\""},
+            {"op": "delete", "entity": "event", "key": "e"}
+        ]}"#,
+        );
+        let mut problems = Vec::new();
+        let ops = decode_bulk(&body, &Limits::default(), &mut problems).expect("valid");
+        assert!(problems.is_empty(), "{problems:?}");
+        let outcomes: Vec<Outcome> = (0..ops.len() as u64)
+            .map(|i| match &ops[i as usize] {
+                WriteOp::Put { spec, .. } => Outcome::Put(PutOutcome {
+                    created: i % 2 == 0,
+                    version: 1_000_000_000_000 + i,
+                    expires_at_ms: spec.ttl_seconds.map(|t| 1_795_684_483_999 + t * 1000),
+                }),
+                WriteOp::Delete { .. } => Outcome::Delete {
+                    deleted: true,
+                    version: 7,
+                },
+            })
+            .collect();
+        let mut fast = Vec::new();
+        write_results(&mut fast, &ops, &outcomes).expect("in order");
+
+        let mut w = JsonWriter::object(0);
+        w.key("results").begin_array();
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            w.begin_object();
+            match (op, *outcome) {
+                (WriteOp::Put { entity, key, spec }, Outcome::Put(done)) => {
+                    w.key("op").str("put");
+                    write_put_result(&mut w, *entity, key, spec, done);
+                }
+                (WriteOp::Delete { entity, key }, Outcome::Delete { deleted, version }) => {
+                    w.key("op").str("delete");
+                    w.key("entity").str(entity.as_str());
+                    w.key("key").str(key);
+                    w.key("deleted").bool(deleted);
+                    w.key("version").u64(version);
+                }
+                _ => panic!("out of order"),
+            }
+            w.end_object();
+        }
+        w.end_array();
+        let generic = w.finish();
+        let expected = &generic[b"{\"results\":".len()..generic.len() - 1];
+        assert_eq!(
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(expected)
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&fast).expect("JSON");
+        assert_eq!(parsed[2]["content_type"], "image/png; x=\"q\\\"\"");
     }
 
     #[test]

@@ -44,26 +44,26 @@ pub struct PutSpec {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PutFields<'a> {
     /// `value`.
-    pub value: Option<&'a Value>,
+    pub value: Option<&'a Value<'a>>,
     /// `ttl`.
-    pub ttl: Option<&'a Value>,
+    pub ttl: Option<&'a Value<'a>>,
     /// `metadata`.
-    pub metadata: Option<&'a Value>,
+    pub metadata: Option<&'a Value<'a>>,
     /// `content_type`.
-    pub content_type: Option<&'a Value>,
+    pub content_type: Option<&'a Value<'a>>,
 }
 
 impl<'a> PutFields<'a> {
     /// Takes the write fields out of `members`; every other name is pushed to `unknown`
     /// unless `extra` allows it.
     pub fn collect(
-        members: &'a [(String, Value)],
+        members: &'a [(Cow<'a, str>, Value<'a>)],
         extra: &[&str],
         unknown: &mut Vec<&'a str>,
     ) -> PutFields<'a> {
         let mut fields = PutFields::default();
         for (name, value) in members {
-            let slot = match name.as_str() {
+            let slot = match name.as_ref() {
                 "value" => &mut fields.value,
                 "ttl" => &mut fields.ttl,
                 "metadata" => &mut fields.metadata,
@@ -83,10 +83,13 @@ impl<'a> PutFields<'a> {
 
 /// Checks the fields of a write whose members sit under `base` (`""` for the envelope,
 /// `/operations/3` in bulk); pushes every problem and returns the write when none.
+/// `body` is the request body the fields were parsed from: a text value without
+/// escapes is stored as a view of it, not a copy.
 pub fn decode_put(
     fields: PutFields<'_>,
     base: &str,
     limits: &Limits,
+    body: &Bytes,
     problems: &mut Vec<Problem>,
 ) -> Option<PutSpec> {
     let before = problems.len();
@@ -107,7 +110,7 @@ pub fn decode_put(
         }
     };
     let (value, kind, content_type) =
-        check_value(fields.value, content_type, base, limits, problems)?;
+        check_value(fields.value, content_type, base, limits, body, problems)?;
     (problems.len() == before).then_some(PutSpec {
         value,
         kind,
@@ -120,7 +123,7 @@ pub fn decode_put(
 /// Checks `content_type`: absent or `null` is `Ok(None)` (inferred later); a malformed
 /// one is a problem.
 fn check_content_type(
-    value: Option<&Value>,
+    value: Option<&Value<'_>>,
     base: &str,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<(String, Kind)>, ()> {
@@ -161,10 +164,11 @@ fn value_missing(pointer: &str) -> Problem {
 
 /// Checks `value` against its kind and turns it into the stored bytes.
 fn check_value(
-    value: Option<&Value>,
+    value: Option<&Value<'_>>,
     content_type: Option<(String, Kind)>,
     base: &str,
     limits: &Limits,
+    body: &Bytes,
     problems: &mut Vec<Problem>,
 ) -> Option<(Bytes, Kind, Cow<'static, str>)> {
     let value = match value {
@@ -179,7 +183,7 @@ fn check_value(
         (None, Value::String(_)) => (Cow::Borrowed(TEXT_UTF8), Kind::Text),
         (None, _) => (Cow::Borrowed(APPLICATION_JSON), Kind::Json),
     };
-    let bytes = match stored_bytes(value, kind, &content_type, base, limits) {
+    let bytes = match stored_bytes(value, kind, &content_type, base, limits, body) {
         Ok(bytes) => bytes,
         Err(problem) => {
             problems.push(problem);
@@ -190,17 +194,28 @@ fn check_value(
         problems.push(value_too_large(Some(&value_pointer(base)), limits));
         return None;
     }
-    Some((Bytes::from(bytes), kind, content_type))
+    Some((bytes, kind, content_type))
+}
+
+/// `part` as a view of `body` when it lies inside it (a string the parser borrowed),
+/// else a copy.
+fn share_or_copy(body: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if !part.is_empty() && end <= body.len() => body.slice(start..end),
+        _ => Bytes::copy_from_slice(part),
+    }
 }
 
 /// The bytes a value of `kind` is stored as: compact JSON, UTF-8 text or decoded base64.
 fn stored_bytes(
-    value: &Value,
+    value: &Value<'_>,
     kind: Kind,
     content_type: &str,
     base: &str,
     limits: &Limits,
-) -> Result<Vec<u8>, Problem> {
+    body: &Bytes,
+) -> Result<Bytes, Problem> {
     let pointer = || value_pointer(base);
     let wrong = |wanted: &str| {
         Problem::at(
@@ -213,14 +228,14 @@ fn stored_bytes(
         )
     };
     match (kind, value) {
-        (Kind::Json, v) => Ok(json::to_compact(v)),
-        (Kind::Text, Value::String(s)) => Ok(s.clone().into_bytes()),
+        (Kind::Json, v) => Ok(Bytes::from(json::to_compact(v))),
+        (Kind::Text, Value::String(s)) => Ok(share_or_copy(body, s.as_bytes())),
         (Kind::Text, _) => Err(wrong("a string")),
         (Kind::Binary, Value::String(s)) => {
             if estimated_base64_len(s) > limits.value_bytes_max {
                 return Err(value_too_large(Some(&pointer()), limits));
             }
-            BASE64.decode(s).map_err(|_| {
+            BASE64.decode(s.as_bytes()).map(Bytes::from).map_err(|_| {
                 Problem::at(
                     ErrorCode::InvalidValue,
                     pointer(),
@@ -263,7 +278,7 @@ fn ttl_problem(pointer: Option<&str>, got: &str) -> Problem {
 }
 
 /// Checks a ttl given in JSON: an integer number (not `60.0`, `"60"` or `6e1`) in range.
-fn check_ttl_json(value: &Value, pointer: &str, problems: &mut Vec<Problem>) -> Option<u64> {
+fn check_ttl_json(value: &Value<'_>, pointer: &str, problems: &mut Vec<Problem>) -> Option<u64> {
     match value {
         Value::Number(text) if is_integer_text(text) => {
             check_ttl_range(text, Some(pointer), problems)
@@ -322,7 +337,7 @@ fn shorten(text: &str) -> String {
 /// Checks metadata: an object (returned as compact JSON) or `null` (`None`), at most
 /// the limit in compact bytes.
 pub fn check_metadata(
-    value: &Value,
+    value: &Value<'_>,
     pointer: Option<String>,
     limits: &Limits,
     problems: &mut Vec<Problem>,
@@ -399,7 +414,8 @@ mod tests {
         let mut unknown = Vec::new();
         let fields = PutFields::collect(members, &[], &mut unknown);
         let mut problems = Vec::new();
-        let spec = decode_put(fields, "", &Limits::default(), &mut problems);
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let spec = decode_put(fields, "", &Limits::default(), &body, &mut problems);
         (
             spec,
             problems.into_iter().map(|p| (p.code, p.pointer)).collect(),
@@ -416,6 +432,28 @@ mod tests {
         let spec = spec.expect("valid");
         assert_eq!(spec.content_type, APPLICATION_JSON);
         assert_eq!(&spec.value[..], br#"{"a":1e+300}"#);
+    }
+
+    #[test]
+    fn a_text_value_without_escapes_is_a_view_of_the_body() {
+        let body = Bytes::from_static(br#"{"value": "plain text", "x": "a\nb"}"#);
+        let parsed = json::parse(&body).expect("valid JSON");
+        let Value::Object(members) = &parsed.value else {
+            panic!("object expected")
+        };
+        let mut unknown = Vec::new();
+        let fields = PutFields::collect(members, &["x"], &mut unknown);
+        let mut problems = Vec::new();
+        let spec = decode_put(fields, "", &Limits::default(), &body, &mut problems).expect("valid");
+        assert_eq!(&spec.value[..], b"plain text");
+        let at = spec.value.as_ptr() as usize - body.as_ptr() as usize;
+        assert_eq!(&body[at..at + spec.value.len()], b"plain text", "no copy");
+        // An escaped string is decoded into its own bytes.
+        let Some(Value::String(escaped)) = parsed.value.get("x") else {
+            panic!("string expected")
+        };
+        assert_eq!(escaped, "a\nb");
+        assert_eq!(&share_or_copy(&body, escaped.as_bytes())[..], b"a\nb");
     }
 
     #[test]
@@ -499,7 +537,7 @@ mod tests {
         let mut unknown = Vec::new();
         let mut problems = Vec::new();
         let fields = PutFields::collect(members, &[], &mut unknown);
-        assert!(decode_put(fields, "", &limits, &mut problems).is_none());
+        assert!(decode_put(fields, "", &limits, &Bytes::new(), &mut problems).is_none());
         assert_eq!(problems[0].code, ErrorCode::PayloadTooLarge);
     }
 }

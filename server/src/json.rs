@@ -8,10 +8,14 @@
 //! column instead of a pointer. This parser instead records such *defects* with their
 //! JSON pointer and goes on, so every problem can be reported together. It keeps numbers
 //! as the text they were written with and members in their order, so the compact writer
-//! gives back exactly what API.md says is stored. On valid input without defects its
+//! gives back exactly what API.md says is stored. The tree borrows from the input:
+//! numbers, and strings and member names without escapes, are slices of it (a bulk
+//! body of a thousand operations is then one allocation per object, not one per
+//! string); only a string with escapes is decoded into its own buffer. On valid input without defects its
 //! output equals `serde_json`'s (`preserve_order` + `arbitrary_precision`), which a
 //! property test checks.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Deepest nesting of arrays and objects accepted. Deeper documents are refused (400)
@@ -23,27 +27,29 @@ pub const DEPTH_MAX: usize = 256;
 /// by a pairwise scan.
 const MEMBERS_SCAN_MAX: usize = 16;
 
-/// A parsed JSON value. Numbers keep their spelling; objects keep member order (and, in
-/// a document with defects, duplicate members).
+/// A parsed JSON value, borrowing from the input where it can. Numbers keep their
+/// spelling; objects keep member order (and, in a document with defects, duplicate
+/// members).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
+pub enum Value<'a> {
     /// `null`.
     Null,
     /// `true` or `false`.
     Bool(bool),
     /// A number, exactly as written (`1e+300`, `-0.0`, `123456789012345678901234567890`).
-    Number(String),
-    /// A string, unescaped. A lone surrogate is replaced by U+FFFD and reported as a defect.
-    String(String),
+    Number(&'a str),
+    /// A string, unescaped: a slice of the input when it holds no escape. A lone
+    /// surrogate is replaced by U+FFFD and reported as a defect.
+    String(Cow<'a, str>),
     /// An array.
-    Array(Vec<Value>),
+    Array(Vec<Value<'a>>),
     /// An object's members in document order.
-    Object(Vec<(String, Value)>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
 }
 
-impl Value {
+impl<'a> Value<'a> {
     /// The member `name` of an object (the first one, if there are duplicates).
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub fn get(&self, name: &str) -> Option<&Value<'a>> {
         match self {
             Value::Object(members) => members.iter().find(|(n, _)| n == name).map(|(_, v)| v),
             _ => None,
@@ -111,16 +117,16 @@ impl std::fmt::Display for ParseError {
 
 /// A parsed document and its defects.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Parsed {
+pub struct Parsed<'a> {
     /// The document.
-    pub value: Value,
+    pub value: Value<'a>,
     /// Duplicate members and lone surrogates, in document order of detection.
     pub defects: Vec<Defect>,
 }
 
 /// Parses one JSON document (RFC 8259), allowing whitespace around it and nothing else.
 /// A byte order mark is not JSON and is refused.
-pub fn parse(input: &[u8]) -> Result<Parsed, ParseError> {
+pub fn parse(input: &[u8]) -> Result<Parsed<'_>, ParseError> {
     let text = std::str::from_utf8(input).map_err(|e| ParseError::Syntax {
         offset: e.valid_up_to(),
         reason: "invalid UTF-8",
@@ -130,6 +136,7 @@ pub fn parse(input: &[u8]) -> Result<Parsed, ParseError> {
         bytes: text.as_bytes(),
         pos: 0,
         path: Vec::new(),
+        names: Vec::new(),
         defects: Vec::new(),
     };
     parser.skip_ws();
@@ -157,6 +164,9 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     path: Vec<Step<'a>>,
+    /// Member names as written (still escaped) of the objects being parsed, innermost
+    /// last: one buffer for the whole document instead of one per object.
+    names: Vec<&'a str>,
     defects: Vec<Defect>,
 }
 
@@ -178,7 +188,7 @@ impl<'a> Parser<'a> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -192,7 +202,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, value: Value) -> Result<Value, ParseError> {
+    fn literal(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, ParseError> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -209,7 +219,7 @@ impl<'a> Parser<'a> {
         self.pos - start
     }
 
-    fn number(&mut self) -> Result<Value, ParseError> {
+    fn number(&mut self) -> Result<Value<'a>, ParseError> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -236,10 +246,10 @@ impl<'a> Parser<'a> {
                 return Err(self.error("a digit in the exponent"));
             }
         }
-        Ok(Value::Number(self.text[start..self.pos].to_owned()))
+        Ok(Value::Number(&self.text[start..self.pos]))
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, ParseError> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
         if depth > DEPTH_MAX {
             return Err(ParseError::TooDeep);
         }
@@ -268,17 +278,30 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
         if depth > DEPTH_MAX {
             return Err(ParseError::TooDeep);
         }
         self.pos += 1;
-        let mut members: Vec<(String, Value)> = Vec::new();
-        let mut raw_names: Vec<&'a str> = Vec::new();
+        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
+        let names_from = self.names.len();
+        let result = self.members(depth, &mut members);
+        self.names.truncate(names_from);
+        result.map(|()| Value::Object(members))
+    }
+
+    /// The members of an object after its `{`, up to and including its `}`; their
+    /// raw names are pushed to `self.names` (the caller truncates them).
+    fn members(
+        &mut self,
+        depth: usize,
+        members: &mut Vec<(Cow<'a, str>, Value<'a>)>,
+    ) -> Result<(), ParseError> {
+        let names_from = self.names.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(members));
+            return Ok(());
         }
         loop {
             self.skip_ws();
@@ -298,22 +321,23 @@ impl<'a> Parser<'a> {
             let value = self.value(depth);
             self.path.pop();
             members.push((name, value?));
-            raw_names.push(raw);
+            self.names.push(raw);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    self.check_duplicates(&members, &raw_names);
-                    return Ok(Value::Object(members));
+                    self.check_duplicates(members, names_from);
+                    return Ok(());
                 }
                 _ => return Err(self.error("',' or '}' in an object")),
             }
         }
     }
 
-    /// Records a defect for every member whose name an earlier member already has.
-    fn check_duplicates(&mut self, members: &[(String, Value)], raw_names: &[&'a str]) {
+    /// Records a defect for every member whose name an earlier member already has;
+    /// `self.names[names_from..]` are the members' raw names.
+    fn check_duplicates(&mut self, members: &[(Cow<'a, str>, Value<'a>)], names_from: usize) {
         let mut duplicates: Vec<usize> = Vec::new();
         if members.len() <= MEMBERS_SCAN_MAX {
             for i in 1..members.len() {
@@ -332,7 +356,7 @@ impl<'a> Parser<'a> {
             duplicates.sort_unstable();
         }
         for i in duplicates {
-            self.path.push(Step::Member(raw_names[i]));
+            self.path.push(Step::Member(self.names[names_from + i]));
             self.defect(DefectKind::DuplicateMember);
             self.path.pop();
         }
@@ -345,8 +369,21 @@ impl<'a> Parser<'a> {
 
     /// Parses a string starting at the opening quote. `member_at` is set for a member
     /// name, so that a lone surrogate in it is reported at the member's own pointer.
-    fn string(&mut self, member_at: Option<usize>) -> Result<String, ParseError> {
+    fn string(&mut self, member_at: Option<usize>) -> Result<Cow<'a, str>, ParseError> {
         self.pos += 1;
+        // Most strings hold no escape: a slice of the input, no allocation.
+        let start = self.pos;
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            self.pos += 1;
+        }
+        if self.peek() == Some(b'"') {
+            self.pos += 1;
+            return Ok(Cow::Borrowed(&self.text[start..self.pos - 1]));
+        }
+        self.pos = start;
         let mut out = String::new();
         let mut lone_surrogate = false;
         loop {
@@ -382,7 +419,7 @@ impl<'a> Parser<'a> {
                 None => self.defect(DefectKind::LoneSurrogate),
             }
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 
     /// Decodes one escape after its backslash into `out`; true when it was a lone
@@ -485,9 +522,13 @@ fn unescape_name(raw: &str) -> String {
         bytes: quoted.as_bytes(),
         pos: 0,
         path: Vec::new(),
+        names: Vec::new(),
         defects: Vec::new(),
     };
-    parser.string(None).unwrap_or_else(|_| raw.to_owned())
+    parser
+        .string(None)
+        .map(Cow::into_owned)
+        .unwrap_or_else(|_| raw.to_owned())
 }
 
 /// Writes `value` as compact JSON: no whitespace, numbers as written, members in order,
@@ -790,7 +831,7 @@ mod tests {
                 let theirs = serde_json::to_vec(&s).expect("serialize");
                 prop_assert_eq!(&out, &theirs);
                 let parsed = parse(&out).expect("valid JSON");
-                prop_assert_eq!(parsed.value, Value::String(s));
+                prop_assert_eq!(parsed.value, Value::String(Cow::Owned(s)));
             }
 
             #[test]

@@ -255,7 +255,7 @@ pub fn write_put_result(
 
 /// Checks the envelope body: JSON (400), an object of the known fields (1007), and
 /// each field.
-fn decode_envelope(bytes: &[u8], limits: &Limits, problems: &mut Vec<Problem>) -> Option<PutSpec> {
+fn decode_envelope(bytes: &Bytes, limits: &Limits, problems: &mut Vec<Problem>) -> Option<PutSpec> {
     let parsed = match json::parse(bytes) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -277,7 +277,7 @@ fn decode_envelope(bytes: &[u8], limits: &Limits, problems: &mut Vec<Problem>) -
     let mut unknown = Vec::new();
     let fields = PutFields::collect(members, &[], &mut unknown);
     problems.extend(unknown.iter().map(|name| unknown_field(name, "")));
-    envelope::decode_put(fields, "", limits, problems)
+    envelope::decode_put(fields, "", limits, bytes, problems)
 }
 
 /// The 400 of a body that is not JSON.

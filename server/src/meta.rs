@@ -60,11 +60,18 @@ impl<'a> RecordMeta<'a> {
     /// The bytes of the section. Content type and metadata must fit their length
     /// fields, which the request limits guarantee (255 chars; engine meta ≤ 64 KiB).
     pub fn encode(&self) -> Result<Vec<u8>, MetaError> {
+        let md = self.metadata.unwrap_or_default();
+        let mut out = Vec::with_capacity(HEAD_BYTES + 4 + self.content_type.len() + md.len());
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the bytes of the section to `out` (see [`RecordMeta::encode`]).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MetaError> {
         let ct_len = u16::try_from(self.content_type.len())
             .map_err(|_| MetaError("content type too long"))?;
         let md = self.metadata.unwrap_or_default();
         let md_len = u32::try_from(md.len()).map_err(|_| MetaError("metadata too long"))?;
-        let mut out = Vec::with_capacity(HEAD_BYTES + 4 + self.content_type.len() + md.len());
         out.push(META_FORMAT_VERSION);
         out.push(kind_byte(self.kind));
         out.extend_from_slice(&self.created_at_ms.to_le_bytes());
@@ -72,7 +79,7 @@ impl<'a> RecordMeta<'a> {
         out.extend_from_slice(self.content_type.as_bytes());
         out.extend_from_slice(&md_len.to_le_bytes());
         out.extend_from_slice(md);
-        Ok(out)
+        Ok(())
     }
 
     /// Reads a section written by [`RecordMeta::encode`], borrowing from `bytes`.
@@ -105,6 +112,29 @@ impl<'a> RecordMeta<'a> {
         })
     }
 }
+
+/// A bulk put's [`caskade_engine::MetaPatchFn`]: the put's section is written with
+/// [`CREATED_BY_THIS_RECORD`]; when the put replaces a live entry, the engine's writer
+/// calls this to carry that entry's creation time over, so an update keeps
+/// `created_at` without the server reading the key first.
+pub fn carry_created_at(
+    previous: &caskade_engine::Previous<'_>,
+    meta: &mut [u8],
+) -> Result<(), &'static str> {
+    let before = RecordMeta::decode(previous.meta).map_err(|e| e.0)?;
+    let created_at_ms = before.created_at(previous.written_at_ms);
+    if meta.first() != Some(&META_FORMAT_VERSION) {
+        return Err("the new meta section is not of this format");
+    }
+    let field = meta
+        .get_mut(CREATED_AT_RANGE)
+        .ok_or("the new meta section is truncated")?;
+    field.copy_from_slice(&created_at_ms.to_le_bytes());
+    Ok(())
+}
+
+/// Where `created_at` sits in the section (see the layout above).
+const CREATED_AT_RANGE: std::ops::Range<usize> = 2..10;
 
 fn kind_byte(kind: Kind) -> u8 {
     match kind {
@@ -164,6 +194,42 @@ mod tests {
                 1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 3, 0, b'a', b'/', b'b', 2, 0, 0, 0, b'{', b'}'
             ]
         );
+    }
+
+    #[test]
+    fn a_patched_section_carries_the_creation_time_over() {
+        let section = |created_at_ms| {
+            RecordMeta {
+                kind: Kind::Json,
+                content_type: "application/json",
+                metadata: Some(b"{}"),
+                created_at_ms,
+            }
+            .encode()
+            .expect("encodes")
+        };
+        let mut new = section(CREATED_BY_THIS_RECORD);
+        // The predecessor created the key itself: its write time is the creation time.
+        let first = section(CREATED_BY_THIS_RECORD);
+        let previous = |meta| caskade_engine::Previous {
+            meta,
+            version: 1,
+            written_at_ms: 5_000,
+        };
+        carry_created_at(&previous(&first), &mut new).expect("patches");
+        let decoded = RecordMeta::decode(&new).expect("decodes");
+        assert_eq!(decoded.created_at_ms, 5_000);
+        assert_eq!(decoded.metadata, Some(&b"{}"[..]));
+        // A predecessor that kept an older creation time passes it on.
+        let older = section(1_000);
+        carry_created_at(&previous(&older), &mut new).expect("patches");
+        assert_eq!(
+            RecordMeta::decode(&new).expect("decodes").created_at_ms,
+            1_000
+        );
+        // Damage is an error, never a guess.
+        assert!(carry_created_at(&previous(&older[..5]), &mut new).is_err());
+        assert!(carry_created_at(&previous(&older), &mut new[..4]).is_err());
     }
 
     #[test]

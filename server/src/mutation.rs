@@ -10,6 +10,16 @@
 //! queue on a striped lock table, so a hot key under many concurrent writers is written
 //! one request after the other (each a full read-decide-write step) instead of all of
 //! them racing and losing rounds until the retry bound gives up.
+//!
+//! Bulk requests ([`apply_unconditional`]) skip all of that: they have no conditional
+//! headers, so nothing needs deciding before the write. The engine's writer reports,
+//! per operation, whether it replaced a live entry (`created`, `deleted`) and carries
+//! the replaced entry's `created_at` into the new record ([`carry_created_at`]), at
+//! the moment it writes the batch. So a bulk request neither reads its keys nor locks
+//! them, and many bulk requests share one group commit instead of queueing, each
+//! through its own fsync, on the lock stripes their keys share. A single PUT racing a
+//! bulk request on the same key loses its condition and redoes its step, as with any
+//! other writer.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -17,11 +27,11 @@ use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use caskade_engine::{Batch, Error as EngineError, Expect, WriteOptions};
+use caskade_engine::{Applied, Batch, Error as EngineError, Expect, WriteOptions};
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::envelope::PutSpec;
-use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta};
+use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta, carry_created_at};
 use crate::names::Entity;
 use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -180,6 +190,109 @@ pub async fn apply(
         ErrorCode::Unavailable,
         "the keys were changed by other writers too often while this write was retried; try again",
     ))
+}
+
+/// Applies `ops` as one atomic batch without reading or locking their keys (see the
+/// module doc): for requests with no condition to check, i.e. bulk.
+pub async fn apply_unconditional(
+    state: &AppState,
+    path: &str,
+    ops: &[WriteOp],
+) -> Result<Vec<Outcome>, ApiError> {
+    let now_ms = state.engine.clock().now_ms();
+    // Every engine key of the request in one buffer, each op's key a view of it: no
+    // allocation per key here nor when the writer keeps a copy of the handle.
+    let mut all_keys = Vec::new();
+    let mut ends = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
+        all_keys.extend_from_slice(entity.as_str().as_bytes());
+        all_keys.push(b'/');
+        all_keys.extend_from_slice(key.as_bytes());
+        ends.push(all_keys.len());
+    }
+    let all_keys = Bytes::from(all_keys);
+    let mut batch = Batch::new();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    // Puts of one request mostly share their meta section (same content type, no
+    // metadata): one handle for a run of equal sections.
+    let mut meta_buf = Vec::new();
+    let mut shared_meta = Bytes::new();
+    let mut start = 0;
+    for (op, end) in ops.iter().zip(ends) {
+        let key = all_keys.slice(start..end);
+        start = end;
+        match op {
+            WriteOp::Put { spec, .. } => {
+                meta_buf.clear();
+                RecordMeta {
+                    kind: spec.kind,
+                    content_type: spec.content_type.as_ref(),
+                    metadata: spec.metadata.as_deref(),
+                    created_at_ms: CREATED_BY_THIS_RECORD,
+                }
+                .encode_into(&mut meta_buf)
+                .map_err(|e| internal(path, &e))?;
+                if shared_meta[..] != meta_buf[..] {
+                    shared_meta = Bytes::copy_from_slice(&meta_buf);
+                }
+                let expires_at_ms = spec
+                    .ttl_seconds
+                    .map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000)));
+                batch.put(
+                    key,
+                    spec.value.clone(),
+                    WriteOptions {
+                        expires_at_ms,
+                        meta: shared_meta.clone(),
+                    },
+                );
+                outcomes.push(Outcome::Put(PutOutcome {
+                    created: true,
+                    version: 0,
+                    expires_at_ms,
+                }));
+            }
+            WriteOp::Delete { .. } => {
+                batch.delete(key);
+                outcomes.push(Outcome::Delete {
+                    deleted: false,
+                    version: 0,
+                });
+            }
+        }
+    }
+    batch.patch_meta(carry_created_at);
+    let (tx, rx) = oneshot::channel();
+    state.engine.apply_detailed_then(batch, move |result| {
+        let _ = tx.send(result);
+    });
+    let applied = match rx.await {
+        Ok(Ok(applied)) => applied,
+        Ok(Err(err)) => return Err(engine_error(path, err)),
+        Err(_) => {
+            return Err(engine_error(
+                path,
+                EngineError::Closed("the writer dropped the batch".to_owned()),
+            ));
+        }
+    };
+    for (outcome, Applied { version, replaced }) in outcomes.iter_mut().zip(applied) {
+        match outcome {
+            Outcome::Put(put) => {
+                put.created = !replaced;
+                put.version = version;
+            }
+            Outcome::Delete {
+                deleted,
+                version: v,
+            } => {
+                *deleted = replaced;
+                *v = version;
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Distinct engine keys in order of first appearance, and each op's index into them.

@@ -69,7 +69,7 @@ impl JsonWriter {
     /// A number value.
     pub fn u64(&mut self, n: u64) -> &mut Self {
         self.sep();
-        self.out.extend_from_slice(n.to_string().as_bytes());
+        let _ = std::io::Write::write_fmt(&mut self.out, format_args!("{n}"));
         self
     }
 

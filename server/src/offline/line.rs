@@ -4,6 +4,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::envelope::{self, PutFields, PutSpec, TTL_SECONDS_MAX, defect_problem};
 use crate::json::{self, ParseError, Value};
 use crate::names::{Entity, entity_problem, is_valid_key, key_problem};
@@ -74,7 +76,8 @@ pub fn decode_line(bytes: &[u8], limits: &Limits, now_ms: u64) -> Result<Record,
     if key.is_none() {
         problems.push(key_problem(Some("/key".to_owned())));
     }
-    let spec = envelope::decode_put(fields, "", limits, &mut problems);
+    // Lines are read into a reused buffer: values are copied out of it.
+    let spec = envelope::decode_put(fields, "", limits, &Bytes::new(), &mut problems);
     if let Some(spec) = &spec {
         check_encoding(parsed.value.get("encoding"), spec, &mut problems);
     }

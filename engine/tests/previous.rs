@@ -1,0 +1,214 @@
+//! `Batch::patch_meta` and `Engine::apply_detailed_then`: a put carries part of the
+//! entry it replaces into its own meta, and each operation reports whether it replaced
+//! a live entry, decided by the writer atomically with the write (no read, no
+//! condition on the caller's side).
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use caskade_engine::{Applied, Batch, Engine, Error, Previous, SyncPolicy, WriteOptions};
+use common::{ManualClock, options};
+
+/// The test's meta layout: one u64, a counter each patched put sets to its
+/// predecessor's plus one.
+fn counter(meta: &[u8]) -> u64 {
+    u64::from_le_bytes(meta.try_into().expect("8-byte meta"))
+}
+
+fn count_up(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
+    let before: [u8; 8] = previous.meta.try_into().map_err(|_| "not 8 bytes")?;
+    meta.copy_from_slice(&(u64::from_le_bytes(before) + 1).to_le_bytes());
+    Ok(())
+}
+
+/// Keeps the creation time: the predecessor's, or its write time when it has none.
+fn keep_created(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
+    let before = counter(previous.meta);
+    let created = if before == 0 {
+        previous.written_at_ms
+    } else {
+        before
+    };
+    meta.copy_from_slice(&created.to_le_bytes());
+    Ok(())
+}
+
+fn zero_meta(expires_at_ms: Option<u64>) -> WriteOptions {
+    WriteOptions {
+        expires_at_ms,
+        meta: vec![0u8; 8].into(),
+    }
+}
+
+fn apply_detailed(engine: &Engine, batch: Batch) -> caskade_engine::Result<Vec<Applied>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    engine.apply_detailed_then(batch, move |r| {
+        let _ = tx.send(r);
+    });
+    rx.recv().expect("the writer answers")
+}
+
+fn patched_put(engine: &Engine, key: &str, patch: caskade_engine::MetaPatchFn) -> Applied {
+    let mut batch = Batch::new();
+    batch
+        .put(key.to_owned(), "v", zero_meta(None))
+        .patch_meta(patch);
+    apply_detailed(engine, batch).expect("put")[0]
+}
+
+#[test]
+fn a_put_keeps_what_its_patch_takes_from_the_entry_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let engine = Engine::open(
+        dir.path(),
+        caskade_engine::Options {
+            clock: clock.clone(),
+            ..options(1 << 20, SyncPolicy::Never)
+        },
+    )
+    .unwrap();
+    let first = patched_put(&engine, "k", keep_created);
+    assert!(
+        !first.replaced,
+        "nothing to replace: the meta stays as given"
+    );
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
+    clock.advance(5_000);
+    let second = patched_put(&engine, "k", keep_created);
+    assert!(second.replaced);
+    assert!(second.version > first.version);
+    assert_eq!(
+        counter(&engine.get(b"k").unwrap().unwrap().meta),
+        1_000_000,
+        "the first write's time, from its record"
+    );
+    clock.advance(5_000);
+    patched_put(&engine, "k", keep_created);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1_000_000);
+
+    // A deleted key and an expired one have nothing to carry over.
+    engine.delete("k").unwrap();
+    assert!(!patched_put(&engine, "k", keep_created).replaced);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
+    engine.put("e", "v", zero_meta(Some(1_020_000))).unwrap();
+    clock.advance(20_000);
+    assert!(!patched_put(&engine, "e", keep_created).replaced);
+    assert_eq!(counter(&engine.get(b"e").unwrap().unwrap().meta), 0);
+}
+
+#[test]
+fn operations_of_one_batch_see_the_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path(), 1 << 20);
+    engine.put("a", "v", zero_meta(None)).unwrap();
+    let mut batch = Batch::new();
+    batch
+        .put("a", "1", zero_meta(None))
+        .put("b", "1", zero_meta(None))
+        .put("b", "2", zero_meta(None))
+        .delete("b")
+        .delete("b")
+        .put("a", "2", zero_meta(None))
+        .patch_meta(count_up);
+    let applied = apply_detailed(&engine, batch).unwrap();
+    let replaced: Vec<bool> = applied.iter().map(|a| a.replaced).collect();
+    assert_eq!(replaced, [true, false, true, true, false, true]);
+    assert!(applied.windows(2).all(|w| w[0].version < w[1].version));
+    assert_eq!(counter(&engine.get(b"a").unwrap().unwrap().meta), 2);
+    assert!(engine.get(b"b").unwrap().is_none());
+}
+
+#[test]
+fn a_failing_patch_fails_its_batch_alone_and_writes_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path(), 1 << 20);
+    // A predecessor whose meta the patch refuses (not 8 bytes).
+    engine
+        .put(
+            "bad",
+            "old",
+            WriteOptions {
+                expires_at_ms: None,
+                meta: vec![1u8; 3].into(),
+            },
+        )
+        .unwrap();
+    let mut batch = Batch::new();
+    batch
+        .put("fresh", "new", zero_meta(None))
+        .put("bad", "new", zero_meta(None))
+        .patch_meta(count_up);
+    let err = apply_detailed(&engine, batch).expect_err("the patch refuses");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(engine.get(b"fresh").unwrap().is_none());
+    assert_eq!(&engine.get(b"bad").unwrap().unwrap().value[..], b"old");
+    // The writer goes on: the next batches are written, with their versions after
+    // the last one handed out.
+    let before = engine.stats().last_version;
+    let ok = patched_put(&engine, "fresh", count_up);
+    assert!(!ok.replaced);
+    assert_eq!(ok.version, before + 1);
+    assert_eq!(counter(&engine.get(b"fresh").unwrap().unwrap().meta), 0);
+    drop(engine);
+    // And the refused batch left no record on disk.
+    let engine = common::open(dir.path(), 1 << 20);
+    assert!(engine.get(b"fresh").unwrap().is_some());
+    assert_eq!(&engine.get(b"bad").unwrap().unwrap().value[..], b"old");
+}
+
+/// Many threads patch the same keys at once under `always`: batches share groups
+/// (the predecessor is then still in the group buffer), segments rotate (sealed,
+/// mapped predecessors), and no update is lost: each key's counter ends at the
+/// number of writes minus one, and exactly one write per key replaced nothing.
+#[test]
+fn concurrent_patched_puts_lose_no_update_across_groups_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(16 * 1024, SyncPolicy::Always)).unwrap();
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 40;
+    const KEYS: usize = 4;
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let engine = engine.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut created = 0;
+                for _ in 0..ROUNDS {
+                    let mut batch = Batch::new();
+                    for k in 0..KEYS {
+                        batch.put(format!("k{k}"), vec![7u8; 200], zero_meta(None));
+                    }
+                    batch.patch_meta(count_up);
+                    let applied = apply_detailed(&engine, batch).expect("apply");
+                    created += applied.iter().filter(|a| !a.replaced).count();
+                }
+                created
+            })
+        })
+        .collect();
+    let created: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(created, KEYS);
+    let writes = (THREADS * ROUNDS) as u64;
+    for k in 0..KEYS {
+        let entry = engine.get(format!("k{k}").as_bytes()).unwrap().unwrap();
+        assert_eq!(counter(&entry.meta), writes - 1, "k{k}");
+    }
+    assert!(
+        common::segment_files(dir.path()).len() > 2,
+        "segments rotated"
+    );
+    assert!(
+        engine.stats().fsyncs < writes,
+        "batches shared fsyncs ({} for {writes})",
+        engine.stats().fsyncs
+    );
+    drop(engine);
+    // After a reopen the predecessor comes from a recovered segment.
+    let engine = common::open(dir.path(), 16 * 1024);
+    assert!(patched_put(&engine, "k0", count_up).replaced);
+    assert_eq!(counter(&engine.get(b"k0").unwrap().unwrap().meta), writes);
+}
