@@ -707,9 +707,10 @@ impl Shard {
 
 /// Asks the kernel to back the next `additional` elements of `v`'s spare capacity with
 /// memory now, in one call, instead of one page fault per 4 KiB page as the bulk load
-/// writes them (the slab of 1M keys is 56 MB: ~14,000 faults, a third of the CPU time
-/// of an open from hints on a VM). Only advice: on other systems, kernels before 5.14
-/// (`EINVAL`) or any failure, the pages fault in as they are written, as before.
+/// writes them. The slab of 1M keys is 56 MB: ~14,000 faults, about a quarter of the
+/// CPU time of an open from hints on a 2-core VM; one call per shard saves 15–18 % of
+/// that CPU time (docs/benchmarks.md). Only advice: on other systems, kernels before
+/// 5.14 (`EINVAL`) or any failure, the pages fault in as they are written, as before.
 fn prefault<T>(v: &mut Vec<T>, additional: usize) {
     #[cfg(target_os = "linux")]
     {
