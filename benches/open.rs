@@ -1,14 +1,16 @@
 //! Open time with and without hint files: N keys (16-byte keys, 1 KiB values, default
 //! 1,000,000; `CASKADE_BENCH_KEYS` overrides), compacted so every segment has a hint,
-//! then opened three times with the hints and three times with them moved aside —
-//! once with the files in the page cache (warm) and once with the store's files evicted
-//! from it before each open (cold: a restart after a reboot or under memory pressure).
-//! Prints the median of each and the ratios.
+//! then opened in rounds (three by default): each round opens it with the hints, then
+//! with them moved aside, once with the files in the page cache (warm) and once with
+//! the store's files evicted from it before each open (cold: a restart after a reboot
+//! or under memory pressure). Alternating keeps both paths of a round under the same
+//! load on a shared machine. Prints the median time of each kind, the median of the
+//! per-round ratios, and every round.
 //!
 //! `cargo bench --bench open`
 //!
-//! Knobs: `CASKADE_BENCH_KEYS` (keys), `CASKADE_BENCH_OPENS` (opens per median,
-//! default 3), `CASKADE_BENCH_STORE` (a folder to fill once and reuse on later runs,
+//! Knobs: `CASKADE_BENCH_KEYS` (keys), `CASKADE_BENCH_OPENS` (rounds, or opens per
+//! median with `CASKADE_BENCH_ONLY`; default 3), `CASKADE_BENCH_STORE` (a folder to fill once and reuse on later runs,
 //! instead of a fresh temp dir; the hints are put back after each run),
 //! `CASKADE_BENCH_ONLY=hints|scan` (warm opens of one path only: for `perf record`).
 
@@ -76,6 +78,26 @@ fn opens() -> usize {
         .unwrap_or(3)
 }
 
+/// One open of the store (after evicting it from the page cache when `cold`).
+fn open_once(dir: &Path, keys: usize, cold: bool) -> Result<Duration, Box<dyn std::error::Error>> {
+    if cold {
+        evict(dir)?;
+    }
+    let started = Instant::now();
+    let engine = Engine::open(dir, options())?;
+    let took = started.elapsed();
+    let stats = engine.stats();
+    assert_eq!(stats.keys as usize, keys);
+    INDEX_BYTES.store(stats.index_bytes, std::sync::atomic::Ordering::Relaxed);
+    engine.close()?;
+    Ok(took)
+}
+
+fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values[values.len() / 2]
+}
+
 fn median_open(
     dir: &Path,
     keys: usize,
@@ -83,19 +105,46 @@ fn median_open(
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     for _ in 0..opens() {
-        if cold {
-            evict(dir)?;
-        }
-        let started = Instant::now();
-        let engine = Engine::open(dir, options())?;
-        times.push(started.elapsed());
-        let stats = engine.stats();
-        assert_eq!(stats.keys as usize, keys);
-        INDEX_BYTES.store(stats.index_bytes, std::sync::atomic::Ordering::Relaxed);
-        engine.close()?;
+        times.push(open_once(dir, keys, cold)?);
     }
-    times.sort();
-    Ok(times[times.len() / 2])
+    Ok(median(times))
+}
+
+/// Per round, one open with the hints and one without, warm then cold, so both paths
+/// of a round see the same load on a shared machine; the ratios are taken per round.
+struct Rounds {
+    /// `[warm hints, warm scan, cold hints, cold scan]` per round.
+    times: Vec<[Duration; 4]>,
+    /// `index_bytes` per key after an open from hints and after a scan.
+    index_per_key: (f64, f64),
+}
+
+fn alternate(
+    store: &Path,
+    aside: &Path,
+    keys: usize,
+) -> Result<Rounds, Box<dyn std::error::Error>> {
+    let per_key = || INDEX_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / keys as f64;
+    let mut times = Vec::new();
+    let mut index_per_key = (0.0, 0.0);
+    for _ in 0..opens() {
+        let mut round = [Duration::ZERO; 4];
+        for (i, cold) in [(0, false), (2, true)] {
+            round[i] = open_once(store, keys, cold)?;
+            index_per_key.0 = per_key();
+            move_hints(store, aside)?;
+            let scan = open_once(store, keys, cold);
+            // Put the hints back, so a kept store (`CASKADE_BENCH_STORE`) stays whole.
+            move_hints(aside, store)?;
+            round[i + 1] = scan?;
+            index_per_key.1 = per_key();
+        }
+        times.push(round);
+    }
+    Ok(Rounds {
+        times,
+        index_per_key,
+    })
 }
 
 fn move_hints(from: &Path, to: &Path) -> std::io::Result<usize> {
@@ -148,32 +197,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let index_per_key =
-        || INDEX_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / keys as f64;
-    let warm_hints = median_open(&store, keys, false)?;
-    let cold_hints = median_open(&store, keys, true)?;
-    let hints_index = index_per_key();
-    let moved = move_hints(&store, &aside)?;
-    let scans = median_open(&store, keys, false)
-        .and_then(|warm| Ok((warm, median_open(&store, keys, true)?)));
-    // Put the hints back, so a kept store (`CASKADE_BENCH_STORE`) stays whole.
-    move_hints(&aside, &store)?;
-    let (warm_scan, cold_scan) = scans?;
-    let scan_index = index_per_key();
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let moved = std::fs::read_dir(&store)?
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "hint"))
+        })
+        .count();
+    let rounds = alternate(&store, &aside, keys)?;
+    let column = |i: usize| median(rounds.times.iter().map(|r| r[i]).collect());
+    let ratio = |scan: usize, hints: usize| {
+        median(
+            rounds
+                .times
+                .iter()
+                .map(|r| r[scan].as_secs_f64() / r[hints].as_secs_f64().max(1e-9))
+                .collect(),
+        )
+    };
     println!(
-        "open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), median of {}:",
+        "open {keys} keys x {VALUE_BYTES} B values ({moved} hint files), {} rounds of one \
+         open with and one without hints, medians:",
         opens()
     );
-    println!("  page cache | with hints | without (scan, every CRC) | hints faster by");
+    println!("  page cache | with hints | without (scan, every CRC) | hints faster by (per round)");
     println!(
-        "  warm       | {warm_hints:>10.3?} | {warm_scan:>25.3?} | {:.1}x",
-        ratio(warm_scan, warm_hints)
+        "  warm       | {:>10.3?} | {:>25.3?} | {:.1}x",
+        column(0),
+        column(1),
+        ratio(1, 0)
     );
     println!(
-        "  cold       | {cold_hints:>10.3?} | {cold_scan:>25.3?} | {:.1}x",
-        ratio(cold_scan, cold_hints)
+        "  cold       | {:>10.3?} | {:>25.3?} | {:.1}x",
+        column(2),
+        column(3),
+        ratio(3, 2)
     );
+    for (n, r) in rounds.times.iter().enumerate() {
+        println!(
+            "  round {n}: warm scan {:.3?} / hints {:.3?} = {:.1}x, cold {:.3?} / {:.3?} = {:.1}x",
+            r[1],
+            r[0],
+            r[1].as_secs_f64() / r[0].as_secs_f64().max(1e-9),
+            r[3],
+            r[2],
+            r[3].as_secs_f64() / r[2].as_secs_f64().max(1e-9)
+        );
+    }
+    let (hints_index, scan_index) = rounds.index_per_key;
     println!(
         "  index after open: {hints_index:.1} B/key from hints, {scan_index:.1} B/key from the scan"
     );

@@ -159,7 +159,7 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         sealed.insert(id, seg);
     }
 
-    // Every sealed segment's hint is mapped first (read ahead whole); version 2
+    // Every sealed segment's hint is mapped first (read ahead whole); version 2 and 3
     // hints are then applied together, every shard filled from its runs in parallel.
     // Version 1 hints are applied as they are decoded; segments without a usable hint
     // are scanned, every CRC checked.
@@ -195,9 +195,12 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             }
         }
     }
-    for ((id, _), applied) in runs.iter().zip(loader.apply_runs(&runs)) {
+    for ((id, r), applied) in runs.iter().zip(loader.apply_runs(&runs)) {
         if applied {
-            sealed[id].has_hint.store(true, Ordering::Relaxed);
+            // A version 2 hint is used, but left for the maintenance thread to write
+            // again in the current version, as version 1 hints are.
+            let current = r.version == hint::HINT_FORMAT_VERSION;
+            sealed[id].has_hint.store(current, Ordering::Relaxed);
             hints_used += 1;
         } else {
             tracing::warn!(
@@ -339,7 +342,6 @@ mod tests {
 
     use super::*;
     use crate::hint::HintEntry;
-    use crate::index::SHARDS;
     use crate::{Engine, Options, SyncPolicy, WriteOptions};
 
     /// The whole index as a sorted map: key → (segment, offset, version).
@@ -349,6 +351,29 @@ mod tests {
             all.insert(key.to_vec(), (loc.segment, loc.offset, loc.version));
         });
         all
+    }
+
+    /// Rewrites every hint in `hints` with `encode`, entries in record order.
+    fn rewrite_hints(
+        dir: &Path,
+        hints: &[std::path::PathBuf],
+        encode: fn(u32, u64, &[HintEntry]) -> Vec<u8>,
+    ) {
+        for path in hints {
+            let bytes = std::fs::read(path).expect("read hint");
+            let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+            let id: u32 = name.parse().expect("id");
+            let seg_len = std::fs::metadata(dir.join(segment::file_name(id)))
+                .expect("segment")
+                .len();
+            let mut entries: Vec<HintEntry> = hint::check(&bytes, id, seg_len)
+                .expect("hint checks")
+                .into_iter()
+                .map(|(_, e)| e.to_owned_key())
+                .collect();
+            entries.sort_by_key(|e| e.offset);
+            std::fs::write(path, encode(id, seg_len, &entries)).expect("write");
+        }
     }
 
     fn hint_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -362,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn version_2_hints_version_1_hints_and_a_full_scan_rebuild_the_same_index() {
+    fn hints_of_every_version_and_a_full_scan_rebuild_the_same_index() {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = Options {
             segment_bytes: 8 * 1024,
@@ -406,43 +431,57 @@ mod tests {
         let hints = hint_files(dir.path());
         assert!(hints.len() >= 3, "{hints:?}");
 
-        let v2 = recover(dir.path(), 0).expect("recover from version 2 hints");
-        assert_eq!(v2.hints_used as usize, hints.len());
-        let want = contents(&v2.index);
-        assert_eq!(v2.index.keys() as usize, want.len());
-        let (v2_live, v2_seq) = (v2.index.live_bytes(), v2.next_seq);
-        drop(v2);
-
-        // The same hints rewritten in format version 1, entries in record order.
-        for path in &hints {
-            let bytes = std::fs::read(path).expect("read hint");
-            let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
-            let id: u32 = name.parse().expect("id");
-            let seg_len = std::fs::metadata(dir.path().join(segment::file_name(id)))
-                .expect("segment")
-                .len();
-            let Some(Decoded::Runs(runs)) = hint::decode_any(&bytes, id, seg_len) else {
-                panic!("{} is not a version 2 hint", path.display());
-            };
-            let mut entries: Vec<HintEntry> = Vec::new();
-            for shard in 0..SHARDS {
-                runs.check(shard).expect("run checks");
-                entries.extend(runs.entries(shard).map(|e| e.to_owned_key()));
-            }
-            entries.sort_by_key(|e| e.offset);
-            std::fs::write(path, hint::encode_v1(id, seg_len, &entries)).expect("write");
-        }
-        let v1 = recover(dir.path(), 0).expect("recover from version 1 hints");
-        assert_eq!(v1.hints_used as usize, hints.len());
+        let v3 = recover(dir.path(), 0).expect("recover from version 3 hints");
+        assert_eq!(v3.hints_used as usize, hints.len());
         assert!(
-            v1.sealed
+            v3.sealed
                 .values()
-                .all(|s| !s.has_hint.load(Ordering::Relaxed)),
-            "version 1 hints are left for the maintenance thread to rewrite"
+                .all(|s| s.has_hint.load(Ordering::Relaxed)),
+            "hints of the current version are kept"
         );
-        assert_eq!(contents(&v1.index), want);
-        assert_eq!((v1.index.live_bytes(), v1.next_seq), (v2_live, v2_seq));
-        drop(v1);
+        let want = contents(&v3.index);
+        assert_eq!(v3.index.keys() as usize, want.len());
+        let (want_live, want_seq) = (v3.index.live_bytes(), v3.next_seq);
+        drop(v3);
+
+        // A damaged version 3 hint: its segment is scanned instead, to the same index.
+        let good = std::fs::read(&hints[0]).expect("read hint");
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        std::fs::write(&hints[0], &bad).expect("damage hint");
+        let partly = recover(dir.path(), 0).expect("recover with a damaged hint");
+        assert_eq!(partly.hints_used as usize, hints.len() - 1);
+        assert_eq!(contents(&partly.index), want);
+        assert_eq!(partly.index.live_bytes(), want_live);
+        drop(partly);
+        std::fs::write(&hints[0], &good).expect("restore hint");
+
+        // The same hints rewritten in format version 2, then in version 1 (entries
+        // in record order).
+        for (encode, version) in [
+            (
+                hint::encode_v2::<Vec<u8>> as fn(u32, u64, &[HintEntry]) -> Vec<u8>,
+                2,
+            ),
+            (hint::encode_v1::<Vec<u8>>, 1),
+        ] {
+            rewrite_hints(dir.path(), &hints, encode);
+            let old = recover(dir.path(), 0).expect("recover from older hints");
+            assert_eq!(old.hints_used as usize, hints.len(), "version {version}");
+            assert!(
+                old.sealed
+                    .values()
+                    .all(|s| !s.has_hint.load(Ordering::Relaxed)),
+                "version {version} hints are left for the maintenance thread to rewrite"
+            );
+            assert_eq!(contents(&old.index), want, "version {version}");
+            assert_eq!(
+                (old.index.live_bytes(), old.next_seq),
+                (want_live, want_seq),
+                "version {version}"
+            );
+        }
 
         for path in &hints {
             std::fs::remove_file(path).expect("remove hint");
@@ -450,7 +489,7 @@ mod tests {
         let scanned = recover(dir.path(), 0).expect("recover by scanning");
         assert_eq!(scanned.hints_used, 0);
         assert_eq!(contents(&scanned.index), want);
-        assert_eq!(scanned.index.live_bytes(), v2_live);
+        assert_eq!(scanned.index.live_bytes(), want_live);
         let mut expiring = 0;
         scanned
             .index

@@ -17,9 +17,10 @@ const RECORD_HEADER_MIN: usize = 11;
 const HINT_HEADER: usize = 32;
 /// Entry header of hint format version 1.
 const HINT_ENTRY_HEADER: usize = 36;
-/// Index shards, and so runs, of hint format version 2.
+/// Index shards, and so runs, of hint format versions 2 and 3.
 const HINT_RUNS: usize = 16;
-/// Run table of hint format version 2: entries, bytes and CRC per run, then its CRC.
+/// Run table of hint format versions 2 and 3: entries, bytes and CRC per run, then its
+/// CRC.
 const HINT_RUN_TABLE: usize = HINT_RUNS * 12 + 4;
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -44,14 +45,14 @@ fn fix_record_crc(bytes: &mut [u8]) {
 }
 
 /// Writes the hint header CRC and every other CRC that the bytes leave room for: each
-/// entry's in format version 1; each run's and the run table's in version 2.
+/// entry's in format version 1; each run's and the run table's in versions 2 and 3.
 fn fix_hint_crcs(bytes: &mut [u8]) {
     if bytes.len() < HINT_HEADER {
         return;
     }
     let crc = crc32fast::hash(&bytes[0..28]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-    if le_u32(bytes, 8) == 2 {
+    if matches!(le_u32(bytes, 8), 2 | 3) {
         fix_run_crcs(bytes);
         return;
     }
@@ -70,7 +71,7 @@ fn fix_hint_crcs(bytes: &mut [u8]) {
     }
 }
 
-/// Format version 2: the CRC of every run the table's lengths place inside the bytes,
+/// Format versions 2 and 3: the CRC of every run the table's lengths place inside the bytes,
 /// then the table's own CRC.
 fn fix_run_crcs(bytes: &mut [u8]) {
     let table_end = HINT_HEADER + HINT_RUN_TABLE;
@@ -156,7 +157,7 @@ fn check_hint(bytes: &[u8]) {
         })
         .collect();
     let encoded = encode_hint(id, segment_len, &owned);
-    if le_u32(bytes, 8) == 2 {
+    if le_u32(bytes, 8) == 3 {
         // The format this build writes: the same bytes again.
         assert_eq!(encoded, bytes, "a hint re-encodes to its bytes");
     } else {
@@ -169,7 +170,7 @@ fn check_hint(bytes: &[u8]) {
         b.sort_by_key(order);
         assert_eq!(
             a, b,
-            "a version 1 hint rewritten in version 2 keeps its entries"
+            "a version 1 or 2 hint rewritten in version 3 keeps its entries"
         );
     }
 }
