@@ -1046,7 +1046,8 @@ mod tests {
                 // Offset 32 + 100: its record (50 or 60 bytes) ends past byte 142.
                 e[3] = 100;
             }),
-            ("record too short for its key", &|e| e[4] = 20),
+            // Shorter than the smallest record header plus a 1-byte key.
+            ("record too short for its key", &|e| e[4] = 5),
             ("empty key", &|e| {
                 e[0] = 0;
                 e.truncate(5);
