@@ -100,11 +100,8 @@ impl App {
     /// Serves one request: never fails, every problem is an API.md error envelope.
     pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response {
         let started = Instant::now();
-        if req.method() == Method::GET
-            && req.body().is_end_stream()
-            && routes::is_kv_key(req.uri().path())
-        {
-            return self.get_key(&req, started);
+        if let Some(response) = self.get_key(&req) {
+            return response;
         }
         let (mut req, body_read) = watch_body(req);
         let id = request_id::header_or_fresh(req.headers());
@@ -124,11 +121,17 @@ impl App {
         response
     }
 
-    /// `GET /v1/kv/{entity}/{key}` without a body, the request served most: the same
-    /// stages as [`App::dispatch`] and the router (auth, in-flight cap, readiness, the
-    /// handler), called directly: no router, no copies of the URI and headers, no
-    /// span (an error line builds one), no future.
-    fn get_key(&self, req: &Request<Body>, started: Instant) -> Response {
+    /// `GET /v1/kv/{entity}/{key}` without a body, the request served most, or `None`
+    /// for any other request ([`App::handle`] serves those). The same stages as
+    /// [`App::dispatch`] and the router (auth, in-flight cap, readiness, the handler),
+    /// called directly: no router, no copies of the URI and headers, no span (an
+    /// error line builds one), no future.
+    pub fn get_key<B: HttpBody>(&self, req: &Request<B>) -> Option<Response> {
+        let bodiless = req.body().is_end_stream();
+        if req.method() != Method::GET || !bodiless || !routes::is_kv_key(req.uri().path()) {
+            return None;
+        }
+        let started = Instant::now();
         let id = request_id::header_or_fresh(req.headers());
         let id_text = id.to_str().unwrap_or_default();
         let path = req.uri().path();
@@ -142,10 +145,10 @@ impl App {
             &response,
             started,
         );
-        response
+        Some(response)
     }
 
-    fn serve_get_key(&self, req: &Request<Body>, path: &str, id: &str) -> Response {
+    fn serve_get_key<B>(&self, req: &Request<B>, path: &str, id: &str) -> Response {
         if let Err(denied) = self.authorize(req, path) {
             return denied.into_response();
         }
@@ -216,7 +219,7 @@ impl App {
         }
     }
 
-    fn authorize(&self, req: &Request<Body>, path: &str) -> Result<(), ApiError> {
+    fn authorize<B>(&self, req: &Request<B>, path: &str) -> Result<(), ApiError> {
         let Some(tokens) = &self.tokens else {
             return Ok(());
         };
