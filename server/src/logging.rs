@@ -146,15 +146,13 @@ fn format_access(
     line: &Access<'_>,
     out: &mut Vec<u8>,
 ) {
-    let stamp = humantime::format_rfc3339_micros(now);
     // Writes into a Vec cannot fail.
     match format {
         LogFormat::Text => {
-            let _ = write!(
-                out,
-                "{stamp}  INFO request{{request_id={}}}: ",
-                line.request_id
-            );
+            write_stamp(now, out);
+            out.extend_from_slice(b"  INFO request{request_id=");
+            out.extend_from_slice(line.request_id.as_bytes());
+            out.extend_from_slice(b"}: ");
             out.extend_from_slice(ACCESS_TARGET.as_bytes());
             out.extend_from_slice(b": request method=");
             out.extend_from_slice(line.method.as_bytes());
@@ -167,10 +165,9 @@ fn format_access(
             let _ = writeln!(out, " latency_ms={:?}", line.latency_ms);
         }
         LogFormat::Json => {
-            let _ = write!(
-                out,
-                "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"message\":\"request\",\"method\":"
-            );
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            write_stamp(now, out);
+            out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
             json_str(line.method, out);
             out.extend_from_slice(b",\"route\":");
             json_str(line.route, out);
@@ -194,6 +191,55 @@ fn format_access(
             out.extend_from_slice(b"}\n");
         }
     }
+}
+
+/// `now` as `humantime::format_rfc3339_micros` (and `tracing`'s timer) writes it,
+/// `2026-11-26T15:20:00.134860Z`; the part up to the seconds is formatted once per
+/// second per thread. A clock before 1970 (which humantime refuses) shows as 1970.
+fn write_stamp(now: std::time::SystemTime, out: &mut Vec<u8>) {
+    /// `YYYY-MM-DDTHH:MM:SS` of the second last formatted on this thread.
+    type Prefix = (u64, [u8; 19]);
+    thread_local! {
+        static PREFIX: std::cell::Cell<Prefix> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let (cached, mut prefix) = PREFIX.get();
+    if cached != seconds {
+        let whole = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+        let mut text = String::new();
+        // humantime refuses years past 9999 (an error, not a longer text); the slow way
+        // then writes what it can.
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!("{}", humantime::format_rfc3339_seconds(whole)),
+        );
+        let Some(head) = text.as_bytes().get(..19).filter(|_| text.len() == 20) else {
+            return write_stamp_slowly(now, out);
+        };
+        prefix.copy_from_slice(head);
+        PREFIX.set((seconds, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(since.subsec_micros()).as_bytes();
+    out.push(b'.');
+    out.extend_from_slice(&b"000000"[digits.len().min(6)..]);
+    out.extend_from_slice(digits);
+    out.push(b'Z');
+}
+
+/// [`write_stamp`] without the cache, for a clock past year 9999, which humantime
+/// refuses with an error: the stamp is then left out, and nothing panics.
+fn write_stamp_slowly(now: std::time::SystemTime, out: &mut Vec<u8>) {
+    let mut text = String::new();
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!("{}", humantime::format_rfc3339_micros(now)),
+    );
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// `s` as Rust's `{:?}` writes it (what the text format does for string fields),
@@ -440,6 +486,36 @@ mod tests {
                 assert!(apart < Duration::from_secs(60), "{mine} vs {before}");
             }
         }
+    }
+
+    #[test]
+    fn timestamps_are_humantimes_micros() {
+        let epoch = std::time::UNIX_EPOCH;
+        for micros in [
+            0_u64,
+            1,
+            999_999,
+            1_000_000,
+            1_795_684_483_000_007,
+            1_795_684_483_000_070,
+            1_795_684_483_120_000,
+            1_795_684_484_999_999,
+            253_402_300_799_999_999,
+        ] {
+            let now = epoch + Duration::from_micros(micros);
+            let mut out = Vec::new();
+            write_stamp(now, &mut out);
+            let expected = humantime::format_rfc3339_micros(now).to_string();
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+        }
+        // A clock past year 9999 (humantime refuses it) must not panic a request.
+        write_stamp(
+            epoch + Duration::from_secs(253_402_300_800),
+            &mut Vec::new(),
+        );
+        let mut early = Vec::new();
+        write_stamp(epoch - Duration::from_secs(1), &mut early);
+        assert_eq!(early, b"1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
