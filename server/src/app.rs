@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::auth::{Scope, Tokens};
+use crate::logging;
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
 use crate::request_id::{self, RequestId};
@@ -45,6 +46,8 @@ pub struct App {
     engine: Arc<OnceLock<Engine>>,
     /// The `/v1` router, built when the engine is open (its state needs the engine).
     router: OnceLock<Router>,
+    /// The router's state, for the routes served without the router; set after it.
+    state: OnceLock<AppState>,
     /// Set by shutdown: `/readyz` and new `/v1` requests answer 503.
     shutting_down: AtomicBool,
     /// The OpenAPI document, rendered once.
@@ -65,6 +68,7 @@ impl App {
             inflight_max,
             engine,
             router: OnceLock::new(),
+            state: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             openapi: Bytes::from(openapi),
         })
@@ -73,7 +77,8 @@ impl App {
     /// Recovery has finished: serve `/v1` from now on.
     pub fn set_ready(&self, state: AppState) {
         let engine = state.engine.clone();
-        let _ = self.router.set(router(state));
+        let _ = self.router.set(router(state.clone()));
+        let _ = self.state.set(state);
         let _ = self.engine.set(engine);
     }
 
@@ -95,8 +100,12 @@ impl App {
     /// Serves one request: never fails, every problem is an API.md error envelope.
     pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response {
         let started = Instant::now();
+        if let Some(response) = self.get_key(&req) {
+            return response;
+        }
         let (mut req, body_read) = watch_body(req);
-        let id = request_id::take_or_make(req.headers());
+        let id = request_id::header_or_fresh(req.headers());
+        let id_text = id.to_str().unwrap_or_default();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let found = routes::find(&method, &path);
@@ -104,21 +113,90 @@ impl App {
             Match::Found(t) | Match::WrongMethod(t) => t,
             Match::NoRoute => UNMATCHED,
         };
-        req.extensions_mut().insert(id.clone());
-        let span = info_span!("request", request_id = %id.0);
-        let mut response = self
-            .dispatch(req, &path, found)
-            .instrument(span.clone())
-            .await;
+        req.extensions_mut().insert(RequestId(id_text.to_owned()));
+        let span = info_span!("request", request_id = %id_text);
+        let mut response = self.dispatch(req, &path, found).instrument(span).await;
         stamp(&mut response, &id, body_read.load(Ordering::Relaxed));
+        self.finish(&method, route, &path, id_text, &response, started);
+        response
+    }
+
+    /// `GET /v1/kv/{entity}/{key}` without a body, the request served most, or `None`
+    /// for any other request ([`App::handle`] serves those). The same stages as
+    /// [`App::dispatch`] and the router (auth, in-flight cap, readiness, the handler),
+    /// called directly: no router, no copies of the URI and headers, no span (an
+    /// error line builds one), no future.
+    pub fn get_key<B: HttpBody>(&self, req: &Request<B>) -> Option<Response> {
+        let bodiless = req.body().is_end_stream();
+        if req.method() != Method::GET || !bodiless || !routes::is_kv_key(req.uri().path()) {
+            return None;
+        }
+        let started = Instant::now();
+        let id = request_id::header_or_fresh(req.headers());
+        let id_text = id.to_str().unwrap_or_default();
+        let path = req.uri().path();
+        let mut response = self.serve_get_key(req, path, id_text);
+        stamp(&mut response, &id, true);
+        self.finish(
+            &Method::GET,
+            routes::KV_KEY,
+            path,
+            id_text,
+            &response,
+            started,
+        );
+        Some(response)
+    }
+
+    fn serve_get_key<B>(&self, req: &Request<B>, path: &str, id: &str) -> Response {
+        if let Err(denied) = self.authorize(req, path) {
+            return denied.into_response();
+        }
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return self.too_busy(path);
+        };
+        let state = match self.state.get() {
+            Some(state) if !self.shutting_down.load(Ordering::SeqCst) => state,
+            _ => return with_retry_after(self.unavailable(path)),
+        };
+        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::kv::get_envelope_now(state, req.uri(), req.headers(), Some(id))
+        }));
+        match served {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => error.into_response(),
+            Err(_) => info_span!("request", request_id = %id)
+                .in_scope(|| handler_panicked(path).into_response()),
+        }
+    }
+
+    /// Counts the request and writes its access-log line.
+    fn finish(
+        &self,
+        method: &Method,
+        route: &'static str,
+        path: &str,
+        id: &str,
+        response: &Response,
+        started: Instant,
+    ) {
         let took = started.elapsed();
         let status = response.status();
-        self.metrics.observe(&method, route, status, took);
-        span.in_scope(|| {
-            info!(%method, route, path, status = status.as_u16(),
-                latency_ms = took.as_micros() as f64 / 1000.0, "request");
-        });
-        response
+        self.metrics.observe(method, route, status, took);
+        let line = logging::Access {
+            request_id: id,
+            method: method.as_str(),
+            route,
+            path,
+            status: status.as_u16(),
+            latency_ms: took.as_micros() as f64 / 1000.0,
+        };
+        if !logging::access(&line) {
+            info_span!("request", request_id = %id).in_scope(|| {
+                info!(%method, route, path, status = status.as_u16(),
+                    latency_ms = line.latency_ms, "request");
+            });
+        }
     }
 
     async fn dispatch(&self, req: Request<Body>, path: &str, found: Match) -> Response {
@@ -141,7 +219,7 @@ impl App {
         }
     }
 
-    fn authorize(&self, req: &Request<Body>, path: &str) -> Result<(), ApiError> {
+    fn authorize<B>(&self, req: &Request<B>, path: &str) -> Result<(), ApiError> {
         let Some(tokens) = &self.tokens else {
             return Ok(());
         };
@@ -185,13 +263,18 @@ impl App {
         }
     }
 
+    /// The 503 of a full in-flight cap.
+    fn too_busy(&self, path: &str) -> Response {
+        let detail = format!(
+            "too many requests in flight (limit {}); retry shortly",
+            self.inflight_max
+        );
+        with_retry_after(ApiError::one(path, ErrorCode::Unavailable, detail))
+    }
+
     async fn v1(&self, req: Request<Body>, path: &str) -> Response {
         let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
-            let detail = format!(
-                "too many requests in flight (limit {}); retry shortly",
-                self.inflight_max
-            );
-            return with_retry_after(ApiError::one(path, ErrorCode::Unavailable, detail));
+            return self.too_busy(path);
         };
         let router = match self.router.get() {
             Some(router) if !self.shutting_down.load(Ordering::SeqCst) => router.clone(),
@@ -201,26 +284,28 @@ impl App {
         match served {
             Ok(Ok(response)) => json_405(response, path),
             Ok(Err(never)) => match never {},
-            Err(_) => {
-                error!("the handler panicked; answering 500");
-                ApiError::one(
-                    path,
-                    ErrorCode::Internal,
-                    "an internal error occurred; quote the x-request-id header when reporting it",
-                )
-                .into_response()
-            }
+            Err(_) => handler_panicked(path).into_response(),
         }
     }
+}
+
+/// Logs a handler's panic and answers 500.
+fn handler_panicked(path: &str) -> ApiError {
+    error!("the handler panicked; answering 500");
+    ApiError::one(
+        path,
+        ErrorCode::Internal,
+        "an internal error occurred; quote the x-request-id header when reporting it",
+    )
 }
 
 /// Adds the request id, and `Connection: close` when the body was left unread: its
 /// bytes are still on the wire, so the connection cannot carry another request, and
 /// the client should hear that rather than find out. A 304 carries no `Content-Length`.
-fn stamp(response: &mut Response, id: &RequestId, body_read: bool) {
-    if let Ok(value) = HeaderValue::from_str(&id.0) {
-        response.headers_mut().insert(request_id::HEADER, value);
-    }
+fn stamp(response: &mut Response, id: &HeaderValue, body_read: bool) {
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, id.clone());
     if !body_read {
         response
             .headers_mut()

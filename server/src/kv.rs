@@ -393,6 +393,7 @@ fn read_key(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
+    request_id: Option<&str>,
 ) -> Result<(Entity, String, Read), ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
@@ -406,7 +407,7 @@ fn read_key(
     let entry = state
         .engine
         .get(&entity.engine_key(&key))
-        .map_err(|e| engine_error(path, e))?;
+        .map_err(|e| in_request_span(request_id, || engine_error(path, e)))?;
     let live = entry.as_ref().map(|e| e.version);
     if pre.if_match.as_ref().is_some_and(|c| !c.matches(live)) {
         return Err(precondition_failed(path, live.is_some()));
@@ -430,19 +431,50 @@ fn not_modified(version: u64) -> Response {
     response
 }
 
-/// `GET /v1/kv/{entity}/{key}`: the value in its envelope.
+/// `GET /v1/kv/{entity}/{key}` through the router (a GET with a body; see
+/// [`get_envelope_now`]).
 async fn get_envelope(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (entity, key, read) = read_key(&state, &uri, &headers)?;
+    get_envelope_now(&state, &uri, &headers, None)
+}
+
+/// Runs `log` (which logs an error) inside the request's span when the caller runs
+/// outside one (`request_id` given), so the error line names the request as every
+/// other line of it does; the span is built only when there is something to log.
+fn in_request_span<T>(request_id: Option<&str>, log: impl FnOnce() -> T) -> T {
+    match request_id {
+        Some(id) => {
+            tracing::info_span!(target: crate::logging::ACCESS_TARGET, "request", request_id = %id)
+                .in_scope(log)
+        }
+        None => log(),
+    }
+}
+
+/// `GET /v1/kv/{entity}/{key}`: the value in its envelope. The dispatcher calls this
+/// directly for the common GET (no body), without the router and without a span;
+/// `request_id` is then the request's id, for the span of an error line.
+pub fn get_envelope_now(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    request_id: Option<&str>,
+) -> Result<Response, ApiError> {
+    let (entity, key, read) = read_key(state, uri, headers, request_id)?;
     let entry = match read {
         Read::NotModified(version) => return Ok(not_modified(version)),
         Read::Found(entry) => entry,
     };
-    let meta = decode_meta(uri.path(), &entry.meta)?;
-    let body = envelope_body(entity, &key, &entry, &meta, uri.path())?;
+    let path = uri.path();
+    let meta = RecordMeta::decode(&entry.meta)
+        .map_err(|e| in_request_span(request_id, || mutation::internal(path, &e)))?;
+    let body = match envelope_body(entity, &key, &entry, &meta) {
+        Ok(body) => body,
+        Err(e) => return Err(in_request_span(request_id, || mutation::internal(path, &e))),
+    };
     let mut response = json_response(StatusCode::OK, body);
     response
         .headers_mut()
@@ -456,10 +488,9 @@ fn envelope_body(
     key: &str,
     entry: &Entry,
     meta: &RecordMeta<'_>,
-    path: &str,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, std::str::Utf8Error> {
     let mut w = JsonWriter::ok_data(entry.value.len() * 4 / 3 + 256);
-    write_entry_head(&mut w, entity, key, entry, meta).map_err(|e| mutation::internal(path, &e))?;
+    write_entry_head(&mut w, entity, key, entry, meta)?;
     w.key("updated_at").time(Some(entry.written_at_ms));
     w.key("expires_at").time(entry.expires_at_ms);
     w.key("size_bytes").u64(entry.value.len() as u64);
@@ -525,7 +556,7 @@ async fn get_value(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, read) = read_key(&state, &uri, &headers)?;
+    let (_, _, read) = read_key(&state, &uri, &headers, None)?;
     let entry = match read {
         Read::NotModified(version) => return Ok(not_modified(version)),
         Read::Found(entry) => entry,

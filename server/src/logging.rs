@@ -40,18 +40,26 @@ pub const PENDING_BYTES_MAX: usize = 8 << 20;
 /// nobody reads any more).
 const FINAL_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// The installed logger's buffer, for [`dropped_lines`].
+/// The installed logger's buffer, for [`dropped_lines`] and [`access`].
 static INSTALLED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// How [`access`] writes its line: set when [`init`] installed a plain (non-ANSI)
+/// subscriber of ours; unset means the access line goes through `tracing`.
+static ACCESS_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The `target` the access-log line carries (the module that used to log it).
+pub const ACCESS_TARGET: &str = "caskade_server::app";
 
 /// Installs the global subscriber. Called once, before anything logs; a second call
 /// (as in tests) keeps the first subscriber and returns a guard that does nothing.
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let shared = Arc::new(Shared::default());
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter(shared.clone()))
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -60,6 +68,9 @@ pub fn init(format: LogFormat) -> LogGuard {
         return LogGuard { stop: None };
     }
     let _ = INSTALLED.set(shared.clone());
+    if !ansi {
+        let _ = ACCESS_FORMAT.set(format);
+    }
     let (stop_tx, stop_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     let thread_shared = shared.clone();
@@ -84,6 +95,170 @@ pub fn dropped_lines() -> u64 {
     INSTALLED
         .get()
         .map_or(0, |shared| shared.dropped.load(Ordering::Relaxed))
+}
+
+/// One request's access-log line. [`access`] writes exactly what `tracing`'s fmt layer
+/// printed for the `request` event (target [`ACCESS_TARGET`]) inside a
+/// `request{request_id}` span, in either format, without building the span or the event.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    /// The request id (client-supplied ids are already checked to be plain ASCII).
+    pub request_id: &'a str,
+    /// The method as sent.
+    pub method: &'a str,
+    /// The route template, or [`crate::routes::UNMATCHED`].
+    pub route: &'a str,
+    /// The request path, without the query.
+    pub path: &'a str,
+    /// The response status.
+    pub status: u16,
+    /// Time from request head to response head, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Writes the access-log line straight into the pending buffer. Returns `false` when
+/// it wrote nothing because this logger is not the installed one or colours are on
+/// (a terminal): the caller then logs the line through `tracing`. A line that the
+/// `RUST_LOG` filter turns off (by target and level) is not written, and `true` is
+/// returned.
+pub fn access(line: &Access<'_>) -> bool {
+    let (Some(format), Some(shared)) = (ACCESS_FORMAT.get(), INSTALLED.get()) else {
+        return false;
+    };
+    if !tracing::event_enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return true;
+    }
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        format_access(*format, std::time::SystemTime::now(), line, buf);
+        let _ = LineWriter(shared).write(buf);
+    });
+    true
+}
+
+/// The bytes of an access-log line written at `now`, newline included.
+fn format_access(
+    format: LogFormat,
+    now: std::time::SystemTime,
+    line: &Access<'_>,
+    out: &mut Vec<u8>,
+) {
+    // Writes into a Vec cannot fail.
+    match format {
+        LogFormat::Text => {
+            write_stamp(now, out);
+            out.extend_from_slice(b"  INFO request{request_id=");
+            out.extend_from_slice(line.request_id.as_bytes());
+            out.extend_from_slice(b"}: ");
+            out.extend_from_slice(ACCESS_TARGET.as_bytes());
+            out.extend_from_slice(b": request method=");
+            out.extend_from_slice(line.method.as_bytes());
+            out.extend_from_slice(b" route=");
+            debug_str(line.route, out);
+            out.extend_from_slice(b" path=");
+            debug_str(line.path, out);
+            out.extend_from_slice(b" status=");
+            out.extend_from_slice(itoa::Buffer::new().format(line.status).as_bytes());
+            let _ = writeln!(out, " latency_ms={:?}", line.latency_ms);
+        }
+        LogFormat::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            write_stamp(now, out);
+            out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
+            json_str(line.method, out);
+            out.extend_from_slice(b",\"route\":");
+            json_str(line.route, out);
+            out.extend_from_slice(b",\"path\":");
+            json_str(line.path, out);
+            out.extend_from_slice(b",\"status\":");
+            out.extend_from_slice(itoa::Buffer::new().format(line.status).as_bytes());
+            out.extend_from_slice(b",\"latency_ms\":");
+            let _ = serde_json::to_writer(&mut *out, &line.latency_ms);
+            out.extend_from_slice(b",\"target\":");
+            json_str(ACCESS_TARGET, out);
+            for (open, close) in [
+                (&b",\"span\":{\"request_id\":"[..], &b"}"[..]),
+                (b",\"spans\":[{\"request_id\":", b"}]"),
+            ] {
+                out.extend_from_slice(open);
+                json_str(line.request_id, out);
+                out.extend_from_slice(b",\"name\":\"request\"");
+                out.extend_from_slice(close);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+/// `now` as `humantime::format_rfc3339_micros` (and `tracing`'s timer) writes it,
+/// `2026-11-26T15:20:00.134860Z`; the part up to the seconds is formatted once per
+/// second per thread. A clock before 1970 (which humantime refuses) shows as 1970.
+fn write_stamp(now: std::time::SystemTime, out: &mut Vec<u8>) {
+    /// `YYYY-MM-DDTHH:MM:SS` of the second last formatted on this thread.
+    type Prefix = (u64, [u8; 19]);
+    thread_local! {
+        static PREFIX: std::cell::Cell<Prefix> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let (cached, mut prefix) = PREFIX.get();
+    if cached != seconds {
+        let whole = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+        let mut text = String::new();
+        // humantime refuses years past 9999 (an error, not a longer text); the slow way
+        // then writes what it can.
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!("{}", humantime::format_rfc3339_seconds(whole)),
+        );
+        let Some(head) = text.as_bytes().get(..19).filter(|_| text.len() == 20) else {
+            return write_stamp_slowly(now, out);
+        };
+        prefix.copy_from_slice(head);
+        PREFIX.set((seconds, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(since.subsec_micros()).as_bytes();
+    out.push(b'.');
+    out.extend_from_slice(&b"000000"[digits.len().min(6)..]);
+    out.extend_from_slice(digits);
+    out.push(b'Z');
+}
+
+/// [`write_stamp`] without the cache, for a clock past year 9999, which humantime
+/// refuses with an error: the stamp is then left out, and nothing panics.
+fn write_stamp_slowly(now: std::time::SystemTime, out: &mut Vec<u8>) {
+    let mut text = String::new();
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!("{}", humantime::format_rfc3339_micros(now)),
+    );
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `s` as Rust's `{:?}` writes it (what the text format does for string fields),
+/// without the formatting machinery when nothing needs escaping.
+fn debug_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// `s` as a JSON string, escaped as `serde_json` does (what the JSON format uses).
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Keeps the logger thread; dropping it writes out every pending line.
@@ -202,6 +377,145 @@ mod tests {
         }
         assert_eq!(shared.lock().lines.len(), PENDING_BYTES_MAX);
         assert_eq!(shared.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    /// What the subscriber wrote, for comparing with [`format_access`].
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .expect("capture lock")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    /// The access line as `tracing` printed it before [`access`] existed: an event
+    /// with these fields inside a `request` span.
+    fn through_tracing(format: LogFormat, line: &Access<'_>) -> String {
+        let capture = Capture::default();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false);
+        let emit = || {
+            let span = tracing::info_span!(target: ACCESS_TARGET, "request", request_id = %line.request_id);
+            span.in_scope(|| {
+                tracing::info!(target: ACCESS_TARGET, method = %line.method, route = line.route,
+                    path = line.path.to_owned(), status = line.status,
+                    latency_ms = line.latency_ms, "request");
+            });
+        };
+        match format {
+            LogFormat::Text => tracing::subscriber::with_default(builder.finish(), emit),
+            LogFormat::Json => {
+                tracing::subscriber::with_default(builder.json().flatten_event(true).finish(), emit)
+            }
+        }
+        let bytes = capture.0.lock().expect("capture lock").clone();
+        String::from_utf8(bytes).expect("UTF-8 log line")
+    }
+
+    /// Splits a line into its timestamp and the rest.
+    fn split_stamp(format: LogFormat, line: &str) -> (String, String) {
+        let (stamp, rest) = match format {
+            LogFormat::Text => line.split_once("  INFO").expect("a level"),
+            LogFormat::Json => line
+                .strip_prefix("{\"timestamp\":\"")
+                .and_then(|l| l.split_once("\",\"level\""))
+                .expect("a timestamp first"),
+        };
+        (stamp.to_owned(), rest.to_owned())
+    }
+
+    #[test]
+    fn access_lines_are_byte_for_byte_what_tracing_printed() {
+        let plain = Access {
+            request_id: "3c385bb9c1c74dd1bbcaf9c0eaa27fc2",
+            method: "GET",
+            route: "/v1/kv/{entity}/{key}",
+            path: "/v1/kv/user/alice",
+            status: 200,
+            latency_ms: 0.101,
+        };
+        let odd = Access {
+            request_id: "client.id:7/+=@-",
+            method: "BREW",
+            route: crate::routes::UNMATCHED,
+            path: "/v1/a\"b\\c/é/\u{7f}/\u{1}",
+            status: 404,
+            latency_ms: 0.0,
+        };
+        let slow = Access {
+            status: 201,
+            latency_ms: 12_345.678,
+            ..plain
+        };
+        let tiny = Access {
+            latency_ms: 0.000_01,
+            ..plain
+        };
+        for format in [LogFormat::Text, LogFormat::Json] {
+            for line in [plain, odd, slow, tiny] {
+                let before = through_tracing(format, &line);
+                let mut mine = Vec::new();
+                format_access(format, std::time::SystemTime::now(), &line, &mut mine);
+                let mine = String::from_utf8(mine).expect("UTF-8 log line");
+                let (their_stamp, theirs) = split_stamp(format, &before);
+                let (my_stamp, rest) = split_stamp(format, &mine);
+                assert_eq!(rest, theirs, "{format:?}: {mine} vs {before}");
+                assert_eq!(my_stamp.len(), their_stamp.len(), "{mine} vs {before}");
+                let parse = |s: &str| humantime::parse_rfc3339(s).expect("an RFC 3339 time");
+                let apart = parse(&my_stamp)
+                    .duration_since(parse(&their_stamp))
+                    .unwrap_or_default();
+                assert!(apart < Duration::from_secs(60), "{mine} vs {before}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_humantimes_micros() {
+        let epoch = std::time::UNIX_EPOCH;
+        for micros in [
+            0_u64,
+            1,
+            999_999,
+            1_000_000,
+            1_795_684_483_000_007,
+            1_795_684_483_000_070,
+            1_795_684_483_120_000,
+            1_795_684_484_999_999,
+            253_402_300_799_999_999,
+        ] {
+            let now = epoch + Duration::from_micros(micros);
+            let mut out = Vec::new();
+            write_stamp(now, &mut out);
+            let expected = humantime::format_rfc3339_micros(now).to_string();
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+        }
+        // A clock past year 9999 (humantime refuses it) must not panic a request.
+        write_stamp(
+            epoch + Duration::from_secs(253_402_300_800),
+            &mut Vec::new(),
+        );
+        let mut early = Vec::new();
+        write_stamp(epoch - Duration::from_secs(1), &mut early);
+        assert_eq!(early, b"1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use crate::json;
-use crate::timefmt::rfc3339_seconds;
+use crate::timefmt::write_rfc3339_seconds;
 
 /// A JSON document being written; tracks where commas go.
 pub struct JsonWriter {
@@ -69,7 +69,8 @@ impl JsonWriter {
     /// A number value.
     pub fn u64(&mut self, n: u64) -> &mut Self {
         self.sep();
-        let _ = std::io::Write::write_fmt(&mut self.out, format_args!("{n}"));
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         self
     }
 
@@ -98,7 +99,14 @@ impl JsonWriter {
     /// A timestamp, or `null` for none.
     pub fn time(&mut self, ms: Option<u64>) -> &mut Self {
         match ms {
-            Some(ms) => self.str(&rfc3339_seconds(ms)),
+            Some(ms) => {
+                // The timestamp is digits, `-`, `:`, `T` and `Z`: nothing to escape.
+                self.sep();
+                self.out.push(b'"');
+                write_rfc3339_seconds(ms, &mut self.out);
+                self.out.push(b'"');
+                self
+            }
             None => self.null(),
         }
     }
@@ -159,7 +167,12 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 
 /// The `ETag` of a version: `"<version>"`.
 pub fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut quoted = [b'"'; 22];
+    quoted[1..=digits.len()].copy_from_slice(digits);
+    HeaderValue::from_bytes(&quoted[..digits.len() + 2])
+        .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 #[cfg(test)]
@@ -182,6 +195,13 @@ mod tests {
             String::from_utf8(body).expect("UTF-8"),
             r#"{"ok":true,"data":{"a":1,"b":[{"x":null},{"y":true}],"c":{"z":1},"t":"1970-01-01T00:00:00Z"}}"#
         );
+    }
+
+    #[test]
+    fn etags_quote_the_version() {
+        assert_eq!(etag(0), "\"0\"");
+        assert_eq!(etag(42), "\"42\"");
+        assert_eq!(etag(u64::MAX), "\"18446744073709551615\"");
     }
 
     #[test]

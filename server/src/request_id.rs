@@ -1,7 +1,7 @@
 //! Request ids: every request gets one, taken from `x-request-id` when the client sent
 //! a sane one (so ids can follow a request across services) or generated here.
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header that carries the id, in and out.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -16,26 +16,32 @@ pub struct RequestId(pub String);
 /// The client's id if it is 1..=128 characters of `[A-Za-z0-9._:/+=@-]`, else a new
 /// random one. Anything else could smuggle control characters or JSON into log lines.
 pub fn take_or_make(headers: &HeaderMap) -> RequestId {
-    let sane = headers
-        .get(HEADER)
-        .map(|v| v.as_bytes())
-        .filter(|v| is_sane(v))
-        .and_then(|v| std::str::from_utf8(v).ok());
-    match sane {
-        Some(id) => RequestId(id.to_owned()),
-        None => RequestId(fresh()),
+    RequestId(
+        header_or_fresh(headers)
+            .to_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// [`take_or_make`] as the header value it goes out in: the client's value itself
+/// (no copy) when it is sane, else a new one. Either way it is printable ASCII, so
+/// `to_str` on it succeeds.
+pub fn header_or_fresh(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(HEADER).filter(|v| is_sane(v.as_bytes())) {
+        Some(sane) => sane.clone(),
+        None => fresh(),
     }
 }
 
 /// A new id: a random (v4) UUID as 32 lowercase hex digits. Its 122 random bits come
 /// from a thread-local ChaCha generator seeded once from the OS (uuid's `fast-rng`), so
 /// ids stay unguessable without a `getrandom` syscall per request.
-fn fresh() -> String {
+fn fresh() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4()
-        .simple()
-        .encode_lower(&mut buf)
-        .to_owned()
+    let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    // Hex digits are always a valid header value.
+    HeaderValue::from_str(hex).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn is_sane(id: &[u8]) -> bool {
@@ -48,7 +54,6 @@ fn is_sane(id: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn with(value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -59,6 +64,15 @@ mod tests {
     #[test]
     fn a_sane_client_id_is_kept() {
         assert_eq!(take_or_make(&with("abc-123")).0, "abc-123");
+    }
+
+    #[test]
+    fn fresh_ids_differ_and_are_hex() {
+        let a = header_or_fresh(&HeaderMap::new());
+        let b = header_or_fresh(&HeaderMap::new());
+        assert_ne!(a, b);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit), "{a:?}");
+        assert_eq!(header_or_fresh(&with("trace-9")), "trace-9");
     }
 
     #[test]

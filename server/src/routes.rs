@@ -42,6 +42,19 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/admin/backup"),
 ];
 
+/// The template of one key (GET is the envelope), the route served most.
+pub const KV_KEY: &str = "/v1/kv/{entity}/{key}";
+
+/// Whether `path` fits [`KV_KEY`], i.e. `template_of(path) == Some(KV_KEY)`, without
+/// walking the table: `/v1/kv/`, a non-empty entity, `/`, a non-empty key, no more `/`.
+pub fn is_kv_key(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v1/kv/") else {
+        return false;
+    };
+    rest.split_once('/')
+        .is_some_and(|(entity, key)| !entity.is_empty() && !key.is_empty() && !key.contains('/'))
+}
+
 /// Label used for requests that match no template, so metrics stay bounded.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -133,6 +146,27 @@ mod tests {
         assert_eq!(found, Match::WrongMethod("/v1/kv/{entity}/{key}"));
         assert_eq!(allow("/v1/kv/{entity}/{key}"), "PUT, GET, HEAD, DELETE");
         assert_eq!(find(&Method::HEAD, "/readyz"), Match::Found("/readyz"));
+    }
+
+    #[test]
+    fn the_kv_key_shortcut_agrees_with_the_table() {
+        let table = |p: &str| template_of(p) == Some(KV_KEY);
+        for path in [
+            "/v1/kv/user/alice",
+            "/v1/kv/user/alice/value",
+            "/v1/kv/user/",
+            "/v1/kv//a",
+            "/v1/kv/user",
+            "/v1/kv/a/b/",
+            "/v1/kv/x/y",
+            "/v2/kv/user/a",
+            "/v1/kv/user/a%2Fb",
+        ] {
+            assert_eq!(is_kv_key(path), table(path), "{path}");
+        }
+        proptest::proptest!(|(path in "(/|v1|kv|user|a|value|%2F){0,8}")| {
+            proptest::prop_assert_eq!(is_kv_key(&path), table(&path), "{}", path);
+        });
     }
 
     #[test]
