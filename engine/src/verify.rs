@@ -25,9 +25,11 @@
 //! the records up to the next commit record are set aside too — they may be the rest
 //! of a transaction whose start was lost — unless the transaction boundary is known:
 //! the segment is a compacted one (every record there is its own transaction), or the
-//! damaged record's own header still decodes, its length is confirmed by an intact
-//! record (or the end of the file) right where it says it ends, and its `COMMIT` bit
-//! says it ended its transaction. Set-aside records are listed in the report and stay
+//! damaged record is known to end exactly where the next intact record starts (a
+//! rewritten length field or one flipped header bit makes its CRC check, or its header
+//! still decodes and says so) and its `COMMIT` bit says it ended its transaction. The
+//! scan always resumes at the first intact record after the damage: a decoded length
+//! reaching past one is not trusted. Set-aside records are listed in the report and stay
 //! in the moved-aside original file.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -398,43 +400,53 @@ fn mark(records: &mut [Rec], fate: Fate) {
 
 /// Where the next intact record starts after damage at `pos`, and whether the damaged
 /// stretch is known to end a transaction.
+///
+/// The scan resumes at the first offset after `pos` where an intact record (header
+/// and CRC) decodes: nothing before it is readable, and no intact record is ever
+/// skipped. The damaged record's extent is known (and its `COMMIT` bit says whether
+/// the stretch ends a transaction) when it ends exactly there: a rewritten length field
+/// or a single flipped header bit makes its CRC check over those bytes, or its header
+/// still decodes and says so. A decoded length that reaches past that record is not
+/// trusted: damage before the length fields (the `EXPIRES` bit, a continuation bit of
+/// `seq` or a time) shifts where they are read, and the wrong extent can end on an
+/// intact record further on.
 fn resync(bytes: &[u8], pos: usize, compacted: bool) -> (usize, bool) {
-    // Tried first, also when the header does not decode: in version 2 a hit length
-    // varint often stops decoding (a set continuation bit runs into the next field).
-    if let Some(fixed) = fix_length(bytes, pos) {
-        return fixed;
-    }
-    if let Ok(h) = record::decode_header(&bytes[pos..]) {
-        let end = pos.saturating_add(h.record_len());
-        let confirmed =
-            end == bytes.len() || (end < bytes.len() && record::decode(&bytes[end..]).is_ok());
-        if confirmed {
-            return (
-                end,
-                compacted || commit_bit(&bytes[pos..end], h.is_commit()),
-            );
-        }
-    }
     let next = (pos + 1..bytes.len())
         .find(|&q| record::decode(&bytes[q..]).is_ok())
         .unwrap_or(bytes.len());
+    // Tried first, also when the header does not decode: in version 2 a hit length
+    // varint often stops decoding (a set continuation bit runs into the next field).
+    if next < bytes.len()
+        && let Some(commit) = fix_header(&bytes[pos..next])
+    {
+        return (next, compacted || commit);
+    }
+    if let Ok(h) = record::decode_header(&bytes[pos..])
+        && pos.saturating_add(h.record_len()) == next
+    {
+        return (
+            next,
+            compacted || commit_bit(&bytes[pos..next], h.is_commit()),
+        );
+    }
     (next, compacted)
 }
 
-/// A damaged length field: when the first intact record after `pos` starts at `q`
-/// and rewriting one of the damaged record's three length fields so that it ends at `q`
-/// makes its CRC check, the length field is what the damage hit. The record's extent
-/// and COMMIT bit are then known; trusting the damaged length instead could jump over
-/// intact records (a flipped bit adds a power of two, often a whole number of records).
-fn fix_length(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
-    let version = *bytes.get(pos + 4)?;
+/// Whether the damaged bytes `rec` (up to the next intact record) are one record with
+/// a damaged header: rewriting one of its three length fields so that it spans `rec`,
+/// or flipping one bit of its header, makes its CRC check. Its `COMMIT` bit if so.
+/// Trusting the damaged length instead could jump over intact records (a flipped
+/// length bit adds a power of two, often a whole number of records).
+fn fix_header(rec: &[u8]) -> Option<bool> {
+    let version = *rec.get(4)?;
     let min = match version {
         record::RECORD_FORMAT_V1 => record::V1_HEADER_BYTES,
         record::RECORD_FORMAT_VERSION => record::HEADER_BYTES_MIN,
-        _ => return None,
+        _ => return flipped_header_bit(rec),
     };
-    let q = (pos + min + 1..bytes.len()).find(|&q| record::decode(&bytes[q..]).is_ok())?;
-    let rec = &bytes[pos..q];
+    if rec.len() <= min {
+        return flipped_header_bit(rec);
+    }
     let crc = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
     let mut checks = |patched: &[u8]| crc32fast::hash(&patched[4..]) == crc;
     let fixed = if version == record::RECORD_FORMAT_V1 {
@@ -442,7 +454,42 @@ fn fix_length(bytes: &[u8], pos: usize) -> Option<(usize, bool)> {
     } else {
         v2_length_patches(rec, &mut checks)
     };
-    fixed.then(|| (q, rec[5] & FLAG_COMMIT != 0))
+    if fixed {
+        return Some(rec[5] & FLAG_COMMIT != 0);
+    }
+    flipped_header_bit(rec)
+}
+
+/// A single flipped bit after the CRC field of the header — in the version, the flags
+/// or a varint — such that the corrected bytes are exactly one whole record whose CRC
+/// checks; its `COMMIT` bit if so. The body's CRC is computed once and combined with
+/// each corrected header's, so this costs one pass over `rec`.
+fn flipped_header_bit(rec: &[u8]) -> Option<bool> {
+    if rec.len() < record::HEADER_BYTES_MIN {
+        return None;
+    }
+    let stored = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+    let head_end = rec.len().min(record::HEADER_BYTES_MAX);
+    let mut body = crc32fast::Hasher::new();
+    body.update(&rec[head_end..]);
+    let mut head = rec[..head_end].to_vec();
+    for at in 4..head_end {
+        for bit in 0..8 {
+            head[at] ^= 1 << bit;
+            let whole = record::decode_header(&head).is_ok_and(|h| h.record_len() == rec.len())
+                && {
+                    let mut crc = crc32fast::Hasher::new();
+                    crc.update(&head[4..]);
+                    crc.combine(&body);
+                    crc.finalize() == stored
+                };
+            if whole {
+                return Some(head[5] & FLAG_COMMIT != 0);
+            }
+            head[at] ^= 1 << bit;
+        }
+    }
+    None
 }
 
 /// Version 1: the fixed-width length fields, each rewritten so the record spans `rec`;
@@ -489,8 +536,11 @@ fn v2_length_patches(rec: &[u8], checks: &mut dyn FnMut(&[u8]) -> bool) -> bool 
                 if field == hit {
                     hit_at = at;
                     at += width;
-                } else if let Some((v, n)) = read_varint(rec.get(at..).unwrap_or_default()) {
-                    others += v;
+                } else if let Some((v, n)) = read_varint(rec.get(at..).unwrap_or_default())
+                    && let Some(sum) = others.checked_add(v)
+                {
+                    // Hostile bytes can read as two near-2^64 lengths: unreadable.
+                    others = sum;
                     at += n;
                 } else {
                     readable = false;
@@ -532,11 +582,17 @@ fn v2_lengths_start(rec: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// A LEB128 varint at the start of `b`: its value and byte count (at most 10 bytes).
+/// A LEB128 varint at the start of `b`: its value and byte count (at most 10 bytes);
+/// `None` when it does not end within them or holds bits beyond 64.
 fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for (i, &byte) in b.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        let bits = u64::from(byte & 0x7f);
+        // The tenth byte holds bit 63 only; more would be lost by the shift.
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
         if byte & 0x80 == 0 {
             return Some((value, i + 1));
         }
@@ -1307,13 +1363,21 @@ mod tests {
 
     #[test]
     fn in_a_compacted_segment_every_intact_record_is_kept() {
-        let mut seg = header(1, Kind::Log, 1);
-        let hit = rec(&mut seg, 1, "a", true);
-        rec(&mut seg, 2, "b", true);
-        let at = len_byte(&seg, hit, 0);
-        seg[at] ^= 0x10;
-        let s = scan(1, &seg);
-        assert_eq!(keys_with(&s, Fate::Intact), ["b"]);
+        for v1 in [false, true] {
+            let mut seg = header(1, Kind::Compacted, 1);
+            let hit = rec_in(&mut seg, 1, "a", true, v1);
+            rec_in(&mut seg, 2, "b", true, v1);
+            rec_in(&mut seg, 3, "c", true, v1);
+            // As in a log segment, the damaged record's extent is unknown (key length
+            // and a value byte hit); but every record of a compacted segment is a
+            // transaction of its own, so "b" is not the rest of anything.
+            let (key_len, value) = (len_byte(&seg, hit, 0), value_byte(&seg, hit));
+            seg[key_len] ^= 0x10;
+            seg[value] ^= 0x01;
+            let s = scan(1, &seg);
+            assert_eq!(s.stretches.len(), 1, "v1 {v1}");
+            assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"], "v1 {v1}");
+        }
     }
 
     #[test]
@@ -1783,5 +1847,201 @@ mod review_findings {
         let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
         assert!(report.is_clean());
         assert_eq!(report.warnings.len(), 1, "{report:?}");
+    }
+}
+
+#[cfg(test)]
+/// Damage before a version 2 record's length fields moves where they are read; the
+/// header may still decode, to an extent that ends on an intact record further on.
+mod shifted_lengths {
+    use super::*;
+    use crate::record::{FLAG_EXPIRES, FLAG_TOMBSTONE, RecordRef};
+    use crate::{Engine, Options};
+
+    fn header(id: u32, kind: Kind, base_seq: u64) -> Vec<u8> {
+        segment::encode_header(id, SegmentHeader { base_seq, kind }).to_vec()
+    }
+
+    /// Appends a record; returns its offset.
+    fn put(out: &mut Vec<u8>, flags: u8, seq: u64, key: &[u8], meta: &[u8], value: &[u8]) -> usize {
+        let at = out.len();
+        record::encode(
+            &RecordRef {
+                flags,
+                seq,
+                written_at_ms: 1_000,
+                expires_at_ms: 0,
+                key,
+                meta,
+                value,
+            },
+            out,
+        );
+        at
+    }
+
+    /// An 85-byte key: its tombstone is 97 bytes, so with `x`'s `EXPIRES` bit flipped,
+    /// `x`'s lengths are read one field later and its extent ends right after it.
+    const K85: [u8; 85] = [b'k'; 85];
+
+    /// Segment 2 of a folder: `x` (meta "m"), the tombstone of `K85` (seq 3), `y`;
+    /// returns the segment and the offset of `x` and of the tombstone.
+    fn x_tombstone_y() -> (Vec<u8>, usize, usize) {
+        let mut s2 = header(2, Kind::Log, 2);
+        let x = put(&mut s2, FLAG_COMMIT, 2, b"a", b"m", b"x");
+        let t = put(&mut s2, FLAG_COMMIT | FLAG_TOMBSTONE, 3, &K85, b"", b"");
+        let y = put(&mut s2, FLAG_COMMIT, 4, b"y", b"", b"vy");
+        assert_eq!(y - t, 97, "the tombstone is 97 bytes");
+        let mut flipped = s2.clone();
+        flipped[x + 5] ^= FLAG_EXPIRES;
+        let h = record::decode_header(&flipped[x..]).expect("the flipped header decodes");
+        assert_eq!(x + h.record_len(), y, "its extent ends where y starts");
+        (s2, x, t)
+    }
+
+    /// Segment 1 holds `K85` = "old value"; segment 2 `s2`; segment 3 is an empty log.
+    fn folder(dir: &Path, s2: &[u8]) {
+        let mut s1 = header(1, Kind::Log, 1);
+        put(&mut s1, FLAG_COMMIT, 1, &K85, b"", b"old value");
+        std::fs::write(dir.join(segment::file_name(1)), &s1).expect("test file I/O");
+        std::fs::write(dir.join(segment::file_name(2)), s2).expect("test file I/O");
+        std::fs::write(dir.join(segment::file_name(3)), header(3, Kind::Log, 5))
+            .expect("test file I/O");
+    }
+
+    #[test]
+    fn a_flipped_expires_bit_does_not_make_repair_drop_an_intact_tombstone() {
+        let (mut s2, x, _) = x_tombstone_y();
+        s2[x + 5] ^= FLAG_EXPIRES;
+        let dir = tempfile::tempdir().expect("temp dir");
+        folder(dir.path(), &s2);
+        let repaired = repair(dir.path(), &mut |_, _| {}).expect("repair");
+        assert!(repaired.after.is_clean(), "{:?}", repaired.after);
+        assert_eq!(repaired.salvaged[0].records_salvaged, 2, "{repaired:?}");
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        let got = engine.get(&K85).expect("get");
+        assert!(
+            got.is_none(),
+            "the key was deleted (intact tombstone seq 3), repair brought back {:?}",
+            got.map(|e| (e.version, e.value))
+        );
+        engine.close().expect("close");
+    }
+
+    /// The continuation bit of the last byte of `seq` or of `written_at_ms` also moves
+    /// the lengths; a single flipped bit is found by the CRC and only `x` is lost.
+    #[test]
+    fn a_single_flipped_bit_before_the_lengths_loses_only_its_record() {
+        let (s2, x, _) = x_tombstone_y();
+        let h = record::decode(&s2[x..]).expect("x is intact");
+        // flags, last byte of seq (one byte), last byte of written_at (two bytes).
+        for (at, bit) in [(x + 5, FLAG_EXPIRES), (x + 6, 0x80), (x + 8, 0x80)] {
+            assert!(at < x + usize::from(h.header_len) - 3);
+            let mut seg = s2.clone();
+            seg[at] ^= bit;
+            let s = scan_segment(2, &seg, 0, 0, &mut |_, _| {});
+            let keys: Vec<(Vec<u8>, Fate)> =
+                s.records.iter().map(|r| (r.key.clone(), r.fate)).collect();
+            assert_eq!(
+                keys,
+                [(K85.to_vec(), Fate::Intact), (b"y".to_vec(), Fate::Intact)],
+                "flip {bit:#x} at {}",
+                at - x
+            );
+            assert_eq!(s.stretches.len(), 1);
+            assert_eq!(
+                s.stretches[0].end - s.stretches[0].start,
+                h.record_len() as u64
+            );
+        }
+    }
+
+    /// Damage the CRC cannot pin down (the flag bit and a value byte): the extent the
+    /// header claims is not trusted past an intact record; that record is read, and set
+    /// aside as the possible rest of a batch (listed in the report), never skipped.
+    #[test]
+    fn a_decoded_extent_is_not_trusted_past_an_intact_record() {
+        let (mut s2, x, t) = x_tombstone_y();
+        s2[x + 5] ^= FLAG_EXPIRES;
+        let value_at = x + record::decode(&x_tombstone_y().0[x..])
+            .expect("x")
+            .record_len()
+            - 1;
+        s2[value_at] ^= 0x01;
+        let s = scan_segment(2, &s2, 0, 0, &mut |_, _| {});
+        assert_eq!(s.stretches.len(), 1);
+        assert_eq!(
+            s.stretches[0].end, t as u64,
+            "resynchronised on the tombstone"
+        );
+        let set_aside = s.set_aside();
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert_eq!((set_aside[0].offset, set_aside[0].seq), (t as u64, 3));
+        assert!(
+            s.records
+                .iter()
+                .any(|r| r.key == b"y" && r.fate == Fate::Intact)
+        );
+    }
+
+    /// The newest segment: the bogus extent ends at the end of the file. Open stops at
+    /// `x` and cuts the intact, committed tombstone after it: that is damage (repair
+    /// first), not a torn tail.
+    #[test]
+    fn an_intact_record_after_a_shifted_header_in_the_newest_segment_is_not_a_torn_tail() {
+        let mut s1 = header(1, Kind::Log, 1);
+        let x = put(&mut s1, FLAG_COMMIT, 2, b"a", b"m", b"x");
+        let t = put(&mut s1, FLAG_COMMIT | FLAG_TOMBSTONE, 3, &K85, b"", b"");
+        assert_eq!(s1.len() - t, 97);
+        s1[x + 5] ^= FLAG_EXPIRES;
+        let h = record::decode_header(&s1[x..]).expect("the flipped header decodes");
+        assert_eq!(
+            x + h.record_len(),
+            s1.len(),
+            "its extent ends at the end of the file"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(!report.is_clean(), "{report:?}");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.damage[0].offset, x as u64);
+    }
+
+    /// A damaged record whose value holds bytes that read as two near-2^64 varints:
+    /// trying length rewrites must not overflow (a panic in debug builds).
+    #[test]
+    fn length_rewrites_of_hostile_bytes_do_not_overflow() {
+        let mut seg = header(1, Kind::Log, 1);
+        let mut value = vec![0u8];
+        for _ in 0..2 {
+            value.extend_from_slice(&[0xff; 9]);
+            value.push(0x01);
+        }
+        value.extend_from_slice(&[0x11; 20]);
+        let a = put(&mut seg, FLAG_COMMIT, 1, b"k", b"", &value);
+        let b = put(&mut seg, FLAG_COMMIT, 2, b"b", b"", b"vb");
+        seg[b - 1] ^= 1;
+        let s = scan_segment(1, &seg, 0, 0, &mut |_, _| {});
+        assert_eq!(s.stretches.len(), 1);
+        assert_eq!(
+            (s.stretches[0].start, s.stretches[0].end),
+            (a as u64, b as u64)
+        );
+        let keys: Vec<(Vec<u8>, Fate)> =
+            s.records.iter().map(|r| (r.key.clone(), r.fate)).collect();
+        assert_eq!(keys, [(b"b".to_vec(), Fate::Intact)]);
+    }
+
+    #[test]
+    fn a_varint_with_bits_beyond_64_is_unreadable() {
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(read_varint(&max), Some((u64::MAX, 10)));
+        for last in [0x02, 0x03, 0x7f] {
+            max[9] = last;
+            assert_eq!(read_varint(&max), None, "tenth byte {last:#x}");
+        }
+        assert_eq!(read_varint(&[0x80; 10]), None, "no end within 10 bytes");
     }
 }

@@ -188,26 +188,74 @@ fn a_version_1_store_opens_takes_writes_and_compacts_into_version_2() {
 #[test]
 fn a_torn_tail_of_a_version_1_active_segment_is_cut_before_it_is_sealed() {
     let v1 = golden(GOLDEN_V1);
-    let mut torn = v1.clone();
-    // Half of a version 1 record: what a crash of the older build leaves.
-    caskade_engine::fuzzing::encode_record_v1(2, 5, 1, 0, b"user/dave", b"", b"dddd", &mut torn);
-    torn.truncate(v1.len() + 30);
-    let (dir, engine) = open_golden(&torn);
-    assert_eq!(engine.stats().recovered_truncated_bytes, 30);
-    assert_known_contents(&engine);
-    assert!(engine.get(b"user/dave").unwrap().is_none());
-    let v = engine
-        .put("user/erin", "e", WriteOptions::default())
-        .unwrap();
-    assert_eq!(v, 5, "versions go on from the old segment");
+    let mut whole = v1.clone();
+    caskade_engine::fuzzing::encode_record_v1(2, 5, 1, 0, b"user/dave", b"", b"dddd", &mut whole);
+    let record_len = whole.len() - v1.len();
+    // Half of a version 1 record, as a crash of the older build leaves it: cut inside
+    // its 44-byte header, or inside its value (the header announces bytes not there).
+    for torn_len in [30, record_len - 3] {
+        let torn = &whole[..v1.len() + torn_len];
+        let (dir, engine) = open_golden(torn);
+        assert_eq!(
+            engine.stats().recovered_truncated_bytes,
+            torn_len as u64,
+            "cut after {torn_len} bytes"
+        );
+        assert_known_contents(&engine);
+        assert!(engine.get(b"user/dave").unwrap().is_none());
+        let v = engine
+            .put("user/erin", "e", WriteOptions::default())
+            .unwrap();
+        assert_eq!(v, 5, "versions go on from the old segment");
+        engine.close().unwrap();
+        let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
+        assert_eq!(seg1, v1, "the torn tail was cut, nothing else changed");
+        let report = caskade_engine::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let engine = reopen(dir.path());
+        assert_known_contents(&engine);
+        assert_eq!(&engine.get(b"user/erin").unwrap().unwrap().value[..], b"e");
+        engine.close().unwrap();
+    }
+}
+
+/// The widest header a store can hold (9-byte seq, 10-byte times, 3-byte key and meta
+/// lengths, a 4-byte value length: 45 bytes; 46 would take a 256 MiB value) is read
+/// whole by list, which reads a header without knowing its length.
+#[test]
+fn list_reads_the_widest_header_whole() {
+    let key = vec![b'w'; 16_384];
+    let meta = vec![b'm'; 16_384];
+    let value = vec![b'v'; 1 << 21];
+    let (seq, written_at_ms, expires_at_ms) = (1u64 << 56, u64::MAX, u64::MAX);
+    let mut seg = caskade_engine::fuzzing::encode_segment_header(1, 1, false).to_vec();
+    let commit = 2;
+    caskade_engine::fuzzing::encode_record(
+        commit,
+        seq,
+        written_at_ms,
+        expires_at_ms,
+        &key,
+        &meta,
+        &value,
+        &mut seg,
+    );
+    let record_len = seg.len() - 32;
+    let header_len = record_len - key.len() - meta.len() - value.len();
+    assert_eq!(header_len, 45, "the widest header short of a 256 MiB value");
+    let (dir, engine) = open_golden(&seg);
+    let items = engine.list(b"w", None, 10).expect("list reads the record");
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(&item.key[..], &key[..]);
+    assert_eq!(&item.meta[..], &meta[..]);
+    assert_eq!(item.value_len, value.len() as u64);
+    assert_eq!(
+        (item.version, item.written_at_ms, item.expires_at_ms),
+        (seq, written_at_ms, Some(expires_at_ms))
+    );
+    assert_eq!(&engine.get(&key).unwrap().unwrap().value[..], &value[..]);
     engine.close().unwrap();
-    let seg1 = std::fs::read(dir.path().join("0000000001.seg")).unwrap();
-    assert_eq!(seg1, v1, "the torn tail was cut, nothing else changed");
-    let report = caskade_engine::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
-    assert!(report.is_clean(), "{:?}", report.damage);
-    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    let engine = reopen(dir.path());
-    assert_known_contents(&engine);
-    assert_eq!(&engine.get(b"user/erin").unwrap().unwrap().value[..], b"e");
-    engine.close().unwrap();
+    drop(dir);
 }

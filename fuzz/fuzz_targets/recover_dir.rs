@@ -4,7 +4,9 @@
 //!
 //! Files are built from the input as well-formed records, hints and headers (so the
 //! fuzzer gets past the CRCs) and then damaged on purpose: cut, flipped, extended or
-//! replaced by raw bytes; hints may describe records that are not there.
+//! replaced by raw bytes; hints may describe records that are not there. Segment headers
+//! may say segment format 1 (an older build's), so the seal-at-open path of an upgraded
+//! store is fuzzed too.
 #![no_main]
 
 use std::sync::Arc;
@@ -42,6 +44,9 @@ enum File {
         /// Near 0, or near `u64::MAX` to reach the ends of the version range.
         base_seq: Seq,
         compacted: bool,
+        /// Segment format 1 in the header (an older build's): the newest such log
+        /// segment is recovered, synced and sealed at open.
+        format1: bool,
         records: Vec<Rec>,
         damage: Damage,
         hint: Option<Hint>,
@@ -127,6 +132,7 @@ fn write(dir: &std::path::Path, file: &File) {
             id,
             base_seq,
             compacted,
+            format1,
             records,
             damage: how,
             hint,
@@ -134,6 +140,12 @@ fn write(dir: &std::path::Path, file: &File) {
             let id = u32::from(*id);
             let (seg_name, hint_name) = file_names(id);
             let mut bytes = encode_segment_header(id, base_seq.get(), *compacted).to_vec();
+            if *format1 {
+                // The layout is the same; only the version (and so the CRC) differs.
+                bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+                let crc = crc32fast::hash(&bytes[..28]);
+                bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+            }
             let mut entries = Vec::new();
             for r in records {
                 let offset = bytes.len() as u32;
