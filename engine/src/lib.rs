@@ -157,8 +157,9 @@ pub mod fuzzing {
         crate::record::encode_v1(&rec, out);
     }
 
-    /// A well-formed hint file.
-    pub fn encode_hint(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+    /// A well-formed hint file (format version 3), or an error for entries it cannot
+    /// express or open would refuse.
+    pub fn encode_hint(id: u32, segment_len: u64, entries: &[HintEntry]) -> crate::Result<Vec<u8>> {
         crate::hint::encode(id, segment_len, entries)
     }
 

@@ -168,11 +168,15 @@ fn write(dir: &std::path::Path, file: &File) {
             std::fs::write(dir.join(seg_name), &bytes).expect("write segment");
             let hint_bytes = match hint {
                 None => return,
-                Some(Hint::Exact) => encode_hint(id, written_len, &entries),
+                // Entries the format cannot express (a seq past the limit): an empty hint,
+                // refused at open like any damaged one.
+                Some(Hint::Exact) => encode_hint(id, written_len, &entries).unwrap_or_default(),
                 Some(Hint::Flipped(at, mask)) => {
-                    let mut h = encode_hint(id, written_len, &entries);
-                    let at = usize::from(*at) % h.len();
-                    h[at] ^= mask | 1;
+                    let mut h = encode_hint(id, written_len, &entries).unwrap_or_default();
+                    if !h.is_empty() {
+                        let at = usize::from(*at) % h.len();
+                        h[at] ^= mask | 1;
+                    }
                     h
                 }
                 Some(Hint::Lying(lies)) => {
@@ -187,7 +191,8 @@ fn write(dir: &std::path::Path, file: &File) {
                             key: key(k),
                         })
                         .collect();
-                    encode_hint(id, bytes.len() as u64, &lies)
+                    // Lies the format cannot express: an empty (refused) hint.
+                    encode_hint(id, bytes.len() as u64, &lies).unwrap_or_default()
                 }
             };
             std::fs::write(dir.join(hint_name), hint_bytes).expect("write hint");
