@@ -264,8 +264,7 @@ pub(crate) fn encode<K: AsRef<[u8]>>(
     Ok(out)
 }
 
-/// Encodes a hint in format version 2 (tests of the reader of old hints).
-#[cfg(test)]
+/// Encodes a hint in format version 2 (tests and fuzzing of the reader of old hints).
 pub(crate) fn encode_v2<K: AsRef<[u8]>>(
     id: u32,
     segment_len: u64,

@@ -163,6 +163,12 @@ pub mod fuzzing {
         crate::hint::encode(id, segment_len, entries)
     }
 
+    /// A well-formed hint file in format version 2 (as older builds wrote it); it can
+    /// express entries version 3 cannot, such as duplicates.
+    pub fn encode_hint_v2(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+        crate::hint::encode_v2(id, segment_len, entries)
+    }
+
     /// A well-formed segment header.
     pub fn encode_segment_header(id: u32, base_seq: u64, compacted: bool) -> [u8; 32] {
         let kind = if compacted {
