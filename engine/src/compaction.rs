@@ -469,7 +469,7 @@ impl<'a> Run<'a> {
                 .shared
                 .dir
                 .join(format!("{}.tmp", hint::file_name(out.id)));
-            let bytes = hint::encode(out.id, out.len, &out.entries);
+            let bytes = hint::encode(out.id, out.len, &out.entries)?;
             File::create(&hint_tmp)
                 .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
                 .map_err(|e| Error::io("writing a compacted segment's hint", e))?;

@@ -243,6 +243,17 @@ fn too_large(what: &'static str, len: usize, limit: usize) -> Result<()> {
 }
 
 impl Engine {
+    /// A second handle on the maintenance work, for tests that drive it step by step
+    /// (open with a long `sweep_interval` so the thread itself stays idle).
+    #[cfg(test)]
+    pub(crate) fn maintenance_for_test(&self) -> (Maintenance, Arc<Shared>) {
+        let shared = Arc::clone(&self.inner.shared);
+        (
+            Maintenance::new(Arc::clone(&shared), self.inner.tx.clone()),
+            shared,
+        )
+    }
+
     /// Opens (or creates) the store in `dir`, recovering from whatever a crash left:
     /// every record's CRC is checked, a torn tail of the newest segment is cut (and
     /// logged with its size), damage anywhere else is an [`Error::Corrupt`] naming the

@@ -50,6 +50,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::KEY_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::index::{SHARDS, shard_of};
 use crate::record::{self, FLAG_TOMBSTONE, HEADER_BYTES_MIN};
@@ -182,12 +183,16 @@ fn unzigzag(value: u64) -> u64 {
 }
 
 /// Encodes a hint (format version 3) for segment `id` of `segment_len` bytes. Each
-/// run lists its entries by record offset; entries must not overlap (records do not).
+/// run lists its entries by record offset. Entries this format cannot express, or that
+/// open would refuse, are an error rather than quietly written as other entries: two
+/// entries of one shard whose records overlap (a duplicate included), a record before
+/// the segment header's end or past the segment's end, one too short for its key, an
+/// empty key or one over [`KEY_BYTES_MAX`], a seq at or over the limit.
 pub(crate) fn encode<K: AsRef<[u8]>>(
     id: u32,
     segment_len: u64,
     entries: &[HintEntry<K>],
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
     let mut by_shard: Vec<Vec<&HintEntry<K>>> = (0..SHARDS).map(|_| Vec::new()).collect();
     for e in entries {
         by_shard[shard_of(e.key.as_ref())].push(e);
@@ -213,14 +218,38 @@ pub(crate) fn encode<K: AsRef<[u8]>>(
         let (mut prev_seq, mut next_offset) = (0u64, SEGMENT_HEADER_BYTES);
         for e in run.iter() {
             let key = e.key.as_ref();
+            let record_end = u64::from(e.offset) + u64::from(e.len);
+            let why = if u64::from(e.offset) < next_offset {
+                Some("its record overlaps another entry's or the segment header")
+            } else if record_end > segment_len {
+                Some("its record ends past the end of the segment")
+            } else if key.is_empty() || key.len() > KEY_BYTES_MAX {
+                Some("its key is empty or longer than the limit")
+            } else if (e.len as usize) < HEADER_BYTES_MIN + key.len() {
+                Some("its record is too short for its key")
+            } else if e.seq >= record::SEQ_LIMIT {
+                Some("its seq is out of range")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::Corrupt {
+                    file: PathBuf::from(file_name(id)),
+                    offset: u64::from(e.offset),
+                    reason: format!(
+                        "cannot write a hint entry (length {}, seq {}): {why}",
+                        e.len, e.seq
+                    ),
+                });
+            }
             put_varint(&mut out, (key.len() as u64) << 1 | u64::from(e.tombstone));
             put_varint(&mut out, zigzag(e.seq.wrapping_sub(prev_seq)));
             put_varint(&mut out, e.expires_at_ms);
-            put_varint(&mut out, u64::from(e.offset).saturating_sub(next_offset));
+            put_varint(&mut out, u64::from(e.offset) - next_offset);
             put_varint(&mut out, u64::from(e.len));
             out.extend_from_slice(key);
             prev_seq = e.seq;
-            next_offset = u64::from(e.offset) + u64::from(e.len);
+            next_offset = record_end;
         }
         let crc = crc32fast::hash(&out[start..]);
         let run_bytes = (out.len() - start) as u32;
@@ -232,11 +261,10 @@ pub(crate) fn encode<K: AsRef<[u8]>>(
     let table_end = HINT_HEADER_BYTES + RUN_TABLE_BYTES - 4;
     let crc = crc32fast::hash(&out[HINT_HEADER_BYTES..table_end]);
     out[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
-    out
+    Ok(out)
 }
 
-/// Encodes a hint in format version 2 (tests of the reader of old hints).
-#[cfg(test)]
+/// Encodes a hint in format version 2 (tests and fuzzing of the reader of old hints).
 pub(crate) fn encode_v2<K: AsRef<[u8]>>(
     id: u32,
     segment_len: u64,
@@ -442,6 +470,7 @@ impl<'a> Runs<'a> {
             if u64::from(entry.offset) < next_offset
                 || record_end > self.segment_len
                 || (entry.len as usize) < HEADER_BYTES_MIN + entry.key.len()
+                || entry.key.len() > KEY_BYTES_MAX
                 || shard_of(entry.key) != shard
             {
                 return Err(at);
@@ -677,11 +706,15 @@ fn check_v1(bytes: &[u8], segment_len: u64) -> Checked<'_> {
         if flags & !FLAG_TOMBSTONE != 0
             || rest[5..8] != [0; 3]
             || key_len == 0
+            || key_len > KEY_BYTES_MAX
             || u64_at(rest, 8) >= record::SEQ_LIMIT
         {
             return Err(fault(
                 pos,
-                format!("impossible flags {flags:#04x}, reserved bytes, version or empty key"),
+                format!(
+                    "impossible flags {flags:#04x}, reserved bytes, version, or an empty or \
+                     too long key"
+                ),
             ));
         }
         let entry = HintEntry {
@@ -746,7 +779,7 @@ pub(crate) fn write<K: AsRef<[u8]>>(
 ) -> Result<PathBuf> {
     let path = dir.join(file_name(id));
     let tmp = dir.join(format!("{}.tmp", file_name(id)));
-    let bytes = encode(id, segment_len, entries);
+    let bytes = encode(id, segment_len, entries)?;
     let context = || format!("writing hint {}", file_name(id));
     let written = File::create(&tmp)
         .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
@@ -856,7 +889,7 @@ mod tests {
     /// The hint of `entries` in each format version this build reads, newest first.
     fn every_version(len: u64, entries: &[HintEntry]) -> [Vec<u8>; 3] {
         [
-            encode(7, len, entries),
+            encode(7, len, entries).expect("encodes"),
             encode_v2(7, len, entries),
             encode_v1(7, len, entries),
         ]
@@ -913,7 +946,7 @@ mod tests {
                 );
             }
         }
-        let bytes = encode(7, 2432, &many());
+        let bytes = encode(7, 2432, &many()).expect("encodes");
         let Some(Decoded::Runs(runs)) = decode_any(&bytes, 7, 2432) else {
             panic!("a version 3 hint");
         };
@@ -925,7 +958,7 @@ mod tests {
     /// 32-byte header, the run table (two runs of one entry each), then the entries.
     #[test]
     fn a_version_3_hint_is_byte_for_byte_as_documented() {
-        let bytes = encode(7, 142, &sample());
+        let bytes = encode(7, 142, &sample()).expect("encodes");
         let mut want = Vec::new();
         want.extend_from_slice(b"CASKHNT\0");
         want.extend_from_slice(&3u32.to_le_bytes());
@@ -1019,7 +1052,7 @@ mod tests {
     /// hint re-encodes to its own bytes and never points outside its segment.
     #[test]
     fn a_version_3_run_that_checks_but_is_malformed_is_refused() {
-        let good = encode(7, 142, &sample());
+        let good = encode(7, 142, &sample()).expect("encodes");
         let table_end = HINT_HEADER_BYTES + RUN_TABLE_BYTES;
         let first_run = (0..SHARDS)
             .find(|&s| u32_at(&good, HINT_HEADER_BYTES + s * 12) > 0)
@@ -1098,7 +1131,7 @@ mod tests {
     #[test]
     fn an_entry_in_the_wrong_shards_run_or_an_unknown_version_is_refused() {
         let (entries, len) = (sample(), 142);
-        let mut bytes = encode(7, len, &entries);
+        let mut bytes = encode(7, len, &entries).expect("encodes");
         // A non-empty run followed by an empty one: swapping their rows of the run
         // table keeps every byte of the body in place and every CRC right, but puts
         // the entries in the run of a shard their keys do not belong to.
@@ -1116,7 +1149,7 @@ mod tests {
         assert!(matches!(decode_any(&bytes, 7, len), Some(Decoded::Runs(_))));
         assert_eq!(decode_all(&bytes, 7, len), None, "entries in the wrong run");
 
-        let mut future = encode(7, len, &entries);
+        let mut future = encode(7, len, &entries).expect("encodes");
         future[8..12].copy_from_slice(&4u32.to_le_bytes());
         let crc = crc32fast::hash(&future[0..28]);
         future[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -1161,6 +1194,91 @@ mod tests {
             let fault = check(&bytes, 7, 142).expect_err("check refuses it too");
             assert_eq!(fault.offset, run_start as u64, "{fault:?}");
         }
+    }
+
+    /// The version 3 encoder refuses entries it cannot express (it used to write a
+    /// duplicate or an overlap as a different, well-formed entry pointing at another
+    /// record) and entries open would refuse; `write` passes the error on and leaves
+    /// no file behind.
+    #[test]
+    fn entries_the_format_cannot_express_are_refused_by_the_encoder() {
+        let good = sample();
+        assert!(encode(7, 142, &good).is_ok());
+        type Change = dyn Fn(&mut Vec<HintEntry>);
+        let cases: [(&str, &Change); 9] = [
+            ("a duplicate entry", &|v| v[1] = v[0].clone()),
+            ("overlapping records of one key", &|v| {
+                v[1].key = v[0].key.clone();
+                v[1].offset = 60;
+            }),
+            ("a record inside the segment header", &|v| v[0].offset = 8),
+            ("a record past the segment's end", &|v| v[1].len = 51),
+            ("a record too short for its key", &|v| {
+                v[0].len = (HEADER_BYTES_MIN + 5) as u32
+            }),
+            ("an empty key", &|v| v[0].key.clear()),
+            ("a key over the limit", &|v| {
+                v[0].key = vec![b'k'; KEY_BYTES_MAX + 1];
+                v[0].len = 50;
+            }),
+            ("a seq at the limit", &|v| v[0].seq = record::SEQ_LIMIT),
+            ("a record of the same key starting inside another's", &|v| {
+                v[1].key = v[0].key.clone();
+                v[1].offset = 40;
+                v[1].len = 20;
+            }),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (what, change) in cases {
+            let mut entries = good.clone();
+            change(&mut entries);
+            let err = encode(7, 142, &entries).expect_err(what);
+            assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err}");
+            assert!(write(dir.path(), 7, 142, &entries).is_err(), "{what}");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+            assert!(left.is_empty(), "{what}: {left:?}");
+        }
+    }
+
+    /// Versions 1 and 2 can express a duplicate or an overlap; their readers refuse
+    /// it (a record listed twice leaves another out), and a key over the limit, in
+    /// every version.
+    #[test]
+    fn an_old_hint_listing_overlapping_records_or_a_too_long_key_is_refused() {
+        let mut dup = sample();
+        dup[1] = dup[0].clone();
+        let mut overlap = sample();
+        overlap[1].key = overlap[0].key.clone();
+        overlap[1].offset = 60;
+        for (what, entries) in [("duplicate", &dup), ("overlap", &overlap)] {
+            for bytes in [encode_v2(7, 142, entries), encode_v1(7, 142, entries)] {
+                let version = u32_at(&bytes, 8);
+                assert_eq!(
+                    decode_all(&bytes, 7, 142),
+                    None,
+                    "{what}, version {version}"
+                );
+                let fault = check(&bytes, 7, 142).expect_err(what);
+                assert!(fault.offset > HINT_HEADER_BYTES as u64, "{what}: {fault:?}");
+            }
+        }
+        let len = 32 + (HEADER_BYTES_MIN + KEY_BYTES_MAX + 1) as u64;
+        let long = vec![HintEntry {
+            tombstone: false,
+            seq: 1,
+            expires_at_ms: 0,
+            offset: 32,
+            len: (len - 32) as u32,
+            key: vec![b'k'; KEY_BYTES_MAX + 1],
+        }];
+        for bytes in [encode_v2(7, len, &long), encode_v1(7, len, &long)] {
+            let version = u32_at(&bytes, 8);
+            assert_eq!(decode_all(&bytes, 7, len), None, "version {version}");
+            assert!(check(&bytes, 7, len).is_err(), "version {version}");
+        }
+        let mut at_limit = long.clone();
+        at_limit[0].key.pop();
+        assert!(decode_all(&encode(7, len, &at_limit).expect("encodes"), 7, len).is_some());
     }
 
     #[test]

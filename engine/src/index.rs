@@ -522,6 +522,18 @@ struct ShardLoad {
     live_bytes: u64,
     /// Some loaded entry has an expiry (the shard is walked for the expiry order).
     expiring: bool,
+    /// How far the shard's slab and key order are populated ahead of the load.
+    slots_ahead: Prefaulted,
+    pending_ahead: Prefaulted,
+}
+
+impl ShardLoad {
+    /// Sizes `shard` for `additional` more keys and populates the start of the room.
+    fn reserve(&mut self, shard: &mut Shard, hasher: &DefaultHashBuilder, additional: usize) {
+        shard.reserve(hasher, additional);
+        self.slots_ahead.ahead(&mut shard.slots);
+        self.pending_ahead.ahead(&mut shard.order.pending);
+    }
 }
 
 /// Recovery's bulk load: applies the records of whole segments, met in any order,
@@ -597,7 +609,7 @@ impl<'i> Loader<'i> {
         self.per_shard(|s, state| {
             let bucket = &buckets[s];
             let mut shard = Index::write(&index.shards[s]);
-            shard.reserve(&index.hasher, bucket.len());
+            state.reserve(&mut shard, &index.hasher, bucket.len());
             for (hash, e) in bucket {
                 load_one(&mut shard, &index.hasher, state, *hash, segment, e, now_ms);
             }
@@ -637,7 +649,7 @@ impl<'i> Loader<'i> {
             let used = hints.iter().zip(good_ref).filter(|(_, ok)| **ok);
             let total: usize = used.clone().map(|((_, runs), _)| runs.count(s)).sum();
             let mut shard = Index::write(&index.shards[s]);
-            shard.reserve(&index.hasher, total);
+            state.reserve(&mut shard, &index.hasher, total);
             for ((segment, runs), _) in used {
                 for e in runs.entries(s) {
                     let hash = index.hasher.hash_one(e.key);
@@ -682,8 +694,6 @@ impl Shard {
             .reserve(additional, |&id| hasher.hash_one(shard_key(slots, id)));
         self.slots.reserve(additional);
         self.order.pending.reserve(additional);
-        prefault(&mut self.slots, additional);
-        prefault(&mut self.order.pending, additional);
     }
 
     /// After a bulk load: frees what was reserved for entries that were older versions
@@ -705,41 +715,112 @@ impl Shard {
     }
 }
 
-/// Asks the kernel to back the next `additional` elements of `v`'s spare capacity with
-/// memory now, in one call, instead of one page fault per 4 KiB page as the bulk load
-/// writes them. The slab of 1M keys is 56 MB: ~14,000 faults, about a quarter of the
-/// CPU time of an open from hints on a 2-core VM; one call per shard saves 15–18 % of
-/// that CPU time (docs/benchmarks.md). Only advice: on other systems, kernels before
-/// 5.14 (`EINVAL`) or any failure, the pages fault in as they are written, as before.
-fn prefault<T>(v: &mut Vec<T>, additional: usize) {
+/// Bytes of a vector's spare capacity a bulk load populates at a time, just ahead of
+/// where it writes: large enough that the page faults of a 56 MB slab become ~200
+/// calls, small enough that what is populated but never written stays small (at most
+/// this much per vector and shard, 8 MiB over the 16 shards' slabs and key orders).
+const PREFAULT_CHUNK: usize = 256 * 1024;
+
+/// The size of a memory page, asked of the system once.
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf only reads a system setting; it has no memory effects.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if let Ok(page) = usize::try_from(page)
+                && page.is_power_of_two()
+            {
+                return page;
+            }
+        }
+        4096
+    })
+}
+
+/// Populates a vector's spare capacity just ahead of a bulk load's writes, so the
+/// kernel backs it with memory in one call per [`PREFAULT_CHUNK`] instead of one page
+/// fault per page. Only what the load is about to write is populated: a shard is
+/// reserved for every entry of every hint (older versions and tombstones included),
+/// often several times the keys it ends up holding, and populated memory is resident
+/// whether it is written or not.
+#[derive(Debug, Default)]
+struct Prefaulted {
+    /// Address of the allocation the mark refers to.
+    base: usize,
+    /// Address up to which (page-aligned) the allocation was populated.
+    upto: usize,
+    /// Bytes populated in all (tests).
+    populated: usize,
+}
+
+impl Prefaulted {
+    /// Call after writing to `v`: when the next element would reach past what was
+    /// populated, populates the next [`PREFAULT_CHUNK`] of its spare capacity.
+    #[inline]
+    fn ahead<T>(&mut self, v: &mut Vec<T>) {
+        let size = std::mem::size_of::<T>();
+        let base = v.as_ptr() as usize;
+        let filled = base + v.len() * size;
+        if base == self.base && filled + size <= self.upto {
+            return;
+        }
+        self.advance(v, base, filled);
+    }
+
+    #[cold]
+    fn advance<T>(&mut self, v: &mut Vec<T>, base: usize, filled: usize) {
+        if base != self.base {
+            // A new allocation (the vector grew): nothing of it was populated here.
+            self.base = base;
+            self.upto = 0;
+        }
+        let page = page_size();
+        let capacity_end = base + v.capacity() * std::mem::size_of::<T>();
+        // Whole pages of the spare capacity only: the start rounded up, the end down,
+        // so the range never leaves the allocation nor touches a written element.
+        let start = self.upto.max(filled).next_multiple_of(page);
+        let end = (start + PREFAULT_CHUNK).min(capacity_end) / page * page;
+        if end > start {
+            populate(v, start, end);
+            self.populated += end - start;
+        }
+        self.upto = self.upto.max(end).max(filled + std::mem::size_of::<T>());
+    }
+}
+
+/// Asks the kernel to back `[start, end)` (page-aligned, inside `v`'s spare capacity)
+/// with memory now, in one call. The slab of 1M keys is 56 MB: ~14,000 faults, about a
+/// quarter of the CPU time of an open from hints on a 2-core VM; populating ahead
+/// saves 15–18 % of that CPU time (docs/benchmarks.md). Only advice: on other systems,
+/// kernels before 5.14 (`EINVAL`) or any failure, the pages fault in as they are
+/// written, as before.
+fn populate<T>(v: &mut Vec<T>, start: usize, end: usize) {
     #[cfg(target_os = "linux")]
     {
-        const PAGE: usize = 4096;
-        let spare = v.spare_capacity_mut();
-        let take = additional.min(spare.len());
-        let spare = &mut spare[..take];
-        let start = spare.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(spare);
-        // Whole pages inside the spare capacity only.
-        let (start, end) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
-        if end > start {
-            // SAFETY: [start, end) lies inside `v`'s allocation, in its spare capacity,
-            // which holds no values and which nothing else references while we hold
-            // `&mut v`. MADV_POPULATE_WRITE only maps the pages in writable, as a write
-            // would; it never changes their contents (fresh pages read as zero before
-            // and after) and never unmaps or moves them. Its result is ignored: failing
-            // leaves the pages to fault in when written.
-            unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    end - start,
-                    libc::MADV_POPULATE_WRITE,
-                );
-            }
+        let spare = v.spare_capacity_mut().as_mut_ptr_range();
+        debug_assert!(spare.start as usize <= start && end <= spare.end as usize);
+        if start < spare.start as usize || end > spare.end as usize {
+            return;
+        }
+        // SAFETY: `[start, end)` is checked just above to lie inside the spare capacity
+        // of `v`'s allocation (and the caller aligned both ends to pages of
+        // `page_size()`, which madvise requires): memory that holds no values and that
+        // nothing else references while we hold `&mut v`. MADV_POPULATE_WRITE only maps
+        // those pages in writable, as a write would; it never changes their contents
+        // (fresh pages read as zero before and after) and never unmaps or moves them.
+        // Its result is ignored: failing leaves the pages to fault in when written.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            );
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (v, additional);
+    let _ = (v, start, end);
 }
 
 fn shard_key(slots: &[Slot], id: u32) -> &[u8] {
@@ -807,6 +888,8 @@ fn load_one(
             let id = new_slot(slots, free, heap_key_bytes, e.key, loc);
             vacant.insert(id);
             order.pending.push(id);
+            state.slots_ahead.ahead(slots);
+            state.pending_ahead.ahead(&mut order.pending);
         }
     }
     state.live_bytes += u64::from(loc.len);
@@ -903,6 +986,92 @@ mod tests {
             assert!(listed.windows(2).all(|w| w[0].0 < w[1].0));
         }
         assert!(index.estimated_bytes() > 0);
+    }
+
+    /// Populating ahead of a fill keeps to what is written plus one chunk, however
+    /// much room was reserved, and never goes past the vector's capacity.
+    #[test]
+    fn prefaulting_stays_just_ahead_of_the_fill() {
+        let page = page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
+        let mut v: Vec<u64> = Vec::with_capacity(4_000_000);
+        let mut ahead = Prefaulted::default();
+        for i in 0..100_000u64 {
+            v.push(i);
+            ahead.ahead(&mut v);
+            let written = v.len() * 8;
+            assert!(
+                ahead.populated <= written + PREFAULT_CHUNK + page,
+                "{} populated after {written} bytes written",
+                ahead.populated
+            );
+        }
+        assert!(ahead.populated >= 800_000 - page, "{}", ahead.populated);
+        // A small vector: never more than its capacity.
+        let mut small: Vec<u64> = Vec::with_capacity(3000);
+        let mut ahead = Prefaulted::default();
+        for i in 0..3000 {
+            small.push(i);
+            ahead.ahead(&mut small);
+        }
+        assert!(ahead.populated <= 3000 * 8, "{}", ahead.populated);
+    }
+
+    /// A shard is reserved for every entry of every hint; with eight versions of each
+    /// key only an eighth of that is written, and only that (plus a chunk) may become
+    /// resident (it all did when the whole reservation was populated).
+    #[test]
+    fn a_bulk_load_populates_only_what_it_fills() {
+        use crate::hint::{self, Decoded, HintEntry};
+        const KEYS: u32 = 25_000;
+        const VERSIONS: u32 = 8;
+        let hints: Vec<Vec<u8>> = (0..VERSIONS)
+            .map(|v| {
+                let entries: Vec<HintEntry> = (0..KEYS)
+                    .map(|k| HintEntry {
+                        tombstone: false,
+                        seq: u64::from(v * KEYS + k + 1),
+                        expires_at_ms: 0,
+                        offset: 32 + k * 100,
+                        len: 100,
+                        key: format!("key/{k:08}").into_bytes(),
+                    })
+                    .collect();
+                hint::encode(v + 1, 32 + u64::from(KEYS) * 100, &entries).expect("encodes")
+            })
+            .collect();
+        let runs: Vec<_> = hints
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let id = i as u32 + 1;
+                match hint::decode_any(bytes, id, 32 + u64::from(KEYS) * 100) {
+                    Some(Decoded::Runs(runs)) => (id, *runs),
+                    _ => panic!("a version 3 hint"),
+                }
+            })
+            .collect();
+        let index = Index::new();
+        let mut loader = Loader::new(&index, 0);
+        assert!(loader.apply_runs(&runs).iter().all(|&ok| ok));
+        let page = page_size();
+        for (s, state) in loader.state.iter().enumerate() {
+            let shard = Index::read(&index.shards[s]);
+            let slot = std::mem::size_of::<Slot>();
+            let (filled, reserved) = (shard.slots.len() * slot, shard.slots.capacity() * slot);
+            assert!(reserved >= 7 * filled, "shard {s}: {reserved} for {filled}");
+            let bound = filled + PREFAULT_CHUNK + page;
+            assert!(
+                state.slots_ahead.populated <= bound,
+                "shard {s}: {} of the slab populated for {filled} written",
+                state.slots_ahead.populated
+            );
+            assert!(bound < reserved, "the bound means something");
+            let pending = shard.order.pending.len() * 4;
+            assert!(state.pending_ahead.populated <= pending + PREFAULT_CHUNK + page);
+        }
+        loader.finish();
+        assert_eq!(index.keys(), u64::from(KEYS));
     }
 
     #[derive(Clone, Debug)]

@@ -157,9 +157,16 @@ pub mod fuzzing {
         crate::record::encode_v1(&rec, out);
     }
 
-    /// A well-formed hint file.
-    pub fn encode_hint(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+    /// A well-formed hint file (format version 3), or an error for entries it cannot
+    /// express or open would refuse.
+    pub fn encode_hint(id: u32, segment_len: u64, entries: &[HintEntry]) -> crate::Result<Vec<u8>> {
         crate::hint::encode(id, segment_len, entries)
+    }
+
+    /// A well-formed hint file in format version 2 (as older builds wrote it); it can
+    /// express entries version 3 cannot, such as duplicates.
+    pub fn encode_hint_v2(id: u32, segment_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+        crate::hint::encode_v2(id, segment_len, entries)
     }
 
     /// A well-formed segment header.

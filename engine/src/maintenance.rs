@@ -16,6 +16,12 @@ use crate::hint;
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::writer::Msg;
 
+/// Hints a maintenance tick writes at most (each two fsyncs).
+const HINTS_PER_TICK: usize = 16;
+/// Bytes of old hints or segments a maintenance tick reads at most to write hints
+/// (it goes over by at most one segment).
+const HINT_READ_BYTES_PER_TICK: u64 = 64 << 20;
+
 /// Requests to the maintenance thread.
 pub(crate) enum Control {
     /// Seal the active segment and compact every sealed segment now.
@@ -109,24 +115,58 @@ impl Maintenance {
             .collect()
     }
 
-    /// Writes a hint beside every sealed segment that has none yet.
-    fn write_missing_hints(&self) {
+    /// Writes hints beside sealed segments that have none yet, or whose hint is of an
+    /// older format version (after an upgrade, every one). A bounded amount per tick
+    /// ([`HINTS_PER_TICK`], [`HINT_READ_BYTES_PER_TICK`]) so sweeps and compaction are
+    /// not held up, and none once the engine is stopping, so close does not wait for
+    /// a whole store's hints. Returns how many were written.
+    pub(crate) fn write_missing_hints(&self) -> usize {
+        let (mut written, mut read) = (0, 0u64);
         for seg in self.sealed() {
             if seg.has_hint.load(Ordering::Relaxed) {
                 continue;
             }
-            let Some(bytes) = seg.mapped() else { continue };
-            let written = hint::entries_of(&seg.path, bytes)
-                .and_then(|entries| hint::write(&self.shared.dir, seg.id, seg.len(), &entries));
-            match written {
-                Ok(_) => seg.has_hint.store(true, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(segment = seg.id, error = %e, "could not write a hint file");
-                    // Do not retry every tick: the next open scans this segment.
-                    seg.has_hint.store(true, Ordering::Relaxed);
-                }
+            if written >= HINTS_PER_TICK
+                || read >= HINT_READ_BYTES_PER_TICK
+                || self.shared.stopping.load(Ordering::Acquire)
+            {
+                break;
             }
+            let (result, bytes_read) = self.write_hint(&seg);
+            read += bytes_read;
+            written += 1;
+            if let Err(e) = result {
+                tracing::warn!(segment = seg.id, error = %e, "could not write a hint file");
+            }
+            // Also after a failure: not retried every tick; the next open scans it.
+            seg.has_hint.store(true, Ordering::Relaxed);
         }
+        written
+    }
+
+    /// Writes the hint of `seg` in the current format; returns the result and the bytes
+    /// read for it. An older hint that checks whole (as open trusted it) is converted
+    /// from its own entries, ~48 bytes a key, instead of reading the whole segment.
+    fn write_hint(&self, seg: &Segment) -> (Result<std::path::PathBuf>, u64) {
+        let dir = &self.shared.dir;
+        if let Some(old) = hint::read(dir, seg.id)
+            && let Ok(checked) = hint::check(&old, seg.id, seg.len())
+        {
+            let entries: Vec<_> = checked.into_iter().map(|(_, e)| e).collect();
+            return (
+                hint::write(dir, seg.id, seg.len(), &entries),
+                old.len() as u64,
+            );
+        }
+        let Some(bytes) = seg.mapped() else {
+            return (
+                Err(Error::Closed(format!("segment {} is not mapped", seg.id))),
+                0,
+            );
+        };
+        let written = hint::entries_of(&seg.path, bytes)
+            .and_then(|entries| hint::write(dir, seg.id, seg.len(), &entries));
+        (written, bytes.len() as u64)
     }
 
     /// Live bytes per segment, from one walk of the index.
@@ -197,5 +237,122 @@ impl Maintenance {
             );
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::hint::HintEntry;
+    use crate::{Engine, Options, SyncPolicy, WriteOptions, segment};
+
+    fn options() -> Options {
+        Options {
+            segment_bytes: 4 * 1024,
+            sync: SyncPolicy::Never,
+            // The maintenance thread stays idle: the test drives the work.
+            sweep_interval: Duration::from_secs(3600),
+            ..Options::default()
+        }
+    }
+
+    /// (segment id, hint format version, entries sorted by offset) of every hint.
+    fn hints(dir: &Path) -> Vec<(u32, u32, Vec<HintEntry>)> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "hint") {
+                continue;
+            }
+            let id: u32 = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+                .expect("a hint's id");
+            let bytes = std::fs::read(&path).expect("read hint");
+            let seg_len = std::fs::metadata(dir.join(segment::file_name(id)))
+                .expect("its segment")
+                .len();
+            let mut entries: Vec<HintEntry> = hint::check(&bytes, id, seg_len)
+                .expect("the hint checks")
+                .into_iter()
+                .map(|(_, e)| e.to_owned_key())
+                .collect();
+            entries.sort_by_key(|e| e.offset);
+            let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+            all.push((id, version, entries));
+        }
+        all.sort_by_key(|h| h.0);
+        all
+    }
+
+    /// After an upgrade every hint is of an older version and awaits rewriting. A tick
+    /// rewrites a bounded number, none once the engine is stopping, and converts each
+    /// from the old hint itself: a segment with a damaged value (which a scan refuses)
+    /// still gets its hint, with the same entries.
+    #[test]
+    fn old_hints_are_rewritten_from_themselves_a_bounded_number_per_tick() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path(), options()).expect("open");
+        for k in 0..2_000 {
+            engine
+                .put(
+                    format!("key/{k:05}"),
+                    format!("value {k}").repeat(8),
+                    WriteOptions::default(),
+                )
+                .expect("put");
+        }
+        engine.compact().expect("compact");
+        engine.close().expect("close");
+        let v3 = hints(dir.path());
+        assert!(v3.len() > 2 * HINTS_PER_TICK, "{} hints", v3.len());
+        for (id, _, entries) in &v3 {
+            let seg_len = std::fs::metadata(dir.path().join(segment::file_name(*id)))
+                .expect("segment")
+                .len();
+            std::fs::write(
+                dir.path().join(hint::file_name(*id)),
+                hint::encode_v2(*id, seg_len, entries),
+            )
+            .expect("write a version 2 hint");
+        }
+        // A flipped value byte in the first segment: its hint is still right.
+        let (damaged, _, entries) = &v3[0];
+        let seg_path = dir.path().join(segment::file_name(*damaged));
+        let mut seg = std::fs::read(&seg_path).expect("read segment");
+        let last = entries.iter().find(|e| !e.tombstone).expect("a value");
+        seg[(last.offset + last.len) as usize - 1] ^= 0x20;
+        std::fs::write(&seg_path, &seg).expect("damage segment");
+        assert!(
+            hint::entries_of(&seg_path, &seg).is_err(),
+            "a scan of the segment refuses it"
+        );
+
+        let engine = Engine::open(dir.path(), options()).expect("open with old hints");
+        assert_eq!(engine.stats().hints_loaded as usize, v3.len());
+        let (maintenance, shared) = engine.maintenance_for_test();
+        shared.stopping.store(true, Ordering::Release);
+        assert_eq!(maintenance.write_missing_hints(), 0, "stopping: none");
+        assert!(hints(dir.path()).iter().all(|h| h.1 == 2));
+        shared.stopping.store(false, Ordering::Release);
+        assert_eq!(maintenance.write_missing_hints(), HINTS_PER_TICK);
+        let rewritten = hints(dir.path()).iter().filter(|h| h.1 == 3).count();
+        assert_eq!(rewritten, HINTS_PER_TICK, "one tick's worth");
+        let mut ticks = 1;
+        while maintenance.write_missing_hints() > 0 {
+            ticks += 1;
+            assert!(ticks <= v3.len(), "the work ends");
+        }
+        assert_eq!(hints(dir.path()), v3, "every hint version 3, same entries");
+        // The shared state holds the folder's lock.
+        drop((maintenance, shared));
+        engine.close().expect("close");
+        let engine = Engine::open(dir.path(), options()).expect("reopen");
+        assert_eq!(engine.stats().hints_loaded as usize, v3.len());
+        assert!(engine.get(b"key/00001").expect("get").is_some());
     }
 }

@@ -150,7 +150,7 @@ fn a_hint_that_checks_but_points_at_another_keys_record_is_a_corruption_error() 
     entries[0].seq = entries[1].seq;
     entries[1].key = first.clone();
     entries[1].seq = entries[0].seq - 1;
-    let hint = encode_hint(1, seg.len() as u64, &entries);
+    let hint = encode_hint(1, seg.len() as u64, &entries).expect("the swapped entries encode");
     std::fs::write(dir.path().join(file_names(1).1), hint).unwrap();
 
     let engine = open(dir.path(), 4096);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use caskade_engine::fuzzing::{
-    HintEntry, encode_hint, encode_record, encode_record_v1, encode_segment_header, file_names,
+    HintEntry, encode_hint, encode_hint_v2, encode_record, encode_record_v1, encode_segment_header, file_names,
 };
 use caskade_engine::{Clock, CompactionOptions, Engine, Error, Options, SyncPolicy, WriteOptions};
 use libfuzzer_sys::fuzz_target;
@@ -98,6 +98,11 @@ enum Hint {
     Flipped(u16, u8),
     /// Well-formed (right CRCs and segment length) but with made-up entries.
     Lying(Vec<(bool, Seq, Option<u16>, u16, u16, u8)>),
+    /// The true hint in format version 2 (as an older build wrote it).
+    ExactV2,
+    /// Made-up entries in format version 2, which can also express duplicates and
+    /// overlapping records (version 3 cannot).
+    LyingV2(Vec<(bool, Seq, Option<u16>, u16, u16, u8)>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -180,14 +185,19 @@ fn write(dir: &std::path::Path, file: &File) {
             std::fs::write(dir.join(seg_name), &bytes).expect("write segment");
             let hint_bytes = match hint {
                 None => return,
-                Some(Hint::Exact) => encode_hint(id, written_len, &entries),
+                // Entries the format cannot express (a seq past the limit): an empty hint,
+                // refused at open like any damaged one.
+                Some(Hint::Exact) => encode_hint(id, written_len, &entries).unwrap_or_default(),
                 Some(Hint::Flipped(at, mask)) => {
-                    let mut h = encode_hint(id, written_len, &entries);
-                    let at = usize::from(*at) % h.len();
-                    h[at] ^= mask | 1;
+                    let mut h = encode_hint(id, written_len, &entries).unwrap_or_default();
+                    if !h.is_empty() {
+                        let at = usize::from(*at) % h.len();
+                        h[at] ^= mask | 1;
+                    }
                     h
                 }
-                Some(Hint::Lying(lies)) => {
+                Some(Hint::ExactV2) => encode_hint_v2(id, written_len, &entries),
+                Some(Hint::Lying(lies) | Hint::LyingV2(lies)) => {
                     let lies: Vec<HintEntry> = lies
                         .iter()
                         .map(|&(tombstone, seq, expires, offset, len, k)| HintEntry {
@@ -199,7 +209,12 @@ fn write(dir: &std::path::Path, file: &File) {
                             key: key(k),
                         })
                         .collect();
-                    encode_hint(id, bytes.len() as u64, &lies)
+                    if matches!(hint, Some(Hint::LyingV2(_))) {
+                        encode_hint_v2(id, bytes.len() as u64, &lies)
+                    } else {
+                        // Lies the format cannot express: an empty (refused) hint.
+                        encode_hint(id, bytes.len() as u64, &lies).unwrap_or_default()
+                    }
                 }
             };
             std::fs::write(dir.join(hint_name), hint_bytes).expect("write hint");
