@@ -1599,3 +1599,108 @@ fn racing_creates_with_if_none_match_star_have_one_winner() {
         "{statuses:?}"
     );
 }
+
+/// Single PUTs and DELETEs racing bulk requests on one hot key: a plain PUT or DELETE
+/// is decided by the engine's writer as it writes (as bulk is), so it never loses a
+/// race, never answers 503, and every answer is true: counted over everyone, each
+/// create (201, `created: true`) is matched by a delete that removed a live value
+/// (DELETE 200, `deleted: true`), give or take the key's final state.
+#[test]
+fn single_writes_racing_bulk_on_one_key_never_give_up() {
+    /// Threads sending bulk requests that write the hot key.
+    const BULKERS: usize = 6;
+    /// Threads sending single PUTs, and as many sending single DELETEs.
+    const SINGLES: usize = 2;
+    /// Requests per thread.
+    const ROUNDS: usize = 40;
+    const HOT: &str = "/v1/kv/user/hot";
+    let s = Server::start(&[]);
+    // Per thread: (creates, deletes that removed a live value).
+    let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let s = &s;
+        let mut threads = Vec::new();
+        for b in 0..BULKERS {
+            threads.push(scope.spawn(move || {
+                let (mut created, mut deleted) = (0, 0);
+                for r in 0..ROUNDS {
+                    let body = json!({"operations": [
+                        {"op": "put", "entity": "user", "key": "hot", "value": {"b": b, "r": r}},
+                        {"op": "put", "entity": "user", "key": "hot", "value": "text",
+                         "metadata": {"m": r}},
+                        {"op": "delete", "entity": "user", "key": "hot"},
+                        {"op": "put", "entity": "user", "key": "hot", "value": [b, r]},
+                    ]});
+                    let resp = s.request("POST", "/v1/bulk", &[JSON], body.to_string().into());
+                    let d = data(&resp, 200);
+                    let results = d["results"].as_array().expect("results");
+                    let versions: Vec<u64> = results.iter().map(version).collect();
+                    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+                    // Inside one atomic batch: the second put and the delete always
+                    // find the value the op before wrote, the last put never does.
+                    assert_eq!(results[1]["created"], json!(false), "{d}");
+                    assert_eq!(results[2]["deleted"], json!(true), "{d}");
+                    assert_eq!(results[3]["created"], json!(true), "{d}");
+                    created += 1 + usize::from(results[0]["created"] == json!(true));
+                    deleted += 1;
+                }
+                (created, deleted)
+            }));
+        }
+        for p in 0..SINGLES {
+            threads.push(scope.spawn(move || {
+                let mut created = 0;
+                for r in 0..ROUNDS {
+                    let body = json!({"value": {"p": p, "r": r}, "ttl": 3600});
+                    let resp = s.put_json(HOT, &body, &[]);
+                    assert!(matches!(resp.status, 200 | 201), "{}", resp.text());
+                    let d = data(&resp, resp.status);
+                    assert_eq!(d["created"], json!(resp.status == 201), "{d}");
+                    assert_eq!(resp.header("etag"), Some(etag(version(&d)).as_str()));
+                    assert_eq!(
+                        resp.header("location").is_some(),
+                        resp.status == 201,
+                        "Location only on 201"
+                    );
+                    assert_eq!(d["content_type"], json!("application/json"));
+                    assert_eq!(d["size_bytes"], json!(body["value"].to_string().len()));
+                    assert!(d["expires_at"].is_string(), "{d}");
+                    created += usize::from(resp.status == 201);
+                }
+                (created, 0)
+            }));
+            threads.push(scope.spawn(move || {
+                let mut deleted = 0;
+                for _ in 0..ROUNDS {
+                    let resp = s.request("DELETE", HOT, &[], Vec::new());
+                    match resp.status {
+                        200 => {
+                            assert_eq!(data(&resp, 200)["deleted"], json!(true));
+                            deleted += 1;
+                        }
+                        404 => assert_eq!(resp.json()["errors"][0]["error_code"], json!(2001)),
+                        other => panic!("DELETE answered {other}: {}", resp.text()),
+                    }
+                }
+                (0, deleted)
+            }));
+        }
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a writer thread"))
+            .collect()
+    });
+    let created: usize = counts.iter().map(|c| c.0).sum();
+    let deleted: usize = counts.iter().map(|c| c.1).sum();
+    let live = s.get(HOT);
+    assert!(matches!(live.status, 200 | 404), "{}", live.text());
+    assert_eq!(
+        created,
+        deleted + usize::from(live.status == 200),
+        "every create but a live one was deleted once"
+    );
+    if live.status == 200 {
+        let d = data(&live, 200);
+        assert!(d["created_at"].as_str() <= d["updated_at"].as_str(), "{d}");
+    }
+    assert!(!s.logs().contains("ERROR"), "{}", s.logs());
+}

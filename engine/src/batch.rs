@@ -47,6 +47,8 @@ pub enum Expect {
     Absent,
     /// A live entry with exactly this version.
     Version(u64),
+    /// A live entry, whatever its version (a delete that must remove something).
+    Present,
 }
 
 /// Writes applied all-or-nothing, visible together, durable together (one commit

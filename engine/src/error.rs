@@ -71,6 +71,10 @@ pub enum Error {
     /// because it can no longer tell what is on disk (reopen to recover).
     #[error("the engine is closed or has failed: {0}")]
     Closed(String),
+    /// A state the engine's own invariants rule out (a bug): the call failed and
+    /// wrote nothing. Not a reason to retry, not a shutdown.
+    #[error("internal engine error: {0}")]
+    Internal(String),
 }
 
 /// Result alias for engine calls.

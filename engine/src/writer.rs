@@ -25,7 +25,7 @@ use crate::batch::Previous;
 use crate::engine::{Shared, mismatch};
 use crate::error::{Error, Result};
 use crate::index::Location;
-use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, HEADER_BYTES_MAX, RecordRef, SEQ_LIMIT};
+use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use crate::{Applied, Batch, Expect, Op, SyncPolicy};
 
@@ -402,6 +402,7 @@ impl Writer {
             let holds = match expect {
                 Expect::Absent => current.is_none(),
                 Expect::Version(v) => current == Some(*v),
+                Expect::Present => current.is_some(),
             };
             if !holds {
                 return done.fail(Error::ConditionFailed { index });
@@ -442,6 +443,7 @@ impl Writer {
             let stored = Prior::Stored {
                 version: loc.version,
                 written_at_ms: 0,
+                file: None,
             };
             if !with_meta {
                 return Ok(Some(stored));
@@ -461,33 +463,29 @@ impl Writer {
                 }
             };
             let offset = u64::from(loc.offset);
-            let corrupt = |e| record::corrupt(seg.path.clone(), offset, e);
-            let header = seg
-                .read_with(
-                    offset,
-                    (loc.len as usize).min(HEADER_BYTES_MAX),
-                    record::decode_header,
-                )?
-                .map_err(corrupt)?;
-            let upto = header.meta_range().end;
-            if upto > loc.len as usize {
-                return Err(corrupt(record::DecodeError::Truncated));
-            }
+            // The whole record is read and its CRC checked before its meta is trusted,
+            // as a read of the key would: a damaged record fails this batch (500 at the
+            // server) instead of lending a made-up creation time to a valid new record.
+            // Sealed segments are mapped, so this copies only the meta section.
             let prior_meta = &mut self.prior_meta;
-            let matches = seg.read_with(offset, upto, |bytes| {
+            let checked = seg.read_with(offset, loc.len as usize, |bytes| {
+                let header = record::decode(bytes)?;
                 prior_meta.clear();
                 prior_meta.extend_from_slice(&bytes[header.meta_range()]);
-                bytes[header.key_range()] == *key
+                Ok((header, bytes[header.key_range()] == *key))
             })?;
+            let (header, matches) =
+                checked.map_err(|e| record::corrupt(seg.path.clone(), offset, e))?;
             if header.seq != loc.version || !matches {
                 return Err(mismatch(seg, loc));
             }
             return Ok(Some(Prior::Stored {
                 version: header.seq,
                 written_at_ms: header.written_at_ms,
+                file: Some((seg.path.clone(), offset)),
             }));
         }
-        Err(Error::Closed(
+        Err(Error::Internal(
             "the key's segment kept being retired while its entry was read".into(),
         ))
     }
@@ -504,31 +502,36 @@ impl Writer {
         let (previous, at) = match prior {
             Prior::Staged(at) => {
                 let bytes = &self.buf[*at..];
+                // Encoded by this writer moments ago: failing to decode it is a bug.
                 let header = record::decode_header(bytes).map_err(|e| {
-                    Error::Closed(format!("the group buffer does not decode: {e:?}"))
+                    Error::Internal(format!("the group buffer does not decode: {e:?}"))
                 })?;
                 let previous = Previous {
                     meta: &bytes[header.meta_range()],
                     version: header.seq,
                     written_at_ms: header.written_at_ms,
                 };
-                (previous, self.len + *at as u64)
+                let file = self.shared.dir.join(segment::file_name(self.active.id));
+                (previous, (file, self.len + *at as u64))
             }
             Prior::Stored {
                 version,
                 written_at_ms,
+                file,
             } => (
                 Previous {
                     meta: &self.prior_meta,
                     version: *version,
                     written_at_ms: *written_at_ms,
                 },
-                0,
+                // Read with its meta whenever a patch runs.
+                file.clone().unwrap_or_default(),
             ),
         };
+        let (file, offset) = at;
         patch(&previous, &mut self.scratch).map_err(|reason| Error::Corrupt {
-            file: self.shared.dir.join(segment::file_name(self.active.id)),
-            offset: at,
+            file,
+            offset,
             reason: format!("the meta section of the entry a put replaces: {reason}"),
         })
     }
@@ -830,7 +833,12 @@ impl Writer {
 /// patch needs it).
 enum Prior {
     Staged(usize),
-    Stored { version: u64, written_at_ms: u64 },
+    /// `file`: the segment and offset of its record, when it was read (`with_meta`).
+    Stored {
+        version: u64,
+        written_at_ms: u64,
+        file: Option<(std::path::PathBuf, u64)>,
+    },
 }
 
 fn op_len(op: &Op) -> usize {
@@ -854,6 +862,7 @@ pub(crate) fn replicate(e: &Error) -> Error {
             context: context.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
+        Error::Internal(reason) => Error::Internal(reason.clone()),
         other => Error::Closed(other.to_string()),
     }
 }

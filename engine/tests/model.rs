@@ -114,6 +114,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let current = live(&model, &key(k), now).map(|e| e.2);
                 let expect = match (expect_absent, current) {
                     (true, _) => Expect::Absent,
+                    // Odd keys check for any live entry, even ones for a version.
+                    (false, _) if k % 2 == 1 => Expect::Present,
                     (false, Some(v)) => Expect::Version(v),
                     (false, None) => Expect::Version(last_version + 1000),
                 };
@@ -124,6 +126,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let should_pass = match expect {
                     Expect::Absent => current.is_none(),
                     Expect::Version(v) => current == Some(v),
+                    Expect::Present => current.is_some(),
                 };
                 match engine.apply(batch) {
                     Ok(versions) => {

@@ -44,6 +44,11 @@ impl Preconditions {
         }
     }
 
+    /// True when the request has neither header: nothing to check before a write.
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
     /// True when a write (or delete) may go ahead given the live version.
     pub fn allow_write(&self, live: Option<u64>) -> bool {
         self.if_match.as_ref().is_none_or(|c| c.matches(live))

@@ -150,10 +150,17 @@ async fn put(
         key: key.clone(),
         spec,
     }];
-    let outcomes = mutation::apply(&state, path, &ops, |lives| {
-        precondition(path, &pre, lives.first().copied().flatten())
-    })
-    .await?;
+    // Without If-Match / If-None-Match nothing needs deciding before the write: the
+    // put goes the way of bulk (no read, no key lock, the writer decides `created`
+    // and carries `created_at`), so it never loses a race and never retries.
+    let outcomes = if pre.is_empty() {
+        mutation::apply_unconditional(&state, path, &ops).await?
+    } else {
+        mutation::apply(&state, path, &ops, |lives| {
+            precondition(path, &pre, lives.first().copied().flatten())
+        })
+        .await?
+    };
     match (&ops[0], outcomes.first()) {
         (WriteOp::Put { spec, .. }, Some(Outcome::Put(done))) => {
             Ok(put_response(entity, &key, spec, *done))
@@ -592,6 +599,21 @@ async fn delete(
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
+    let not_found = || {
+        ApiError::one(
+            path,
+            ErrorCode::NotFound,
+            format!("no live value under {}/{key}", entity.as_str()),
+        )
+    };
+    // Without a condition the engine decides alone whether a live value is there to
+    // delete (`Expect::Present`): no read, no retry, a 404 when it is not.
+    if pre.is_empty() {
+        if !mutation::delete_if_live(&state, path, entity, &key).await? {
+            return Err(not_found());
+        }
+        return Ok(delete_response(entity, &key));
+    }
     let ops = [WriteOp::Delete {
         entity,
         key: key.clone(),
@@ -601,17 +623,17 @@ async fn delete(
         precondition(path, &pre, live)?;
         match live {
             Some(_) => Ok(()),
-            None => Err(ApiError::one(
-                path,
-                ErrorCode::NotFound,
-                format!("no live value under {}/{key}", entity.as_str()),
-            )),
+            None => Err(not_found()),
         }
     })
     .await?;
+    Ok(delete_response(entity, &key))
+}
+
+fn delete_response(entity: Entity, key: &str) -> Response {
     let mut w = JsonWriter::ok_data(64 + key.len());
     w.key("entity").str(entity.as_str());
-    w.key("key").str(&key);
+    w.key("key").str(key);
     w.key("deleted").bool(true);
-    Ok(json_response(StatusCode::OK, w.finish()))
+    json_response(StatusCode::OK, w.finish())
 }

@@ -123,6 +123,14 @@ pub fn carry_created_at(
 ) -> Result<(), &'static str> {
     let before = RecordMeta::decode(previous.meta).map_err(|e| e.0)?;
     let created_at_ms = before.created_at(previous.written_at_ms);
+    // A key cannot have been created after the record that holds it was written:
+    // such a section is damaged (the engine checked the record's CRC, so this is a bug
+    // or damage the CRC missed), and its time must not live on in the new record.
+    // Wall-clock steps back (NTP) can make an update's write time earlier than the
+    // creation it carries, so a margin keeps those keys writable.
+    if created_at_ms > previous.written_at_ms.saturating_add(CLOCK_STEP_MARGIN_MS) {
+        return Err("the replaced entry's created_at is later than its own write time");
+    }
     if meta.first() != Some(&META_FORMAT_VERSION) {
         return Err("the new meta section is not of this format");
     }
@@ -132,6 +140,11 @@ pub fn carry_created_at(
     field.copy_from_slice(&created_at_ms.to_le_bytes());
     Ok(())
 }
+
+/// How far a carried `created_at` may lie after the write time of the record holding
+/// it (a wall clock stepped back between the key's creation and an update) before
+/// [`carry_created_at`] takes it for damage: one day.
+pub const CLOCK_STEP_MARGIN_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Where `created_at` sits in the section (see the layout above).
 const CREATED_AT_RANGE: std::ops::Range<usize> = 2..10;
@@ -229,6 +242,23 @@ mod tests {
         );
         // Damage is an error, never a guess.
         assert!(carry_created_at(&previous(&older[..5]), &mut new).is_err());
+        // A creation time after the predecessor's own write time (beyond a clock step)
+        // is damage, refused.
+        let future = section(5_001 + CLOCK_STEP_MARGIN_MS);
+        assert!(carry_created_at(&previous(&future), &mut new).is_err());
+        // Within a clock step back it is kept: the key stays writable.
+        let stepped = section(5_000 + CLOCK_STEP_MARGIN_MS);
+        carry_created_at(&previous(&stepped), &mut new).expect("patches");
+        assert_eq!(
+            RecordMeta::decode(&new).expect("decodes").created_at_ms,
+            5_000 + CLOCK_STEP_MARGIN_MS
+        );
+        carry_created_at(&previous(&older), &mut new).expect("patches");
+        assert_eq!(
+            RecordMeta::decode(&new).expect("decodes").created_at_ms,
+            1_000,
+            "a refused patch leaves the section as it was"
+        );
         assert!(carry_created_at(&previous(&older), &mut new[..4]).is_err());
     }
 

@@ -1,8 +1,8 @@
 //! Writes: read the keys, decide, and write atomically, guarded against races.
 //!
-//! Every write (PUT, DELETE, bulk) reads the live entries of its keys first, because
-//! the answer depends on them (`created`, `deleted`, `created_at` kept across updates,
-//! `If-Match`). The batch then carries an engine condition per key (`Expect::Version`
+//! A conditional write (PUT or DELETE with `If-Match` / `If-None-Match`, [`apply`])
+//! reads the live entries of its keys first, because the answer depends on them
+//! (the condition, `created`, `deleted`, `created_at` kept across updates). The batch then carries an engine condition per key (`Expect::Version`
 //! or `Expect::Absent`), so the decision and the write are one atomic step; when another
 //! writer got in between, the engine refuses the batch and the whole step is redone.
 //!
@@ -11,15 +11,23 @@
 //! one request after the other (each a full read-decide-write step) instead of all of
 //! them racing and losing rounds until the retry bound gives up.
 //!
-//! Bulk requests ([`apply_unconditional`]) skip all of that: they have no conditional
-//! headers, so nothing needs deciding before the write. The engine's writer reports,
-//! per operation, whether it replaced a live entry (`created`, `deleted`) and carries
-//! the replaced entry's `created_at` into the new record ([`carry_created_at`]), at
-//! the moment it writes the batch. So a bulk request neither reads its keys nor locks
-//! them, and many bulk requests share one group commit instead of queueing, each
-//! through its own fsync, on the lock stripes their keys share. A single PUT racing a
-//! bulk request on the same key loses its condition and redoes its step, as with any
-//! other writer.
+//! Requests without a condition skip all of that: bulk requests and single PUTs
+//! without `If-Match` / `If-None-Match` ([`apply_unconditional`]), and single DELETEs
+//! without `If-Match` ([`delete_if_live`]). Nothing needs deciding before their write.
+//! The engine's writer reports, per operation, whether it replaced a live entry
+//! (`created`, `deleted`) and carries the replaced entry's `created_at` into the new
+//! record ([`carry_created_at`]), at the moment it writes the batch; a plain DELETE
+//! carries the engine condition `Expect::Present`, which the writer checks as it
+//! writes (a 404 when it fails, nothing written). So these requests neither read
+//! their keys nor lock them, never lose a race and never retry, and many of them
+//! share one group commit instead of queueing, each through its own fsync, on the
+//! lock stripes their keys share.
+//!
+//! Only conditional PUTs and DELETEs (`If-Match`, `If-None-Match`) read first and
+//! race. One that loses to an unlocked writer (a bulk request, a plain PUT) redoes
+//! its step, re-reading the key: a changed version then mostly fails its condition
+//! (412, the right answer); only `If-Match: *` or a tag list that matches every new
+//! version can keep losing until [`WRITE_ATTEMPTS_MAX`].
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -36,9 +44,11 @@ use crate::names::Entity;
 use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
 
-/// How often a write is redone after losing a race before the server gives up (503):
-/// a bound on work per request. Writers of one key queue on the key lock table first,
-/// so a lost race needs a writer outside this server's write path.
+/// How often a conditional write ([`apply`]) is redone after losing a race before the
+/// server gives up (503): a bound on work per request. Conditional writers of one key
+/// queue on the key lock table first, so only writers that take no lock (bulk
+/// requests, PUTs and DELETEs without a condition) can make one lose; after a lost
+/// round the key's new version mostly fails the condition (412) instead of retrying.
 pub const WRITE_ATTEMPTS_MAX: usize = 16;
 
 /// Stripes of the key lock table: enough that unrelated keys rarely share one.
@@ -293,6 +303,34 @@ pub async fn apply_unconditional(
         }
     }
     Ok(outcomes)
+}
+
+/// Deletes `key` only if it has a live value, decided by the engine's writer as it
+/// writes (`Expect::Present`): no read and no key lock, so, like a put through
+/// [`apply_unconditional`], it never loses a race and never retries. `false` when
+/// there was nothing to delete (and nothing was written).
+pub async fn delete_if_live(
+    state: &AppState,
+    path: &str,
+    entity: Entity,
+    key: &str,
+) -> Result<bool, ApiError> {
+    let key = Bytes::from(entity.engine_key(key));
+    let mut batch = Batch::new();
+    batch.delete(key.clone()).expect(key, Expect::Present);
+    let (tx, rx) = oneshot::channel();
+    state.engine.apply_then(batch, move |result| {
+        let _ = tx.send(result);
+    });
+    match rx.await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(EngineError::ConditionFailed { .. })) => Ok(false),
+        Ok(Err(err)) => Err(engine_error(path, err)),
+        Err(_) => Err(engine_error(
+            path,
+            EngineError::Closed("the writer dropped the batch".to_owned()),
+        )),
+    }
 }
 
 /// Distinct engine keys in order of first appearance, and each op's index into them.
