@@ -128,11 +128,14 @@ fuzz_target!(|steps: Vec<Step>| {
                 let expect = match (expect_absent, current) {
                     (true, _) => Expect::Absent,
                     (false, Some(v)) => Expect::Version(v),
+                    // `Present` on an absent key must fail like a wrong version.
+                    (false, None) if k % 2 == 0 => Expect::Present,
                     (false, None) => Expect::Version(last_version + 1000),
                 };
                 let should_pass = match expect {
                     Expect::Absent => current.is_none(),
                     Expect::Version(v) => current == Some(v),
+                    Expect::Present => current.is_some(),
                 };
                 let mut batch = Batch::new();
                 batch
