@@ -426,8 +426,9 @@ impl Writer {
     }
 
     /// The live entry `key` has before the next operation is staged: from the group
-    /// buffer if this group wrote it, else from the index and its segment (only its
-    /// header and meta are read, into `self.prior_meta`, and only when `with_meta`).
+    /// buffer if this group wrote it, else from the index and its segment (only when
+    /// `with_meta`: the record is read whole and CRC-checked, its meta copied into
+    /// `self.prior_meta`).
     fn previous(&mut self, key: &[u8], now_ms: u64, with_meta: bool) -> Result<Option<Prior>> {
         if let Some(state) = self.overlay.get(key) {
             return Ok(state.map(|s| Prior::Staged(s.at)));
