@@ -1341,20 +1341,25 @@ mod tests {
         }
     }
 
+    /// Scans a segment of `kind` holding committed records "a", "b", "c" whose first
+    /// has its key length and a value byte hit: no length rewrite makes its CRC check,
+    /// so its extent is unknown.
+    fn scan_after_damage_of_unknown_length(kind: Kind, v1: bool) -> SegScan {
+        let mut seg = header(1, kind, 1);
+        let hit = rec_in(&mut seg, 1, "a", true, v1);
+        rec_in(&mut seg, 2, "b", true, v1);
+        rec_in(&mut seg, 3, "c", true, v1);
+        let (key_len, value) = (len_byte(&seg, hit, 0), value_byte(&seg, hit));
+        seg[key_len] ^= 0x10;
+        seg[value] ^= 0x01;
+        scan(1, &seg)
+    }
+
     #[test]
     fn records_after_damage_of_unknown_length_wait_for_a_known_boundary() {
         for v1 in [false, true] {
-            let mut seg = header(1, Kind::Log, 1);
-            let hit = rec_in(&mut seg, 1, "a", true, v1);
-            rec_in(&mut seg, 2, "b", true, v1);
-            rec_in(&mut seg, 3, "c", true, v1);
-            // The key length and a value byte are hit: no length rewrite makes the CRC
-            // check, the record's extent is unknown, so "b" may be the rest of a batch
-            // that "a" started.
-            let (key_len, value) = (len_byte(&seg, hit, 0), value_byte(&seg, hit));
-            seg[key_len] ^= 0x10;
-            seg[value] ^= 0x01;
-            let s = scan(1, &seg);
+            // "b" may be the rest of a batch that "a" started.
+            let s = scan_after_damage_of_unknown_length(Kind::Log, v1);
             assert_eq!(s.stretches.len(), 1, "v1 {v1}");
             assert_eq!(keys_with(&s, Fate::Unsure), ["b"], "v1 {v1}");
             assert_eq!(keys_with(&s, Fate::Intact), ["c"], "v1 {v1}");
@@ -1364,17 +1369,10 @@ mod tests {
     #[test]
     fn in_a_compacted_segment_every_intact_record_is_kept() {
         for v1 in [false, true] {
-            let mut seg = header(1, Kind::Compacted, 1);
-            let hit = rec_in(&mut seg, 1, "a", true, v1);
-            rec_in(&mut seg, 2, "b", true, v1);
-            rec_in(&mut seg, 3, "c", true, v1);
-            // As in a log segment, the damaged record's extent is unknown (key length
-            // and a value byte hit); but every record of a compacted segment is a
-            // transaction of its own, so "b" is not the rest of anything.
-            let (key_len, value) = (len_byte(&seg, hit, 0), value_byte(&seg, hit));
-            seg[key_len] ^= 0x10;
-            seg[value] ^= 0x01;
-            let s = scan(1, &seg);
+            // As in a log segment, the damaged record's extent is unknown; but every
+            // record of a compacted segment is a transaction of its own, so "b" is not
+            // the rest of anything.
+            let s = scan_after_damage_of_unknown_length(Kind::Compacted, v1);
             assert_eq!(s.stretches.len(), 1, "v1 {v1}");
             assert_eq!(keys_with(&s, Fate::Intact), ["b", "c"], "v1 {v1}");
         }
