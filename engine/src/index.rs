@@ -617,47 +617,65 @@ impl<'i> Loader<'i> {
     }
 
     /// Applies whole version 2 or 3 hints (`(segment id, runs)`), every shard filled
-    /// straight from its runs: first every run is checked (CRC, framing, bounds, the
-    /// key's shard), then the shards are sized once and filled from the runs of the
-    /// hints that checked whole. Returns, per hint, whether it was applied; a hint
+    /// straight from its runs in one pass: the shards are sized once, then each run is
+    /// CRC-checked and its entries checked (framing, bounds, the key's shard) and
+    /// loaded as they are decoded. Returns, per hint, whether it was applied; a hint
     /// that was not must be replaced by a scan of its segment.
+    ///
+    /// Must come before any other `apply` of this loader: when a run of some hint
+    /// does not check, the other runs of that hint may already be loaded, so every
+    /// shard is emptied and filled again from the hints that did check (a damaged
+    /// hint costs a second fill; an intact one is decoded once).
     pub fn apply_runs(&mut self, hints: &[(u32, Runs<'_>)]) -> Vec<bool> {
+        debug_assert!(
+            self.max_seq == 0 && self.state.iter().all(|s| s.live_bytes == 0),
+            "apply_runs runs on an empty loader"
+        );
         if hints.is_empty() {
             return Vec::new();
         }
-        let checked = self.per_shard(|s, _| {
-            hints
-                .iter()
-                .map(|(_, runs)| runs.check(s))
-                .collect::<Vec<_>>()
-        });
         let mut good = vec![true; hints.len()];
-        for per_hint in &checked {
-            for (h, max_seq) in per_hint.iter().enumerate() {
-                good[h] &= max_seq.is_some();
-            }
-        }
-        // Only hints that are used count for the highest seq: a damaged hint's other
-        // runs say nothing trustworthy.
-        for per_hint in &checked {
-            for (max_seq, _) in per_hint.iter().zip(&good).filter(|(_, ok)| **ok) {
-                self.max_seq = self.max_seq.max(max_seq.unwrap_or(0));
-            }
-        }
-        let (index, now_ms, good_ref) = (self.index, self.now_ms, &good);
-        self.per_shard(|s, state| {
-            let used = hints.iter().zip(good_ref).filter(|(_, ok)| **ok);
-            let total: usize = used.clone().map(|((_, runs), _)| runs.count(s)).sum();
-            let mut shard = Index::write(&index.shards[s]);
-            state.reserve(&mut shard, &index.hasher, total);
-            for ((segment, runs), _) in used {
-                for e in runs.entries(s) {
-                    let hash = index.hasher.hash_one(e.key);
-                    load_one(&mut shard, &index.hasher, state, hash, *segment, &e, now_ms);
+        loop {
+            let (index, now_ms, good_ref) = (self.index, self.now_ms, &good);
+            // Per shard, per hint still in use: the run's highest seq, `None` if it
+            // does not check.
+            let checked = self.per_shard(|s, state| {
+                let used = hints.iter().zip(good_ref).filter(|(_, ok)| **ok);
+                let total: usize = used.clone().map(|((_, runs), _)| runs.count(s)).sum();
+                let mut shard = Index::write(&index.shards[s]);
+                state.reserve(&mut shard, &index.hasher, total);
+                used.map(|((segment, runs), _)| {
+                    runs.visit(s, |e| {
+                        let hash = index.hasher.hash_one(e.key);
+                        load_one(&mut shard, &index.hasher, state, hash, *segment, e, now_ms);
+                    })
+                })
+                .collect::<Vec<Option<u64>>>()
+            });
+            let in_use: Vec<usize> = (0..hints.len()).filter(|&h| good[h]).collect();
+            let mut refused = false;
+            for per_hint in &checked {
+                for (&h, max_seq) in in_use.iter().zip(per_hint) {
+                    if max_seq.is_none() {
+                        good[h] = false;
+                        refused = true;
+                    }
                 }
             }
-        });
-        good
+            if !refused {
+                // Only hints that are used count for the highest seq: a damaged
+                // hint's other runs say nothing trustworthy.
+                for max_seq in checked.iter().flatten().flatten() {
+                    self.max_seq = self.max_seq.max(*max_seq);
+                }
+                return good;
+            }
+            // Each round refuses at least one more hint, so this ends.
+            for (shard, state) in self.index.shards.iter().zip(&mut self.state) {
+                *Index::write(shard) = Shard::default();
+                *state = ShardLoad::default();
+            }
+        }
     }
 
     /// Sets the totals and the expiry order from what was loaded, and gives back
