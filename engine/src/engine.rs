@@ -212,6 +212,31 @@ pub(crate) fn mismatch(seg: &Segment, loc: Location) -> Error {
     }
 }
 
+/// The entry of `key` from its record's bytes, checked (CRC, and that the record is
+/// the one `loc` names: a hint file is trusted whole at open, and one that checks but
+/// points at another key's record must not hand out that record's value). `slice`
+/// turns a range of `bytes` into a shared view of the same bytes.
+fn entry_of(
+    seg: &Segment,
+    loc: Location,
+    key: &[u8],
+    bytes: &[u8],
+    slice: impl Fn(std::ops::Range<usize>) -> Bytes,
+) -> Result<Entry> {
+    let header = record::decode(bytes)
+        .map_err(|e| record::corrupt(seg.path.clone(), u64::from(loc.offset), e))?;
+    if header.seq != loc.version || bytes[header.key_range()] != *key {
+        return Err(mismatch(seg, loc));
+    }
+    Ok(Entry {
+        value: slice(header.value_range()),
+        meta: slice(header.meta_range()),
+        expires_at_ms: header.expires_at(),
+        version: header.seq,
+        written_at_ms: header.written_at_ms,
+    })
+}
+
 fn check_batch(batch: &Batch) -> Result<()> {
     let mut total = 0usize;
     for op in &batch.ops {
@@ -366,24 +391,36 @@ impl Engine {
         let Some((loc, seg)) = self.locate(key)? else {
             return Ok(None);
         };
-        if loc.is_expired(shared.options.clock.now_ms()) {
+        // Most entries never expire: the clock is read only for those that do.
+        if loc.expires_at_ms != 0 && loc.is_expired(shared.options.clock.now_ms()) {
             return Ok(None);
         }
-        let bytes = seg.read(u64::from(loc.offset), loc.len as usize)?;
-        let header = record::decode(&bytes)
-            .map_err(|e| record::corrupt(seg.path.clone(), u64::from(loc.offset), e))?;
-        // A hint file is trusted whole at open; one that checks but points at another
-        // key's record must not hand out that record's value.
-        if header.seq != loc.version || &bytes[header.key_range()] != key {
-            return Err(mismatch(&seg, loc));
+        let offset = u64::from(loc.offset);
+        match seg.mapped() {
+            // A sealed segment: the record is checked in place and only its value and
+            // meta become views of the mapping (no handle for the whole record).
+            Some(map) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let Some(bytes) = start
+                    .checked_add(loc.len as usize)
+                    .and_then(|end| map.get(start..end))
+                else {
+                    return Err(record::corrupt(
+                        seg.path.clone(),
+                        offset,
+                        record::DecodeError::Truncated,
+                    ));
+                };
+                entry_of(&seg, loc, key, bytes, |r| {
+                    map.slice(start + r.start..start + r.end)
+                })
+                .map(Some)
+            }
+            None => {
+                let bytes = seg.read(offset, loc.len as usize)?;
+                entry_of(&seg, loc, key, &bytes, |r| bytes.slice(r)).map(Some)
+            }
         }
-        Ok(Some(Entry {
-            value: bytes.slice(header.value_range()),
-            meta: bytes.slice(header.meta_range()),
-            expires_at_ms: header.expires_at(),
-            version: header.seq,
-            written_at_ms: header.written_at_ms,
-        }))
     }
 
     /// The index entry of `key` and its segment. Compaction may retire a segment
