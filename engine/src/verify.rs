@@ -1853,6 +1853,56 @@ mod review_findings {
         assert!(report.is_clean(), "{:?}", report.damage);
     }
 
+    /// Zeros the writer reserved past its last append end the newest log segment after
+    /// a crash: no finding, open cuts them quietly. The same zeros at the end of a
+    /// sealed log segment are damage (open refuses it), and an unaligned zero tail of
+    /// the newest one stays a torn tail.
+    #[test]
+    fn a_preallocated_zero_tail_is_no_finding_only_in_the_newest_log_segment() {
+        use crate::append::PREALLOC_ALIGN;
+        let with_zeros = |id: u32, len: usize| {
+            let mut s = header(id, Kind::Log, u64::from(id) * 10);
+            put(&mut s, FLAG_COMMIT, u64::from(id) * 10, b"a", b"va");
+            let written = s.len();
+            s.resize(len, 0);
+            (s, written)
+        };
+        let aligned = 2 * PREALLOC_ALIGN as usize;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (s1, _) = with_zeros(1, aligned);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+        // The same tail one byte short of the alignment: a torn write, warned.
+        let (s1, written) = with_zeros(1, aligned - 1);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].offset, written as u64);
+
+        // Segment 1 with its zero tail, sealed by a newer log segment 2: damage.
+        let (s1, written) = with_zeros(1, aligned);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let (s2, _) = with_zeros(2, aligned);
+        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        assert_eq!(report.damage[0].file, segment::file_name(1));
+        assert_eq!(report.damage[0].offset, written as u64);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert!(
+            matches!(
+                crate::Engine::open(dir.path(), crate::Options::default()),
+                Err(Error::Corrupt { .. })
+            ),
+            "open refuses a sealed segment with a zero tail, as verify says"
+        );
+    }
+
     /// A newest segment shorter than a header is a warning; but once repair creates a
     /// salvaged segment with a higher id, the stub is no longer the newest file and open
     /// would refuse the folder, so repair moves the stub aside too.
