@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod append;
 mod backup;
 mod batch;
 mod compaction;

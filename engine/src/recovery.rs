@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::append;
 use crate::compaction;
 use crate::error::{Error, Result};
 use crate::hint::{self, Decoded, HintEntry};
@@ -36,7 +37,8 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
     /// The next segment id to hand out.
     pub next_segment_id: u32,
-    /// Bytes cut off the newest segment's torn tail.
+    /// Bytes cut off the newest segment's torn tail (a preallocated zero tail, cut
+    /// too, is not counted: it never held a record).
     pub truncated_bytes: u64,
     /// Sealed segments loaded from a hint file instead of a scan.
     pub hints_used: u64,
@@ -294,8 +296,8 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
 }
 
 /// Scans the newest log segment through the mapping made while listing the segments
-/// (its header already checked) and cuts any torn tail; returns a write handle, the
-/// length and the bytes cut.
+/// (its header already checked) and cuts any torn tail or preallocated zero tail;
+/// returns a write handle, the length and the bytes of torn tail cut.
 fn open_active(seg: Segment, loader: &mut Loader<'_>) -> Result<(File, u64, u64)> {
     let name = segment::file_name(seg.id);
     let bytes = seg.mapped().cloned().unwrap_or_default();
@@ -309,11 +311,30 @@ fn open_active(seg: Segment, loader: &mut Loader<'_>) -> Result<(File, u64, u64)
         .open(&seg.path)
         .map_err(|e| Error::io(format!("opening segment {name}"), e))?;
     let file_len = bytes.len() as u64;
+    // Zeros from the last whole transaction to an aligned end of the file are space the
+    // writer reserved ahead of its appends (`crate::append`), not a torn write: a kill
+    // or crash before the segment was sealed leaves them.
+    let preallocated = match &scanned {
+        ScanEnd::Damaged { valid_len, .. } => append::is_preallocated_tail(&bytes, *valid_len),
+        ScanEnd::Clean => false,
+    };
     // Unmap before a possible truncation: no page past the new end may stay mapped.
     drop(bytes);
     drop(seg);
     let (len, truncated) = match scanned {
         ScanEnd::Clean => (file_len, 0),
+        ScanEnd::Damaged { valid_len, .. } if preallocated => {
+            tracing::debug!(
+                segment = %name,
+                offset = valid_len,
+                zero_bytes = file_len - valid_len,
+                "cutting the preallocated zero tail of the newest segment"
+            );
+            file.set_len(valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(format!("truncating segment {name}"), e))?;
+            (valid_len, 0)
+        }
         ScanEnd::Damaged {
             valid_len,
             at,

@@ -68,7 +68,9 @@ pub struct Stats {
     pub index_bytes: u64,
     /// The highest version handed out so far.
     pub last_version: u64,
-    /// Bytes dropped from a torn tail when this engine was opened.
+    /// Bytes dropped from a torn tail when this engine was opened. Zeros the writer
+    /// had reserved past its last append (cut too) are not counted: they never held
+    /// a record.
     pub recovered_truncated_bytes: u64,
     /// Compactions finished since open.
     pub compactions: u64,

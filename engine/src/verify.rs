@@ -9,7 +9,9 @@
 //! that it lists exactly the records of its segment, with matching key, seq, flags,
 //! expiry and length). A torn tail of the newest log segment is what a crash leaves and
 //! what open cuts: it is a warning, not damage — unless intact records follow the bad
-//! spot, because open would cut those too.
+//! spot, because open would cut those too. Zeros the writer reserved past its last
+//! append (see `crate::append`) at the end of the newest log segment are no finding at
+//! all (open cuts them quietly); at the end of any other segment they are damage.
 //!
 //! **Repair** rewrites each damaged segment's intact, whole transactions into a new
 //! compacted segment (a `*.tmp` file, fsync-ed, renamed), then moves the damaged
@@ -40,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use crate::append;
 use crate::compaction::{MANIFEST, MANIFEST_FIRST_LINE};
 use crate::engine::lock_dir;
 use crate::error::{Error, Result};
@@ -284,6 +287,10 @@ struct SegScan {
     stretches: Vec<Stretch>,
     /// Offset of a transaction still open at the end of the file.
     open_tail: Option<u64>,
+    /// Where zeros the writer reserved ahead of its appends start (the scan stops
+    /// there; see [`append::is_preallocated_tail`]). Normal at the end of the active
+    /// segment after a crash; damage at the end of any other.
+    zero_tail: Option<u64>,
 }
 
 impl SegScan {
@@ -335,6 +342,7 @@ fn scan_segment(
         records: Vec::new(),
         stretches: Vec::new(),
         open_tail: None,
+        zero_tail: None,
     };
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     // Index of the first record of the transaction being read.
@@ -365,6 +373,10 @@ fn scan_segment(
                     txn_from = scan.records.len();
                     start_known = true;
                 }
+            }
+            Err(_) if append::is_preallocated_tail(bytes, pos as u64) => {
+                scan.zero_tail = Some(pos as u64);
+                break;
             }
             Err(err) => {
                 mark(&mut scan.records[txn_from..], Fate::Cut);
@@ -882,7 +894,20 @@ fn judge_segment(
         .into_iter()
         .chain(scan.open_tail)
         .min();
+    if let Some(at) = scan.zero_tail
+        && !is_active
+    {
+        damage.push(finding(
+            at,
+            format!(
+                "the segment ends in {} zero bytes (space reserved for appends, never cut \
+                 back) but is not the newest log segment; open refuses the folder",
+                scan.len - at
+            ),
+        ));
+    }
     if is_active {
+        // A zero tail alone is what a crash before sealing leaves; open cuts it quietly.
         let Some(first_bad) = first_bad else { return };
         let intact_after = scan
             .records
@@ -1102,8 +1127,9 @@ impl Plan {
             .any(|s| kept_log.is_none_or(|k| s.id > k.id));
         // A new log segment would seal the kept one; a torn tail there is cut only while
         // it is the newest, so then the kept one stays the active segment.
-        let kept_log_torn =
-            kept_log.is_some_and(|k| !k.stretches.is_empty() || k.open_tail.is_some());
+        let kept_log_torn = kept_log.is_some_and(|k| {
+            !k.stretches.is_empty() || k.open_tail.is_some() || k.zero_tail.is_some()
+        });
         let needs_new_log = moved_newer_log && !kept_log_torn;
         Plan {
             segments,
@@ -1825,6 +1851,56 @@ mod review_findings {
         std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
         let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
         assert!(report.is_clean(), "{:?}", report.damage);
+    }
+
+    /// Zeros the writer reserved past its last append end the newest log segment after
+    /// a crash: no finding, open cuts them quietly. The same zeros at the end of a
+    /// sealed log segment are damage (open refuses it), and an unaligned zero tail of
+    /// the newest one stays a torn tail.
+    #[test]
+    fn a_preallocated_zero_tail_is_no_finding_only_in_the_newest_log_segment() {
+        use crate::append::PREALLOC_ALIGN;
+        let with_zeros = |id: u32, len: usize| {
+            let mut s = header(id, Kind::Log, u64::from(id) * 10);
+            put(&mut s, FLAG_COMMIT, u64::from(id) * 10, b"a", b"va");
+            let written = s.len();
+            s.resize(len, 0);
+            (s, written)
+        };
+        let aligned = 2 * PREALLOC_ALIGN as usize;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (s1, _) = with_zeros(1, aligned);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+        // The same tail one byte short of the alignment: a torn write, warned.
+        let (s1, written) = with_zeros(1, aligned - 1);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert!(report.is_clean(), "{:?}", report.damage);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].offset, written as u64);
+
+        // Segment 1 with its zero tail, sealed by a newer log segment 2: damage.
+        let (s1, written) = with_zeros(1, aligned);
+        std::fs::write(dir.path().join(segment::file_name(1)), &s1).expect("test file I/O");
+        let (s2, _) = with_zeros(2, aligned);
+        std::fs::write(dir.path().join(segment::file_name(2)), &s2).expect("test file I/O");
+        let report = verify(dir.path(), &mut |_, _| {}).expect("verify");
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        assert_eq!(report.damage[0].file, segment::file_name(1));
+        assert_eq!(report.damage[0].offset, written as u64);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert!(
+            matches!(
+                crate::Engine::open(dir.path(), crate::Options::default()),
+                Err(Error::Corrupt { .. })
+            ),
+            "open refuses a sealed segment with a zero tail, as verify says"
+        );
     }
 
     /// A newest segment shorter than a header is a warning; but once repair creates a

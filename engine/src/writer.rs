@@ -3,7 +3,8 @@
 //! Callers send batches over a `crossbeam-channel`. The writer takes one message,
 //! then everything already queued behind it (up to [`GROUP_REQUESTS_MAX`] requests or
 //! [`GROUP_BYTES_MAX`] bytes), checks each batch's conditions, encodes all of them into
-//! one buffer, writes it with one positioned write and — under `SyncPolicy::Always` —
+//! one buffer, appends it with one copy into the active segment's writable mapping (or
+//! one positioned write; see [`crate::append`]) and — under `SyncPolicy::Always` —
 //! one `fdatasync`, then updates the index and answers every caller. So N concurrent
 //! writers cost one write and one fsync, not N.
 //!
@@ -11,7 +12,6 @@
 //! never sees a write that a crash could take back.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use hashbrown::HashMap;
 
+use crate::append::{AppendError, Appender};
 use crate::backup::Snapshot;
 use crate::batch::Previous;
 use crate::engine::{Shared, mismatch};
@@ -207,6 +208,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// Write handle of the active segment.
     file: File,
+    /// Appends to `file`: through a writable mapping (no system call) or `pwrite`.
+    appender: Appender,
     /// The active segment as readers see it (its length is published after writes).
     active: Arc<Segment>,
     /// Bytes in the active segment that are written (the buffer goes after them).
@@ -239,9 +242,11 @@ impl Writer {
         len: u64,
         next_seq: u64,
     ) -> Writer {
+        let appender = Appender::new(&file, len, shared.options.segment_bytes);
         Writer {
             shared,
             file,
+            appender,
             active,
             len,
             next_seq,
@@ -320,7 +325,11 @@ impl Writer {
                 }
             }
             if !replies.is_empty() {
-                let result = this.sync_now();
+                let result = if closing {
+                    this.close_now()
+                } else {
+                    this.sync_now()
+                };
                 for reply in replies.drain(..) {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
                 }
@@ -333,7 +342,7 @@ impl Writer {
             }
             this.sync_if_due();
         }
-        let _ = cell.lock().sync_now();
+        let _ = cell.lock().close_now();
     }
 
     /// Waits for the next message; under the interval policy, wakes up to sync when
@@ -697,19 +706,25 @@ impl Writer {
         if self.buf.is_empty() {
             return if seal { self.sync_now() } else { Ok(()) };
         }
-        let name = segment::file_name(self.active.id);
         let records: usize = self.pending.iter().map(|p| p.versions.len()).sum();
-        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+        // A copy into the mapping, or one `pwrite` (see `crate::append`). A failed
+        // append leaves nothing of the buffer in the file, or sets `failed`.
+        if let Err(e) = self.appender.append(&self.file, self.len, &self.buf) {
             self.buf.clear();
-            // Cut off whatever part of the buffer reached the file, so no half-written
-            // record stays behind and the next write starts at a clean end.
-            if let Err(cut) = self.file.set_len(self.len) {
-                self.failed = Some(format!("could not cut back a failed write: {cut}"));
-            }
+            let name = segment::file_name(self.active.id);
+            let e = match e {
+                AppendError::Clean(e) => e,
+                AppendError::Uncut { write, cut } => {
+                    self.failed = Some(format!("could not cut back a failed write: {cut}"));
+                    write
+                }
+            };
             return Err(Error::io(format!("appending to segment {name}"), e));
         }
         self.len += self.buf.len() as u64;
         self.buf.clear();
+        // Release: the bytes just copied into the mapping (or written) happen-before
+        // this length, which readers load with Acquire before reading below it.
         self.active.set_len(self.len);
         let counters = &self.shared.counters;
         counters.write_batches.fetch_add(1, Ordering::Relaxed);
@@ -741,6 +756,27 @@ impl Writer {
         self.dirty_since = None;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Syncs, then cuts the active segment back to its written length (see
+    /// [`Appender::seal`]): a closed store leaves no preallocated zeros behind.
+    fn close_now(&mut self) -> Result<()> {
+        self.sync_now()?;
+        self.seal_file()
+    }
+
+    /// Cuts the active segment file back to its written length, durably, and stops
+    /// appending to it through the mapping.
+    fn seal_file(&mut self) -> Result<()> {
+        self.appender.seal(&self.file, self.len).map_err(|e| {
+            Error::io(
+                format!(
+                    "cutting segment {} back to its written length",
+                    segment::file_name(self.active.id)
+                ),
+                e,
+            )
+        })
     }
 
     /// The store's files now: every segment in the map and the active segment's
@@ -776,6 +812,11 @@ impl Writer {
     /// and the active segment synced.
     fn rotate(&mut self) -> Result<()> {
         debug_assert!(self.buf.is_empty() && self.pending.is_empty());
+        // The old segment ends exactly at its written length, durably, before the next
+        // segment exists: only the newest log segment may end in preallocated zeros
+        // (recovery cuts them), a sealed one never does. If this fails, writing goes
+        // on in the old segment (with `pwrite`) and the next seal tries again.
+        self.seal_file()?;
         let dir = &self.shared.dir;
         let old_id = self.active.id;
         let new_id = self.shared.next_segment_id.fetch_add(1, Ordering::Relaxed);
@@ -822,6 +863,11 @@ impl Writer {
         segments.insert(new_id, Arc::clone(&active));
         self.shared.active_id.store(new_id, Ordering::Release);
         drop(segments);
+        self.appender = Appender::new(
+            &file,
+            SEGMENT_HEADER_BYTES,
+            self.shared.options.segment_bytes,
+        );
         self.file = file;
         self.active = active;
         self.len = SEGMENT_HEADER_BYTES;

@@ -225,8 +225,9 @@ fn a_damaged_predecessor_fails_the_patched_put_with_its_own_file_and_offset() {
     let segment = common::segment_files(dir.path())
         .pop()
         .expect("a segment file");
-    // The next record starts where the file ends now.
-    let record_at = std::fs::metadata(&segment).unwrap().len();
+    // The next record starts where the written bytes end now (the file goes on with
+    // the zeros the writer reserved ahead).
+    let record_at = common::written_len(&segment);
     engine
         .put(
             "bad",

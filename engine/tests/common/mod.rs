@@ -48,3 +48,14 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Bytes the writer has written to the active segment file at `path` while its engine
+/// is open: the file without the zeros the writer reserves past its last append. Exact
+/// when the last record ends in a non-zero byte (a value of text does).
+pub fn written_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read segment");
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
