@@ -14,10 +14,10 @@ use crossbeam_channel::Sender;
 use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
 use crate::maintenance::{Control, Maintenance};
+use crate::oneshot;
 use crate::record::{self, HEADER_BYTES_MAX};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::oneshot;
 use crate::writer::{Done, Msg, Writer, WriterCell};
 use crate::{
     Applied, BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options,
