@@ -152,7 +152,9 @@ fn under_always_answers_come_in_order_after_the_index_and_before_sync_and_close_
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), options(1 << 24, SyncPolicy::Always)).unwrap();
     const WRITES: usize = 2000;
-    let seen: Arc<Mutex<Vec<(usize, u64, Option<bool>)>>> = Arc::default();
+    /// Per answer: submission number, version, visible in the index when answered.
+    type Seen = Vec<(usize, u64, Option<bool>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let submit = |from: usize, to: usize| {
         for i in from..to {
             let mut batch = caskade_engine::Batch::new();
