@@ -381,11 +381,15 @@ impl Writer {
                 }
                 next = rx.try_recv().ok();
             }
+            // Counted before the group is answered: once answered, its callers come
+            // back within microseconds, and counting those twice made a single
+            // writer wait half an fsync for a second caller that does not exist.
+            let behind = rx.len();
             // A failed group has already answered each of its callers with the error.
             let _ = this.commit(false);
             cell.queued.fetch_sub(writes, Ordering::AcqRel);
             if this.shared.options.sync == SyncPolicy::Always {
-                callers = writes + rx.len();
+                callers = writes + behind;
                 last_fsync = this.last_fsync;
             }
             if !(rotations.is_empty() && snapshots.is_empty() && replies.is_empty()) {
