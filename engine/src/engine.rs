@@ -9,15 +9,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TryRecvError};
+use crossbeam_channel::Sender;
 
 use crate::backup::{self, Snapshot};
 use crate::index::{Index, Location};
 use crate::maintenance::{Control, Maintenance};
+use crate::oneshot;
 use crate::record::{self, HEADER_BYTES_MAX};
 use crate::recovery;
 use crate::segment::{self, Segment};
-use crate::writer::{Done, Msg, Writer, WriterCell, spin_for};
+use crate::writer::{Done, Msg, Writer, WriterCell};
 use crate::{
     Applied, BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options,
     Result, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Stats, SyncPolicy, WriteOptions,
@@ -458,30 +459,19 @@ impl Engine {
     /// free, the calling thread writes the batch itself (it would block for it
     /// anyway), sparing the handoff to the writer thread and back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = oneshot::pair();
         self.submit(
             batch,
-            Done::Versions(Box::new(move |result| {
-                let _ = tx.send(result);
-            })),
+            Done::Versions(Box::new(move |result| tx.send(result))),
             true,
         );
         // Without an fsync the writer answers within microseconds: wait awake that
-        // long (bounded) before sleeping on the channel, so back-to-back puts skip a
-        // futex sleep and wake-up each. Under `Always` the answer takes an fsync, and
-        // 64 spinning callers would only take the CPU from the writer.
+        // long (bounded) before parking, so back-to-back puts skip a futex sleep and
+        // wake-up each. Under `Always` the answer takes an fsync, and 64 spinning
+        // callers would only take the CPU from the writer.
         let spin = self.shared().options.sync != SyncPolicy::Always;
-        let answer = spin
-            .then(|| {
-                spin_for(|| match rx.try_recv() {
-                    Ok(result) => Some(Some(result)),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => Some(None),
-                })
-            })
-            .flatten()
-            .unwrap_or_else(|| rx.recv().ok());
-        answer.unwrap_or_else(|| Err(Error::Closed("the writer stopped".into())))
+        rx.wait(spin)
+            .unwrap_or_else(|| Err(Error::Closed("the writer stopped".into())))
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the

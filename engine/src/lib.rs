@@ -32,6 +32,7 @@ mod expiry;
 mod hint;
 mod index;
 mod maintenance;
+mod oneshot;
 mod options;
 mod record;
 mod recovery;

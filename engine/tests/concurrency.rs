@@ -141,3 +141,132 @@ fn under_never_async_submissions_are_written_by_the_writer_thread_not_the_caller
         assert!(engine.get(format!("k{i}").as_bytes()).unwrap().is_some());
     }
 }
+
+/// Under `always` the writer hands each committed group to its answer thread. Async
+/// submissions from one thread come back in order, each after its write is in the
+/// index, and every callback submitted before `sync` (and before `close`) has run by
+/// the time that call returns.
+#[test]
+fn under_always_answers_come_in_order_after_the_index_and_before_sync_and_close_return() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(1 << 24, SyncPolicy::Always)).unwrap();
+    const WRITES: usize = 2000;
+    /// Per answer: submission number, version, visible in the index when answered.
+    type Seen = Vec<(usize, u64, Option<bool>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let submit = |from: usize, to: usize| {
+        for i in from..to {
+            let mut batch = caskade_engine::Batch::new();
+            let key = format!("k{i}");
+            batch.put(key.clone(), "v", WriteOptions::default());
+            let (seen, reader) = (Arc::clone(&seen), engine.clone());
+            engine.apply_then(batch, move |result| {
+                let version = result.unwrap()[0];
+                // `None` once the engine is closed (reads are refused then).
+                let visible = reader
+                    .get(key.as_bytes())
+                    .ok()
+                    .map(|e| e.is_some_and(|e| e.version == version));
+                seen.lock().unwrap().push((i, version, visible));
+            });
+        }
+    };
+    let groups_before = engine.stats().write_batches;
+    submit(0, WRITES);
+    engine.sync().unwrap();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        WRITES,
+        "answered before sync returned"
+    );
+    submit(WRITES, 2 * WRITES);
+    let groups = engine.stats().write_batches - groups_before;
+    engine.clone().close().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2 * WRITES, "answered before close returned");
+    // Groups of more than one batch are what the answer thread answers.
+    assert!(
+        groups < WRITES as u64,
+        "{groups} groups for {WRITES} writes"
+    );
+    for (n, &(i, version, visible)) in seen.iter().enumerate() {
+        assert_eq!(i, n, "answers out of submission order");
+        assert_ne!(
+            visible,
+            Some(false),
+            "k{i} was answered before the index had it"
+        );
+        if i < WRITES {
+            assert_eq!(visible, Some(true), "k{i} not readable before close");
+        }
+        if n > 0 {
+            assert!(version > seen[n - 1].1, "versions not increasing");
+        }
+    }
+}
+
+/// A failed fsync under many writers: every caller of the failing group gets an
+/// error and none of its writes becomes visible; the engine takes no writes after
+/// it; every write acknowledged before it is readable, also after a reopen. The
+/// failure is injected (the `writer:fsync` fault point replaces `fdatasync`'s
+/// result), since a real one cannot be provoked in a test.
+#[test]
+fn a_failed_fsync_under_many_writers_fails_its_group_and_every_write_after_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let fsyncs = Arc::new(AtomicUsize::new(0));
+    let mut failing = options(1 << 24, SyncPolicy::Always);
+    let counted = Arc::clone(&fsyncs);
+    failing.fault = caskade_engine::FaultHook::new(move |at| {
+        at == "writer:fsync:io-error" && counted.fetch_add(1, Ordering::SeqCst) == 20
+    });
+    let engine = Engine::open(dir.path(), failing).unwrap();
+    const WRITERS: usize = 32;
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let engine = engine.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut acknowledged = Vec::new();
+                // Writes until the first error, then once more: refused too.
+                for i in 0.. {
+                    let key = format!("w{t}/{i}");
+                    match engine.put(key.clone(), vec![7u8; 100], WriteOptions::default()) {
+                        Ok(_) => acknowledged.push(key),
+                        Err(first) => {
+                            let again =
+                                engine.put(format!("w{t}/again"), "v", WriteOptions::default());
+                            return (acknowledged, key, first.to_string(), again.is_err());
+                        }
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for h in handles {
+        let (acknowledged, failed, error, refused_again) = h.join().unwrap();
+        assert!(refused_again, "a write after the failed fsync was taken");
+        assert!(
+            engine.get(failed.as_bytes()).unwrap().is_none(),
+            "{failed} failed ({error}) but is visible"
+        );
+        for key in &acknowledged {
+            assert!(engine.get(key.as_bytes()).unwrap().is_some(), "{key} lost");
+        }
+        kept.extend(acknowledged);
+    }
+    assert!(fsyncs.load(Ordering::SeqCst) > 20, "the fault never fired");
+    drop(engine);
+    let reopened = Engine::open(dir.path(), options(1 << 24, SyncPolicy::Always)).unwrap();
+    for key in &kept {
+        assert!(
+            reopened.get(key.as_bytes()).unwrap().is_some(),
+            "{key} lost on reopen"
+        );
+    }
+}
