@@ -551,8 +551,7 @@ impl Writer {
     /// record), commits the group so far, sealed, and starts the next segment.
     fn make_room(&mut self, size: usize) -> Result<()> {
         let used = self.len + self.buf.len() as u64;
-        if used > SEGMENT_HEADER_BYTES && used + size as u64 > self.shared.options.segment_bytes
-        {
+        if used > SEGMENT_HEADER_BYTES && used + size as u64 > self.shared.options.segment_bytes {
             self.commit(true)?;
             self.rotate()?;
         }
@@ -1083,7 +1082,11 @@ fn encode_op(
 ) -> Option<Location> {
     let offset = written + buf.len() as u64;
     match op {
-        Op::Put { key, value, options } => {
+        Op::Put {
+            key,
+            value,
+            options,
+        } => {
             let expires_at_ms = options.expires_at_ms.map_or(0, |t| t.max(1));
             record::encode(
                 &RecordRef {
