@@ -241,20 +241,25 @@ fn entry_of(
 fn check_batch(batch: &Batch) -> Result<()> {
     let mut total = 0usize;
     for op in &batch.ops {
-        let key = op.key();
-        if key.is_empty() {
-            return Err(Error::EmptyKey);
-        }
-        too_large("key", key.len(), KEY_BYTES_MAX)?;
-        let (meta, value) = match op {
-            Op::Put { options, value, .. } => (options.meta.len(), value.len()),
-            Op::Delete { .. } => (0, 0),
-        };
-        too_large("meta", meta, META_BYTES_MAX)?;
-        too_large("value", value, VALUE_BYTES_MAX)?;
-        total += record::encoded_len_max(key.len(), meta, value);
+        total += check_op(op)?;
     }
     too_large("batch", total, BATCH_BYTES_MAX)
+}
+
+/// Checks one operation against the limits; returns its largest encoded length.
+fn check_op(op: &Op) -> Result<usize> {
+    let key = op.key();
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    too_large("key", key.len(), KEY_BYTES_MAX)?;
+    let (meta, value) = match op {
+        Op::Put { options, value, .. } => (options.meta.len(), value.len()),
+        Op::Delete { .. } => (0, 0),
+    };
+    too_large("meta", meta, META_BYTES_MAX)?;
+    too_large("value", value, VALUE_BYTES_MAX)?;
+    Ok(record::encoded_len_max(key.len(), meta, value))
 }
 
 fn too_large(what: &'static str, len: usize, limit: usize) -> Result<()> {
@@ -379,8 +384,25 @@ impl Engine {
         value: impl Into<Bytes>,
         options: WriteOptions,
     ) -> Result<u64> {
+        self.write_one(Op::Put {
+            key: key.into(),
+            value: value.into(),
+            options,
+        })
+    }
+
+    /// A single put or delete: written on the calling thread without building a batch
+    /// (no heap allocation of the engine's own) when [`WriterCell::try_write_one_now`]
+    /// can, else applied as a batch of one.
+    fn write_one(&self, op: Op) -> Result<u64> {
+        self.check_open()?;
+        too_large("batch", check_op(&op)?, BATCH_BYTES_MAX)?;
+        let op = match self.inner.cell.try_write_one_now(op) {
+            Ok(written) => return written,
+            Err(handed_back) => handed_back,
+        };
         let mut batch = Batch::new();
-        batch.put(key, value, options);
+        batch.ops.push(op);
         Ok(self.apply(batch)?[0])
     }
 
@@ -446,9 +468,7 @@ impl Engine {
 
     /// Writes a tombstone for `key`; returns its version.
     pub fn delete(&self, key: impl Into<Bytes>) -> Result<u64> {
-        let mut batch = Batch::new();
-        batch.delete(key);
-        Ok(self.apply(batch)?[0])
+        self.write_one(Op::Delete { key: key.into() })
     }
 
     /// Applies a batch atomically; returns one version per operation, increasing in

@@ -272,6 +272,27 @@ impl WriterCell {
         let _ = writer.commit(false);
         None
     }
+
+    /// As [`WriterCell::try_write_now`] for one checked operation without conditions
+    /// (`Engine::put`, `Engine::delete`): written on the calling thread, with its
+    /// version or error returned (`Ok`), or handed back (`Err`) for the batch path.
+    /// Builds no batch, no answer callback and no group bookkeeping, so a single
+    /// writer's put allocates nothing of its own.
+    pub fn try_write_one_now(&self, op: Op) -> std::result::Result<Result<u64>, Op> {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Err(op);
+        }
+        let Ok(mut writer) = self.state.try_lock() else {
+            return Err(op);
+        };
+        // Checked again under the lock, as in `try_write_now`.
+        if self.queued.load(Ordering::Acquire) != 0
+            || writer.shared.options.sync != SyncPolicy::Never
+        {
+            return Err(op);
+        }
+        Ok(writer.write_one(op))
+    }
 }
 
 /// The writer's state. Only the holder of its [`WriterCell`] lock writes to segment
@@ -520,14 +541,63 @@ impl Writer {
             ));
         }
         let size: usize = batch.ops.iter().map(op_len).sum();
-        let used = self.len + self.buf.len() as u64;
-        if used > SEGMENT_HEADER_BYTES
-            && used + size as u64 > self.shared.options.segment_bytes
-            && let Err(e) = self.commit(true).and_then(|()| self.rotate())
-        {
+        if let Err(e) = self.make_room(size) {
             return done.fail(e);
         }
         self.encode(batch, done, now_ms);
+    }
+
+    /// When `size` more bytes would not fit in the active segment (and it holds a
+    /// record), commits the group so far, sealed, and starts the next segment.
+    fn make_room(&mut self, size: usize) -> Result<()> {
+        let used = self.len + self.buf.len() as u64;
+        if used > SEGMENT_HEADER_BYTES && used + size as u64 > self.shared.options.segment_bytes {
+            self.commit(true)?;
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one checked operation without conditions as a group of its own, as
+    /// `stage` and `commit` would for a batch of one with a versions answer, and
+    /// returns its version. Called with no group open (the lock was free and nothing
+    /// queued).
+    fn write_one(&mut self, op: Op) -> Result<u64> {
+        debug_assert!(self.buf.is_empty() && self.pending.is_empty());
+        if let Some(reason) = &self.failed {
+            return Err(Error::Closed(reason.clone()));
+        }
+        let now_ms = self.shared.options.clock.now_ms();
+        if self.next_seq.saturating_add(1) > SEQ_LIMIT {
+            return Err(Error::Closed(
+                "the store has used up its versions (2^63) and takes no more writes".into(),
+            ));
+        }
+        self.make_room(op_len(&op))?;
+        let seq = self.next_seq;
+        let meta = match &op {
+            Op::Put { options, .. } => &options.meta[..],
+            Op::Delete { .. } => &[],
+        };
+        let update = encode_op(
+            &mut self.buf,
+            (self.active.id, self.len),
+            &op,
+            meta,
+            (seq, FLAG_COMMIT, now_ms),
+        );
+        self.next_seq += 1;
+        self.write_buffer(false, 1)?;
+        let index = &self.shared.index;
+        match update {
+            Some(loc) => index.insert(op.key(), loc),
+            None => index.remove(op.key()),
+        };
+        self.shared
+            .counters
+            .last_version
+            .fetch_max(seq, Ordering::Relaxed);
+        Ok(seq)
     }
 
     /// The live entry `key` has before the next operation is staged: from the group
@@ -656,7 +726,6 @@ impl Writer {
         let mut updates = Vec::with_capacity(batch.ops.len());
         for (i, op) in batch.ops.into_iter().enumerate() {
             let seq = self.next_seq;
-            let offset = self.len + self.buf.len() as u64;
             let at = self.buf.len();
             let commit = if i == last { FLAG_COMMIT } else { 0 };
             let is_put = matches!(op, Op::Put { .. });
@@ -671,58 +740,25 @@ impl Writer {
             if detailed {
                 replaced.push(prior.is_some());
             }
-            let (key, update) = match op {
-                Op::Put {
-                    key,
-                    value,
-                    options,
-                } => {
-                    let meta: &[u8] = match (patch, &prior) {
-                        (Some(patch), Some(prior)) => {
-                            if let Err(e) = self.patch(patch, &options.meta, prior) {
-                                return self.take_back(undo_from, undo, done, e);
-                            }
-                            &self.scratch
-                        }
-                        _ => &options.meta,
-                    };
-                    let expires_at_ms = options.expires_at_ms.map_or(0, |t| t.max(1));
-                    record::encode(
-                        &RecordRef {
-                            flags: commit,
-                            seq,
-                            written_at_ms: now_ms,
-                            expires_at_ms,
-                            key: &key,
-                            meta,
-                            value: &value,
-                        },
-                        &mut self.buf,
-                    );
-                    let loc = Location {
-                        segment: self.active.id,
-                        offset: offset as u32,
-                        len: (self.len + self.buf.len() as u64 - offset) as u32,
-                        expires_at_ms,
-                        version: seq,
-                    };
-                    (key, Some(loc))
+            let meta: &[u8] = match (&op, patch, &prior) {
+                (Op::Put { options, .. }, Some(patch), Some(prior)) => {
+                    if let Err(e) = self.patch(patch, &options.meta, prior) {
+                        return self.take_back(undo_from, undo, done, e);
+                    }
+                    &self.scratch
                 }
-                Op::Delete { key } => {
-                    record::encode(
-                        &RecordRef {
-                            flags: FLAG_TOMBSTONE | commit,
-                            seq,
-                            written_at_ms: now_ms,
-                            expires_at_ms: 0,
-                            key: &key,
-                            meta: &[],
-                            value: &[],
-                        },
-                        &mut self.buf,
-                    );
-                    (key, None)
-                }
+                (Op::Put { options, .. }, _, _) => &options.meta,
+                (Op::Delete { .. }, _, _) => &[],
+            };
+            let update = encode_op(
+                &mut self.buf,
+                (self.active.id, self.len),
+                &op,
+                meta,
+                (seq, commit, now_ms),
+            );
+            let key = match op {
+                Op::Put { key, .. } | Op::Delete { key } => key,
             };
             self.next_seq += 1;
             let live = update.filter(|l| !l.is_expired(now_ms)).map(|l| Staged {
@@ -766,7 +802,8 @@ impl Writer {
     /// Writes the group buffer, syncs per policy (always when `seal` is set), then
     /// publishes the group to the index and answers its callers.
     fn commit(&mut self, seal: bool) -> Result<()> {
-        let outcome = self.write_buffer(seal);
+        let records = self.pending.iter().map(|p| p.versions.len()).sum();
+        let outcome = self.write_buffer(seal, records);
         let pending = std::mem::take(&mut self.pending);
         self.overlay.clear();
         let mut answers = Vec::with_capacity(pending.len());
@@ -840,11 +877,12 @@ impl Writer {
         }
     }
 
-    fn write_buffer(&mut self, seal: bool) -> Result<()> {
+    /// Appends the group buffer, which holds `records` records, and syncs per policy
+    /// (always when `seal` is set).
+    fn write_buffer(&mut self, seal: bool, records: usize) -> Result<()> {
         if self.buf.is_empty() {
             return if seal { self.sync_now() } else { Ok(()) };
         }
-        let records: usize = self.pending.iter().map(|p| p.versions.len()).sum();
         // A copy into the mapping, or one `pwrite` (see `crate::append`). A failed
         // append leaves nothing of the buffer in the file, or sets `failed`.
         if let Err(e) = self.appender.append(&self.file, self.len, &self.buf) {
@@ -1029,6 +1067,63 @@ enum Prior {
         written_at_ms: u64,
         file: Option<(std::path::PathBuf, u64)>,
     },
+}
+
+/// Encodes `op` as the record `seq` (with `commit` among its flags, written at
+/// `now_ms`; a put with `meta` as its meta section) at the end of `buf`, the group
+/// buffer of segment `at.0` whose bytes go after its `at.1` written bytes. Returns the
+/// put's index entry, `None` for a delete.
+fn encode_op(
+    buf: &mut Vec<u8>,
+    (segment, written): (u32, u64),
+    op: &Op,
+    meta: &[u8],
+    (seq, commit, now_ms): (u64, u8, u64),
+) -> Option<Location> {
+    let offset = written + buf.len() as u64;
+    match op {
+        Op::Put {
+            key,
+            value,
+            options,
+        } => {
+            let expires_at_ms = options.expires_at_ms.map_or(0, |t| t.max(1));
+            record::encode(
+                &RecordRef {
+                    flags: commit,
+                    seq,
+                    written_at_ms: now_ms,
+                    expires_at_ms,
+                    key,
+                    meta,
+                    value,
+                },
+                buf,
+            );
+            Some(Location {
+                segment,
+                offset: offset as u32,
+                len: (written + buf.len() as u64 - offset) as u32,
+                expires_at_ms,
+                version: seq,
+            })
+        }
+        Op::Delete { key } => {
+            record::encode(
+                &RecordRef {
+                    flags: FLAG_TOMBSTONE | commit,
+                    seq,
+                    written_at_ms: now_ms,
+                    expires_at_ms: 0,
+                    key,
+                    meta: &[],
+                    value: &[],
+                },
+                buf,
+            );
+            None
+        }
+    }
 }
 
 fn op_len(op: &Op) -> usize {

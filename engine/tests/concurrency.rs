@@ -270,3 +270,86 @@ fn a_failed_fsync_under_many_writers_fails_its_group_and_every_write_after_it() 
         );
     }
 }
+
+/// A single writer under `never` writes its puts and deletes on its own thread (no
+/// batch): each is one batch of one record with the next version, visible at once;
+/// when sealing a full segment fails its fsync, the put that needed the room fails,
+/// is not visible, and every write after it fails too; every write acknowledged
+/// before it is readable, also after a reopen.
+#[test]
+fn under_never_a_single_writer_s_puts_and_deletes_are_one_record_batches_and_a_failed_seal_stops_them()
+ {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let fsyncs = Arc::new(AtomicUsize::new(0));
+    let mut failing = options(8 * 1024, SyncPolicy::Never);
+    let counted = Arc::clone(&fsyncs);
+    failing.fault = caskade_engine::FaultHook::new(move |at| {
+        at == "writer:fsync:io-error" && counted.fetch_add(1, Ordering::SeqCst) == 3
+    });
+    let engine = Engine::open(dir.path(), failing).unwrap();
+    let start = engine.stats();
+    let mut live: Vec<String> = Vec::new();
+    let mut last = start.last_version;
+    let mut failed = None;
+    for i in 0..10_000 {
+        let key = format!("k{i}");
+        // Every tenth write deletes the key written just before.
+        let delete = i % 10 == 9;
+        let written = if delete {
+            engine.delete(live[live.len() - 1].clone())
+        } else {
+            engine.put(key.clone(), vec![i as u8; 300], WriteOptions::default())
+        };
+        match written {
+            Ok(version) => {
+                assert_eq!(version, last + 1, "versions are not consecutive");
+                last = version;
+                if delete {
+                    let gone = live.pop().unwrap();
+                    assert!(engine.get(gone.as_bytes()).unwrap().is_none());
+                } else {
+                    assert_eq!(
+                        engine.get(key.as_bytes()).unwrap().unwrap().version,
+                        version
+                    );
+                    live.push(key);
+                }
+                let stats = engine.stats();
+                assert_eq!(stats.last_version, version);
+                assert_eq!(stats.write_batches - start.write_batches, (i + 1) as u64);
+                assert_eq!(
+                    stats.records_written - start.records_written,
+                    (i + 1) as u64
+                );
+            }
+            Err(e) => {
+                failed = Some((delete, key, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (delete, key, error) = failed.expect("the injected fsync failure never stopped the writes");
+    assert!(error.contains("injected fsync failure"), "{error}");
+    if !delete {
+        // (A failed delete leaves its key in `live`, checked below.)
+        assert!(
+            engine.get(key.as_bytes()).unwrap().is_none(),
+            "{key} failed but is visible"
+        );
+    }
+    assert!(engine.put("after", "v", WriteOptions::default()).is_err());
+    assert!(engine.delete(live[0].clone()).is_err());
+    for key in &live {
+        assert!(engine.get(key.as_bytes()).unwrap().is_some(), "{key} lost");
+    }
+    drop(engine);
+    let reopened = Engine::open(dir.path(), options(8 * 1024, SyncPolicy::Never)).unwrap();
+    for key in &live {
+        assert!(
+            reopened.get(key.as_bytes()).unwrap().is_some(),
+            "{key} lost on reopen"
+        );
+    }
+    assert!(reopened.get(b"after").unwrap().is_none());
+}
