@@ -422,6 +422,7 @@ impl Engine {
                 // Checked in place; only the value and a non-empty meta become views.
                 Some(mapped) => {
                     let mapped = mapped?;
+                    mapped.prefetch();
                     entry_of(seg, loc, key, mapped.bytes(), |r| mapped.view(r)).map(Some)
                 }
                 // A positioned read (no I/O under the lock).
