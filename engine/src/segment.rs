@@ -491,7 +491,8 @@ struct WrittenRange {
 impl AsRef<[u8]> for WrittenRange {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `written_view` made this range only if it lies inside the mapping and
-        // below the segment's written length. The writer only appends after that length
+        // below the segment's written length; `Mapped::view` makes one only inside a
+        // `Mapped::Window`, which `Segment::mapped_range` checked the same way. The writer only appends after that length
         // and never rewrites written bytes (a failed write is cut back only past the
         // last byte it had written before, and only unindexed bytes lie there), so the
         // bytes behind this slice are initialised and do not change while it exists;
