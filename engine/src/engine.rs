@@ -88,11 +88,16 @@ impl Shared {
     }
 
     fn segment(&self, id: u32) -> Result<Arc<Segment>> {
-        self.try_segment(id).ok_or_else(|| Error::Corrupt {
+        self.try_segment(id).ok_or_else(|| self.not_open(id))
+    }
+
+    /// The index points into segment `id`, which is not open.
+    fn not_open(&self, id: u32) -> Error {
+        Error::Corrupt {
             file: self.dir.join(segment::file_name(id)),
             offset: 0,
             reason: "the index points into a segment that is not open".into(),
-        })
+        }
     }
 }
 
@@ -409,40 +414,47 @@ impl Engine {
     /// Reads the live entry of `key`; `None` when absent or expired. The record's CRC
     /// is checked before anything is returned.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        const ATTEMPTS_MAX: usize = 8;
         self.check_open()?;
         let shared = self.shared();
-        let Some((loc, seg)) = self.locate(key)? else {
-            return Ok(None);
-        };
-        // Most entries never expire: the clock is read only for those that do.
-        if loc.expires_at_ms != 0 && loc.is_expired(shared.options.clock.now_ms()) {
-            return Ok(None);
-        }
-        let offset = u64::from(loc.offset);
-        match seg.mapped() {
-            // A sealed segment: the record is checked in place and only its value and
-            // meta become views of the mapping (no handle for the whole record).
-            Some(map) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                let Some(bytes) = start
-                    .checked_add(loc.len as usize)
-                    .and_then(|end| map.get(start..end))
-                else {
-                    return Err(record::corrupt(
-                        seg.path.clone(),
-                        offset,
-                        record::DecodeError::Truncated,
-                    ));
-                };
-                entry_of(&seg, loc, key, bytes, |r| {
-                    map.slice(start + r.start..start + r.end)
-                })
-                .map(Some)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Some(loc) = shared.index.get(key) else {
+                return Ok(None);
+            };
+            // Most entries never expire: the clock is read only for those that do.
+            if loc.expires_at_ms != 0 && loc.is_expired(shared.options.clock.now_ms()) {
+                return Ok(None);
             }
-            None => {
-                let bytes = seg.read(offset, loc.len as usize)?;
-                entry_of(&seg, loc, key, &bytes, |r| bytes.slice(r)).map(Some)
-            }
+            let offset = u64::from(loc.offset);
+            // The record is checked and its views made under the map's read lock, so
+            // a get clones no `Arc<Segment>`: the views keep the mapping alive on their
+            // own. The writer takes the write lock only to swap segments in or out.
+            let segments = shared.segments();
+            let Some(seg) = segments.get(&loc.segment) else {
+                // Compaction retired the segment between the two lookups; the index
+                // then already points at the new copy, so look again.
+                if attempts >= ATTEMPTS_MAX {
+                    return Err(shared.not_open(loc.segment));
+                }
+                continue;
+            };
+            return match seg.mapped_range(offset, loc.len as usize) {
+                // Checked in place; only the value and a non-empty meta become views.
+                Some(mapped) => {
+                    let mapped = mapped?;
+                    mapped.prefetch();
+                    entry_of(seg, loc, key, mapped.bytes(), |r| mapped.view(r)).map(Some)
+                }
+                // A positioned read (no I/O under the lock).
+                None => {
+                    let seg = Arc::clone(seg);
+                    drop(segments);
+                    let bytes = seg.read(offset, loc.len as usize)?;
+                    entry_of(&seg, loc, key, &bytes, |r| bytes.slice(r)).map(Some)
+                }
+            };
         }
     }
 

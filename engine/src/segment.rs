@@ -365,6 +365,121 @@ impl Segment {
     }
 }
 
+/// A record's bytes borrowed from a segment's mapping, for a read that checks them
+/// in place and then hands out parts of them as `Bytes` views (no copy, no handle for
+/// the whole record).
+pub(crate) enum Mapped<'s> {
+    /// Inside a sealed segment's map.
+    Sealed {
+        map: &'s Bytes,
+        start: usize,
+        len: usize,
+    },
+    /// Inside the written part of the active segment's window.
+    Window {
+        map: &'s Arc<MmapRaw>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Mapped<'_> {
+    /// The record's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match *self {
+            Mapped::Sealed { map, start, len } => &map[start..start + len],
+            // SAFETY: `Segment::mapped_range` made this only for a range that lies
+            // inside the window and below the segment's written length, bytes that are
+            // initialised and never change again (see `WrittenRange::as_ref`); the
+            // borrow of the segment keeps the mapping alive for the returned lifetime.
+            Mapped::Window { map, start, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(start), len)
+            },
+        }
+    }
+
+    /// A shared view of `range` (relative to the record's start), kept alive by the
+    /// mapping: a slice of the sealed map, or a window range with its own reference to
+    /// the window. An empty range costs nothing. Panics if `range` is not inside the
+    /// record (callers pass ranges of a header `record::decode` checked against it).
+    pub fn view(&self, range: std::ops::Range<usize>) -> Bytes {
+        // Bounds-checked here once: `slice` of the map and `WrittenRange` rely on it.
+        let part = &self.bytes()[range.clone()];
+        if part.is_empty() {
+            return Bytes::new();
+        }
+        match *self {
+            Mapped::Sealed { map, start, .. } => map.slice(start + range.start..start + range.end),
+            Mapped::Window { map, start, .. } => Bytes::from_owner(WrittenRange {
+                map: Arc::clone(map),
+                start: start + range.start,
+                len: part.len(),
+            }),
+        }
+    }
+
+    /// Asks the CPU to start loading every cache line of the record (up to
+    /// `PREFETCH_BYTES_MAX`) now. A random read misses the cache on each of its lines;
+    /// the header's line is read first and the rest (CRC, key, value) only once its
+    /// lengths are decoded, so without this the later lines' misses would come one
+    /// after the other instead of together. Only a hint: it reads nothing.
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            const LINE: usize = 64;
+            let bytes = self.bytes();
+            let n = bytes.len().min(PREFETCH_BYTES_MAX);
+            let first = bytes.as_ptr() as usize & !(LINE - 1);
+            let end = bytes.as_ptr() as usize + n;
+            let mut line = first;
+            while line < end {
+                // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. It
+                // is only a hint: it never faults and reads nothing into the program,
+                // whatever the address (here a line of the record's borrowed bytes).
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        line as *const i8,
+                    );
+                }
+                line += LINE;
+            }
+        }
+    }
+}
+
+/// Most bytes of a record `Mapped::prefetch` asks for: a small record whole; a large
+/// value is streamed by the hardware prefetcher as the CRC walks it.
+const PREFETCH_BYTES_MAX: usize = 512;
+
+impl Segment {
+    /// The `len` bytes at `offset` borrowed from the mapping, without I/O. `None` when
+    /// only a positioned read can get them (the active segment beyond its window, or
+    /// with no window); a range past the end of a sealed segment is an error.
+    pub(crate) fn mapped_range(&self, offset: u64, len: usize) -> Option<Result<Mapped<'_>>> {
+        if let Some(map) = &self.map {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            return Some(match start.checked_add(len) {
+                Some(end) if end <= map.len() => Ok(Mapped::Sealed { map, start, len }),
+                _ => Err(Error::Corrupt {
+                    file: self.path.clone(),
+                    offset,
+                    reason: "record extends past the end of the file".into(),
+                }),
+            });
+        }
+        let window = self.window.as_ref()?;
+        let end = offset.checked_add(len as u64)?;
+        if end > self.len() || end > window.len() as u64 {
+            return None;
+        }
+        Some(Ok(Mapped::Window {
+            map: window,
+            start: usize::try_from(offset).ok()?,
+            len,
+        }))
+    }
+}
+
 /// Written, never-again-changing bytes of the active segment's window; keeps the
 /// mapping alive for as long as a `Bytes` made from it lives.
 struct WrittenRange {
@@ -376,7 +491,8 @@ struct WrittenRange {
 impl AsRef<[u8]> for WrittenRange {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `written_view` made this range only if it lies inside the mapping and
-        // below the segment's written length. The writer only appends after that length
+        // below the segment's written length; `Mapped::view` makes one only inside a
+        // `Mapped::Window`, which `Segment::mapped_range` checked the same way. The writer only appends after that length
         // and never rewrites written bytes (a failed write is cut back only past the
         // last byte it had written before, and only unindexed bytes lie there), so the
         // bytes behind this slice are initialised and do not change while it exists;
