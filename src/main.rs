@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use caskade_server::config::{Cli, Command};
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: requests allocate on the runtime's threads
-/// and free on the writer's (and back), which glibc's malloc pays for in arena locks
-/// and consolidation (~10 % of the server's CPU under durable PUTs, `perf record`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Bad flags print clap's message and exit with code 2.
     let cli = Cli::parse();
