@@ -534,17 +534,25 @@ impl Writer {
                 return done.fail(Error::ConditionFailed { index });
             }
         }
-        // Only reachable from a store whose files claim versions near the limit.
-        if self.next_seq.saturating_add(batch.ops.len() as u64) > SEQ_LIMIT {
-            return done.fail(Error::Closed(
-                "the store has used up its versions (2^63) and takes no more writes".into(),
-            ));
+        if let Err(e) = self.versions_left(batch.ops.len() as u64) {
+            return done.fail(e);
         }
         let size: usize = batch.ops.iter().map(op_len).sum();
         if let Err(e) = self.make_room(size) {
             return done.fail(e);
         }
         self.encode(batch, done, now_ms);
+    }
+
+    /// Fails when `n` more versions would pass [`SEQ_LIMIT`] (only reachable from a
+    /// store whose files claim versions near the limit).
+    fn versions_left(&self, n: u64) -> Result<()> {
+        if self.next_seq.saturating_add(n) > SEQ_LIMIT {
+            return Err(Error::Closed(
+                "the store has used up its versions (2^63) and takes no more writes".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// When `size` more bytes would not fit in the active segment (and it holds a
@@ -568,11 +576,7 @@ impl Writer {
             return Err(Error::Closed(reason.clone()));
         }
         let now_ms = self.shared.options.clock.now_ms();
-        if self.next_seq.saturating_add(1) > SEQ_LIMIT {
-            return Err(Error::Closed(
-                "the store has used up its versions (2^63) and takes no more writes".into(),
-            ));
-        }
+        self.versions_left(1)?;
         self.make_room(op_len(&op))?;
         let seq = self.next_seq;
         let meta = match &op {
