@@ -1,7 +1,5 @@
 //! `POST /v1/bulk`: many writes, validated together, applied as one atomic batch.
 
-use std::fmt::Write as _;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -59,6 +57,7 @@ fn write_results(
     outcomes: &[Outcome],
 ) -> Result<(), &'static str> {
     let mut content_type: (&str, Vec<u8>) = ("", b"\"\"".to_vec());
+    let mut digits = itoa::Buffer::new();
     out.push(b'[');
     for (i, (op, outcome)) in ops.iter().zip(outcomes).enumerate() {
         if i > 0 {
@@ -86,38 +85,30 @@ fn write_results(
                     json::write_string(&spec.content_type, &mut content_type.1);
                 }
                 out.extend_from_slice(&content_type.1);
-                let _ = write!(
-                    Digits(out),
-                    ",\"size_bytes\":{},\"version\":{}}}",
-                    spec.value.len(),
-                    done.version
-                );
+                out.extend_from_slice(b",\"size_bytes\":");
+                out.extend_from_slice(digits.format(spec.value.len()).as_bytes());
+                out.extend_from_slice(b",\"version\":");
+                out.extend_from_slice(digits.format(done.version).as_bytes());
+                out.push(b'}');
             }
             (WriteOp::Delete { entity, key }, Outcome::Delete { deleted, version }) => {
                 out.extend_from_slice(b"{\"op\":\"delete\",\"entity\":");
                 json::write_string(entity.as_str(), out);
                 out.extend_from_slice(b",\"key\":");
                 json::write_string(key, out);
-                let _ = write!(
-                    Digits(out),
-                    ",\"deleted\":{deleted},\"version\":{version}}}"
-                );
+                out.extend_from_slice(if *deleted {
+                    b",\"deleted\":true,\"version\":"
+                } else {
+                    b",\"deleted\":false,\"version\":"
+                });
+                out.extend_from_slice(digits.format(*version).as_bytes());
+                out.push(b'}');
             }
             _ => return Err("bulk outcome out of order"),
         }
     }
     out.push(b']');
     Ok(())
-}
-
-/// `fmt::Write` into a byte buffer (numbers without a `String` each).
-struct Digits<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Digits<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Bulk bodies are JSON only: `application/json` (any params) or no Content-Type.
@@ -186,12 +177,15 @@ fn decode_bulk(
         }
     };
     // One buffer for every operation's pointer: a valid operation allocates none.
+    const BASE: &str = "/operations/";
     let mut base = String::with_capacity(24);
+    base.push_str(BASE);
+    let mut digits = itoa::Buffer::new();
     let mut ops = Vec::with_capacity(list.len());
     let mut valid = true;
     for (i, op) in list.iter().enumerate() {
-        base.clear();
-        let _ = write!(base, "/operations/{i}");
+        base.truncate(BASE.len());
+        base.push_str(digits.format(i));
         match decode_op(op, &base, limits, bytes, problems) {
             Some(op) => ops.push(op),
             None => valid = false,

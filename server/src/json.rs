@@ -159,6 +159,43 @@ enum Step<'a> {
     Member(&'a str),
 }
 
+/// Length of the run at the start of `bytes` that a string copies as it is: up to the
+/// first `"`, `\\` or control character (below 0x20), or all of `bytes`. Strings are
+/// most of a bulk body, so this looks at eight bytes per step: in a word, a byte equal
+/// to 0 gives `(b - 1) & !b` its high bit (and a byte below 0x20 gives `b - 0x20`),
+/// and a borrow only starts at such a byte and only runs upwards, so the lowest flagged
+/// byte is the first wanted one. `plain_run_matches_the_bytewise_scan` holds it to
+/// the byte loop.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let found = (zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + plain_run_bytewise(chunks.remainder())
+}
+
+/// [`plain_run`] a byte at a time.
+fn plain_run_bytewise(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len())
+}
+
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -373,12 +410,7 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         // Most strings hold no escape: a slice of the input, no allocation.
         let start = self.pos;
-        while let Some(&b) = self.bytes.get(self.pos) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                break;
-            }
-            self.pos += 1;
-        }
+        self.pos += plain_run(&self.bytes[start..]);
         if self.peek() == Some(b'"') {
             self.pos += 1;
             return Ok(Cow::Borrowed(&self.text[start..self.pos - 1]));
@@ -388,12 +420,7 @@ impl<'a> Parser<'a> {
         let mut lone_surrogate = false;
         loop {
             let start = self.pos;
-            while let Some(&b) = self.bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos += plain_run(&self.bytes[start..]);
             out.push_str(&self.text[start..self.pos]);
             match self.peek() {
                 Some(b'"') => {
@@ -832,6 +859,21 @@ mod tests {
                 prop_assert_eq!(&out, &theirs);
                 let parsed = parse(&out).expect("valid JSON");
                 prop_assert_eq!(parsed.value, Value::String(Cow::Owned(s)));
+            }
+
+            #[test]
+            fn plain_run_matches_the_bytewise_scan(
+                bytes in prop::collection::vec(
+                    prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, 0x7fu8..=0x81],
+                    0..40,
+                ),
+                plain in 0usize..40,
+            ) {
+                // A plain prefix of every length before the mixed tail, so the first
+                // stop byte lands in every lane of a word.
+                let mut input = vec![b'a'; plain];
+                input.extend_from_slice(&bytes);
+                prop_assert_eq!(plain_run(&input), plain_run_bytewise(&input));
             }
 
             #[test]
