@@ -339,6 +339,44 @@ impl Index {
         Self::read(shard).get(hash, key)
     }
 
+    /// The locations of `keys` (expired or not), in their order. The keys are taken
+    /// shard by shard, each shard's read lock once, so the lookups of a shard run back
+    /// to back and the CPU overlaps their cache misses (three per lookup in a large
+    /// index: the table's control bytes, its slot id, the slot) instead of waiting for
+    /// each in turn between other work, as a loop of [`Index::get`] calls does.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Location>> {
+        let mut located = Vec::with_capacity(keys.len());
+        let mut starts = [0usize; SHARDS + 1];
+        for key in keys {
+            let (hash, shard) = self.shard_index(key);
+            located.push((hash, shard));
+            starts[shard + 1] += 1;
+        }
+        for shard in 0..SHARDS {
+            starts[shard + 1] += starts[shard];
+        }
+        // The key indexes grouped by shard (a counting sort).
+        let mut next = starts;
+        let mut order = vec![0u32; keys.len()];
+        for (i, &(_, shard)) in located.iter().enumerate() {
+            order[next[shard]] = i as u32;
+            next[shard] += 1;
+        }
+        let mut out = vec![None; keys.len()];
+        for shard in 0..SHARDS {
+            let ids = &order[starts[shard]..starts[shard + 1]];
+            if ids.is_empty() {
+                continue;
+            }
+            let guard = Self::read(&self.shards[shard]);
+            for &i in ids {
+                let i = i as usize;
+                out[i] = guard.get(located[i].0, keys[i]);
+            }
+        }
+        out
+    }
+
     /// Points `key` at `loc`; returns what it pointed at before.
     pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
         let (hash, shard) = self.locate(key);
@@ -974,6 +1012,32 @@ mod tests {
                 "{counts:?}"
             );
         }
+    }
+
+    #[test]
+    fn get_many_answers_as_get_does_in_the_callers_order() {
+        let index = Index::new();
+        for i in 0..2_000u64 {
+            if i % 3 != 0 {
+                index.insert(format!("k{i}").as_bytes(), loc(i + 1));
+            }
+        }
+        // Present, absent, repeated and long keys, in an order unrelated to the shards.
+        let mut names: Vec<Vec<u8>> = (0..2_000u64)
+            .rev()
+            .map(|i| format!("k{}", (i * 7919) % 2_000).into_bytes())
+            .collect();
+        names.push(b"k1".to_vec());
+        names.push(format!("k{}", "x".repeat(40)).into_bytes());
+        names.push(Vec::new());
+        let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let many = index.get_many(&keys);
+        assert_eq!(many.len(), keys.len());
+        for (key, found) in keys.iter().zip(&many) {
+            assert_eq!(*found, index.get(key), "{}", String::from_utf8_lossy(key));
+        }
+        assert_eq!(many.iter().flatten().count(), 1_333 + 1);
+        assert!(index.get_many(&[]).is_empty());
     }
 
     #[test]

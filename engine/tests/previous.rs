@@ -433,3 +433,95 @@ fn patched_puts_read_their_predecessors_while_compaction_moves_them() {
         assert_eq!(counter(&entry.meta), rounds[k % WRITERS], "k{k}");
     }
 }
+
+/// A batch large enough that the writer reads its keys' entries together before it
+/// encodes (`Writer::look_up_batch`): each operation must still see the ones before it
+/// in the batch, not what the index held when the batch came in.
+#[test]
+fn operations_of_a_large_batch_see_the_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path(), 1 << 20);
+    for k in 0..100 {
+        engine.put(format!("k{k}"), "v", zero_meta(None)).unwrap();
+    }
+    // The model: the counter each key holds, `None` when absent.
+    let mut model: Vec<Option<u64>> = vec![Some(0); 100];
+    model.extend(vec![None; 100]);
+    let mut batch = Batch::new();
+    let mut expected = Vec::new();
+    for step in 0..300u64 {
+        // Keys 0..200 in a scrambled order, many of them more than once.
+        let k = ((step * 37) % 200) as usize;
+        if step % 5 == 4 {
+            batch.delete(format!("k{k}"));
+            expected.push(model[k].is_some());
+            model[k] = None;
+        } else {
+            batch.put(format!("k{k}"), "w", zero_meta(None));
+            expected.push(model[k].is_some());
+            model[k] = Some(model[k].map_or(0, |c| c + 1));
+        }
+    }
+    batch.patch_meta(count_up);
+    let applied = apply_detailed(&engine, batch).unwrap();
+    let replaced: Vec<bool> = applied.iter().map(|a| a.replaced).collect();
+    assert_eq!(replaced, expected);
+    for (k, want) in model.iter().enumerate() {
+        let got = engine.get(format!("k{k}").as_bytes()).unwrap();
+        assert_eq!(got.map(|e| counter(&e.meta)), *want, "k{k}");
+    }
+}
+
+/// As `patched_puts_read_their_predecessors_while_compaction_moves_them`, with every
+/// batch large: the entries the writer reads for a whole batch before encoding it may
+/// point into a segment that compaction retires before the batch's operation gets there.
+#[test]
+fn large_patched_batches_read_their_predecessors_while_compaction_moves_them() {
+    const WRITERS: usize = 2;
+    const KEYS: usize = 120;
+    const ROUNDS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path(), 8 * 1024);
+    for k in 0..KEYS {
+        engine
+            .put(format!("k{k}"), vec![1u8; 100], zero_meta(None))
+            .unwrap();
+    }
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    // Half of the writer's keys per batch, the halves taking turns, so
+                    // a batch's predecessors sit in older segments.
+                    let mut batch = Batch::new();
+                    for k in (w..KEYS)
+                        .step_by(WRITERS)
+                        .filter(|k| (k / WRITERS) as u64 % 2 == round % 2)
+                    {
+                        batch.put(format!("k{k}"), vec![2u8; 100], zero_meta(None));
+                    }
+                    batch.patch_meta(count_up);
+                    let applied = apply_detailed(&engine, batch).expect("patched batch");
+                    assert!(applied.iter().all(|a| a.replaced), "writer {w}");
+                }
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    let mut compactions = 0;
+    // Until both writers are done (or one failed: the join below reports it).
+    while compactions < 3 || writers.iter().any(|w| !w.is_finished()) {
+        moved += engine.compact().expect("compaction").records_kept;
+        compactions += 1;
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert!(moved > 0, "compaction moved live records");
+    for k in 0..KEYS {
+        // Each half of a writer's keys was written in ROUNDS / 2 rounds.
+        let entry = engine.get(format!("k{k}").as_bytes()).unwrap().unwrap();
+        assert_eq!(counter(&entry.meta), ROUNDS / 2, "k{k}");
+    }
+}
