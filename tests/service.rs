@@ -85,6 +85,45 @@ fn each_request_logs_one_line_with_method_route_status_latency_and_id() {
     assert_eq!(line["span"]["request_id"], "log-line-check-1", "{line}");
 }
 
+/// With stderr on a regular file the logger thread also starts the writeback of what it
+/// wrote every mebibyte (so that a busy log does not reach the disk in one burst that
+/// stalls the data's fsync): every request's line still lands in the file, whole and in
+/// order, well past that mark.
+#[test]
+fn a_log_redirected_to_a_file_keeps_every_line_past_the_writeback_mark() {
+    const REQUESTS: usize = 8_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("caskade.log");
+    let mut server =
+        Server::start_logging_to_file(&dir.path().join("data"), &log, &["--log-format", "json"]);
+    for i in 0..REQUESTS {
+        let id = format!("file-log-{i}");
+        let status = server
+            .request("GET", "/healthz", &[("x-request-id", &id)], Vec::new())
+            .status;
+        assert_eq!(status, 200, "request {i}");
+    }
+    assert!(
+        server
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    assert!(text.len() > 1 << 20, "{} bytes of log", text.len());
+    let ids: Vec<usize> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a whole JSON line"))
+        .filter_map(|line| {
+            line["span"]["request_id"]
+                .as_str()?
+                .strip_prefix("file-log-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(ids, (0..REQUESTS).collect::<Vec<_>>());
+}
+
 #[test]
 fn health_ready_metrics_and_openapi_answer() {
     let server = Server::start(&[]);

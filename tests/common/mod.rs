@@ -206,6 +206,21 @@ impl Server {
         server
     }
 
+    /// Starts a server whose stderr (its logs) goes to the regular file `log`, as when
+    /// an operator redirects it, and waits until it is ready. [`Server::logs`] is then
+    /// empty: read the file.
+    pub fn start_logging_to_file(data_dir: &Path, log: &Path, args: &[&str]) -> Server {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg("log=$1; shift; exec \"$0\" \"$@\" 2>>\"$log\"")
+            .arg(binary())
+            .arg(log);
+        let server = Server::launch(shell, data_dir, args).unwrap_or_else(|e| panic!("{e}"));
+        server.wait_ready();
+        server
+    }
+
     /// Starts a server with extra environment variables (`RUST_LOG`, `RUST_BACKTRACE`,
     /// `CASKADE_*` …) and waits until it is ready.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
