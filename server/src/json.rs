@@ -160,7 +160,7 @@ enum Step<'a> {
 }
 
 /// Length of the run at the start of `bytes` that a string copies as it is: up to the
-/// first `"`, `\\` or control character (below 0x20), or all of `bytes`. Strings are
+/// first `"`, `\` or control character (below 0x20), or all of `bytes`. Strings are
 /// most of a bulk body, so this looks at eight bytes per step: in a word, a byte equal
 /// to 0 gives `(b - 1) & !b` its high bit (and a byte below 0x20 gives `b - 0x20`),
 /// and a borrow only starts at such a byte and only runs upwards, so the lowest flagged
