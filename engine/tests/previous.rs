@@ -382,6 +382,17 @@ fn a_failed_patch_leaves_its_group_mates_intact() {
     assert_eq!(&engine.get(b"bad").unwrap().unwrap().value[..], b"old");
 }
 
+/// A store of 8 KiB segments holding keys `k0`…, each a 100-byte value with a zero meta.
+fn small_segments_with_keys(dir: &std::path::Path, keys: usize) -> Engine {
+    let engine = common::open(dir, 8 * 1024);
+    for k in 0..keys {
+        engine
+            .put(format!("k{k}"), vec![1u8; 100], zero_meta(None))
+            .unwrap();
+    }
+    engine
+}
+
 /// Compaction retires the segments the writer reads predecessors from while patched
 /// puts go on: every patch still sees its key's latest entry (its copy in the new
 /// segment, or the old one before the switch), so no update is lost or doubled and
@@ -392,12 +403,7 @@ fn patched_puts_read_their_predecessors_while_compaction_moves_them() {
     const KEYS: usize = 60;
     const COMPACTIONS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
-    let engine = common::open(dir.path(), 8 * 1024);
-    for k in 0..KEYS {
-        engine
-            .put(format!("k{k}"), vec![1u8; 100], zero_meta(None))
-            .unwrap();
-    }
+    let engine = small_segments_with_keys(dir.path(), KEYS);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -481,12 +487,7 @@ fn large_patched_batches_read_their_predecessors_while_compaction_moves_them() {
     const KEYS: usize = 120;
     const ROUNDS: u64 = 200;
     let dir = tempfile::tempdir().unwrap();
-    let engine = common::open(dir.path(), 8 * 1024);
-    for k in 0..KEYS {
-        engine
-            .put(format!("k{k}"), vec![1u8; 100], zero_meta(None))
-            .unwrap();
-    }
+    let engine = small_segments_with_keys(dir.path(), KEYS);
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let engine = engine.clone();
