@@ -333,7 +333,7 @@ fn write_out(shared: &Shared, stop: &mpsc::Receiver<()>) {
 }
 
 /// Bytes of log written to a regular file after which the logger thread starts their
-/// writeback itself. Left to the kernel, a busy server's log (~5 MB/s at 40 k requests
+/// writeback itself. Left to the kernel, a busy server's log (~8 MB/s at 40 k requests
 /// per second) reaches the disk in one burst when its dirty pages expire (30 s after
 /// they were written, by default), and when that file is on the data folder's disk the
 /// burst holds up the writer's `fdatasync`: 275–431 ms stalls of every durable write,
