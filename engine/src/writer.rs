@@ -207,8 +207,11 @@ struct Pending {
     versions: Vec<u64>,
     /// Per operation, whether it replaced a live entry (only for `Done::Detailed`).
     replaced: Vec<bool>,
-    updates: Vec<(Bytes, Option<Location>)>,
+    updates: Vec<Update>,
 }
+
+/// A write's key and its index entry once committed (`None`: removed).
+type Update = (Bytes, Option<Location>);
 
 /// A write of the group not yet in the index, as later batches of the group see it.
 #[derive(Clone, Copy, Debug)]
@@ -766,7 +769,14 @@ impl Writer {
         let detailed = matches!(done, Done::Detailed(_));
         let patch = batch.meta_patch.map(|p| p.0);
         let undo_from = (self.buf.len(), self.next_seq);
-        let mut undo: Vec<(Bytes, Option<Option<Staged>>)> = Vec::new();
+        // The overlay's state of each operation's key before it, in step with
+        // `updates` (which holds the keys): only kept when the batch can fail part-way.
+        let mut undo: Vec<Option<Option<Staged>>> =
+            Vec::with_capacity(if patch.is_some() || detailed {
+                batch.ops.len()
+            } else {
+                0
+            });
         let last = batch.ops.len() - 1;
         let mut versions = Vec::with_capacity(batch.ops.len());
         let mut replaced = Vec::with_capacity(if detailed { batch.ops.len() } else { 0 });
@@ -788,7 +798,7 @@ impl Writer {
                 let with_meta = patch.is_some() && is_put;
                 match self.previous(op.key(), now_ms, with_meta, found) {
                     Ok(prior) => prior,
-                    Err(e) => return self.take_back(undo_from, undo, done, e),
+                    Err(e) => return self.take_back(undo_from, undo, &updates, done, e),
                 }
             } else {
                 None
@@ -799,7 +809,7 @@ impl Writer {
             let meta: &[u8] = match (&op, patch, &prior) {
                 (Op::Put { options, .. }, Some(patch), Some(prior)) => {
                     if let Err(e) = self.patch(patch, &options.meta, prior) {
-                        return self.take_back(undo_from, undo, done, e);
+                        return self.take_back(undo_from, undo, &updates, done, e);
                     }
                     &self.scratch
                 }
@@ -823,7 +833,7 @@ impl Writer {
             });
             let before = self.overlay.insert(key.clone(), live);
             if patch.is_some() || detailed {
-                undo.push((key.clone(), before));
+                undo.push(before);
             }
             updates.push((key, update));
             versions.push(seq);
@@ -840,16 +850,18 @@ impl Writer {
     fn take_back(
         &mut self,
         (buf_len, next_seq): (usize, u64),
-        undo: Vec<(Bytes, Option<Option<Staged>>)>,
+        undo: Vec<Option<Option<Staged>>>,
+        updates: &[Update],
         done: Done,
         e: Error,
     ) {
         self.buf.truncate(buf_len);
         self.next_seq = next_seq;
-        for (key, before) in undo.into_iter().rev() {
+        debug_assert_eq!(undo.len(), updates.len());
+        for (before, (key, _)) in undo.into_iter().zip(updates).rev() {
             match before {
-                Some(state) => self.overlay.insert(key, state),
-                None => self.overlay.remove(&key),
+                Some(state) => self.overlay.insert(key.clone(), state),
+                None => self.overlay.remove(key),
             };
         }
         done.fail(e);

@@ -339,7 +339,14 @@ fn a_failed_patch_leaves_its_group_mates_intact() {
         for i in 0..6 {
             let mut batch = Batch::new();
             if i == 3 {
-                batch.put("bad", "new", zero_meta(None));
+                // Counts up on the shared key first, then fails: the count-up is
+                // taken back with it, and the batches after it patch from the one
+                // before it.
+                batch.put(format!("k{round}"), "v", zero_meta(None)).put(
+                    "bad",
+                    "new",
+                    zero_meta(None),
+                );
             } else {
                 batch.put(format!("k{round}"), "v", zero_meta(None)).put(
                     format!("r{round}-{i}"),
