@@ -1,0 +1,125 @@
+//! CPU time per key of the writer's side of a bulk write, without HTTP: batches of
+//! `BULK` puts (default 1000) of random keys over a store of `KEYS` keys (default
+//! 100,000; 16-byte keys, 100-byte values), each batch with a detailed answer and a
+//! meta patch, as the server's `POST /v1/bulk` sends them. Measured by the process's
+//! CPU clock (the writer thread does the work; the submitting thread waits), under
+//! `never` so that no fsync adds its noise, with segments large enough that none is
+//! sealed (no hint file written meanwhile). For A/B runs of two builds, alternated.
+//!
+//! `KEYS=100000 BATCHES=300 cargo run --release -p caskade-engine --example bulk_probe`
+//!
+//! Bench code: it panics on errors.
+
+use caskade_engine::{
+    Batch, CompactionOptions, Engine, Options, Previous, SyncPolicy, WriteOptions,
+};
+
+/// splitmix64's finalizer, as in `benches/engine.rs`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Key number `i`, as in `benches/engine.rs`.
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&mix(i).to_be_bytes());
+    k[8..].copy_from_slice(&mix(i ^ 0x5555_5555_5555_5555).to_be_bytes());
+    k
+}
+
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn var(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Carries the first 8 bytes of the replaced entry's meta over, as the server's
+/// `carry_created_at` carries `created_at`.
+fn carry(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
+    let from = previous.meta.get(..8).ok_or("short meta")?;
+    meta.get_mut(..8).ok_or("short meta")?.copy_from_slice(from);
+    Ok(())
+}
+
+fn main() {
+    let keys = var("KEYS", 100_000).max(1);
+    let batches = var("BATCHES", 300).max(1);
+    let bulk = var("BULK", 1000).max(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = Options {
+        sync: SyncPolicy::Never,
+        segment_bytes: 1 << 31,
+        compaction: CompactionOptions {
+            enabled: false,
+            ..CompactionOptions::default()
+        },
+        ..Options::default()
+    };
+    let engine = Engine::open(dir.path(), options).expect("open");
+    let value = bytes::Bytes::from(vec![b'v'; 100]);
+    let meta = bytes::Bytes::from(vec![7u8; 10]);
+    let write = |batch: Batch| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        engine.apply_detailed_then(batch, move |result| {
+            let _ = tx.send(result.map(|applied| applied.len()));
+        });
+        rx.recv().expect("answer").expect("batch");
+    };
+    // As the server builds a bulk batch: every key a slice of one buffer, the value and
+    // meta sections shared handles.
+    let batch_of = |numbers: &mut dyn Iterator<Item = u64>| {
+        let all: Vec<u8> = numbers.flat_map(key).collect();
+        let all = bytes::Bytes::from(all);
+        let mut batch = Batch::new();
+        for at in (0..all.len()).step_by(16) {
+            let options = WriteOptions {
+                meta: meta.clone(),
+                ..WriteOptions::default()
+            };
+            batch.put(all.slice(at..at + 16), value.clone(), options);
+        }
+        batch.patch_meta(carry);
+        batch
+    };
+    let mut i = 0;
+    while i < keys {
+        let end = (i + bulk).min(keys);
+        write(batch_of(&mut (i..end)));
+        i = end;
+    }
+    // Built before the clock starts: only the writes are measured.
+    let mut s = 7u64;
+    let prepared: Vec<Batch> = (0..batches)
+        .map(|_| {
+            let mut numbers = (0..bulk).map(|_| {
+                s = mix(s);
+                s % keys
+            });
+            batch_of(&mut numbers)
+        })
+        .collect();
+    let started = process_cpu_ns();
+    for batch in prepared {
+        write(batch);
+    }
+    let cpu = process_cpu_ns() - started;
+    println!(
+        "keys={keys} batches={batches} bulk={bulk} cpu_ns_per_key={:.1}",
+        cpu as f64 / (batches * bulk) as f64
+    );
+}
