@@ -56,6 +56,16 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
     (h.wrapping_mul(K) >> 60) as usize % SHARDS
 }
 
+/// Where a key sits in the index: its hash (for the shard's table) and its shard, as
+/// [`Index::get_many`] computed them, so that the same batch's index update
+/// ([`Index::insert_located`]) need not hash the key again. Only meaningful for the
+/// index that computed it (the table hash is seeded per index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Located {
+    hash: u64,
+    shard: usize,
+}
+
 /// Where a key's latest record lives, and what a read must know without touching disk.
 /// 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,17 +349,18 @@ impl Index {
         Self::read(shard).get(hash, key)
     }
 
-    /// The locations of `keys` (expired or not), in their order. The keys are taken
+    /// The locations of `keys` (expired or not), in their order, each with where the
+    /// key sits ([`Located`], for [`Index::insert_located`]). The keys are taken
     /// shard by shard, each shard's read lock once, so the lookups of a shard run back
     /// to back and the CPU overlaps their cache misses (three per lookup in a large
     /// index: the table's control bytes, its slot id, the slot) instead of waiting for
     /// each in turn between other work, as a loop of [`Index::get`] calls does.
-    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Location>> {
+    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<(Located, Option<Location>)> {
         let mut located = Vec::with_capacity(keys.len());
         let mut starts = [0usize; SHARDS + 1];
         for key in keys {
             let (hash, shard) = self.shard_index(key);
-            located.push((hash, shard));
+            located.push(Located { hash, shard });
             starts[shard + 1] += 1;
         }
         for shard in 0..SHARDS {
@@ -358,11 +369,12 @@ impl Index {
         // The key indexes grouped by shard (a counting sort).
         let mut next = starts;
         let mut order = vec![0u32; keys.len()];
-        for (i, &(_, shard)) in located.iter().enumerate() {
-            order[next[shard]] = i as u32;
-            next[shard] += 1;
+        for (i, at) in located.iter().enumerate() {
+            order[next[at.shard]] = i as u32;
+            next[at.shard] += 1;
         }
-        let mut out = vec![None; keys.len()];
+        let mut out: Vec<(Located, Option<Location>)> =
+            located.into_iter().map(|at| (at, None)).collect();
         for shard in 0..SHARDS {
             let ids = &order[starts[shard]..starts[shard + 1]];
             if ids.is_empty() {
@@ -371,7 +383,7 @@ impl Index {
             let guard = Self::read(&self.shards[shard]);
             for &i in ids {
                 let i = i as usize;
-                out[i] = guard.get(located[i].0, keys[i]);
+                out[i].1 = guard.get(out[i].0.hash, keys[i]);
             }
         }
         out
@@ -379,8 +391,20 @@ impl Index {
 
     /// Points `key` at `loc`; returns what it pointed at before.
     pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
-        let (hash, shard) = self.locate(key);
-        let mut shard = Self::write(shard);
+        let (hash, shard) = self.shard_index(key);
+        self.insert_located(key, Located { hash, shard }, loc)
+    }
+
+    /// As [`Index::insert`], with where the key sits already known (from
+    /// [`Index::get_many`] of this index).
+    pub fn insert_located(&self, key: &[u8], at: Located, loc: Location) -> Option<Location> {
+        debug_assert_eq!(
+            self.shard_index(key),
+            (at.hash, at.shard),
+            "located by another index"
+        );
+        let hash = at.hash;
+        let mut shard = Self::write(&self.shards[at.shard]);
         let old = match shard.slot_mut(hash, key) {
             Some(slot) => Some(std::mem::replace(slot, loc)),
             None => {
@@ -1033,11 +1057,24 @@ mod tests {
         let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         let many = index.get_many(&keys);
         assert_eq!(many.len(), keys.len());
-        for (key, found) in keys.iter().zip(&many) {
+        for (key, (_, found)) in keys.iter().zip(&many) {
             assert_eq!(*found, index.get(key), "{}", String::from_utf8_lossy(key));
         }
-        assert_eq!(many.iter().flatten().count(), 1_333 + 1);
+        assert_eq!(
+            many.iter().filter(|(_, found)| found.is_some()).count(),
+            1_333 + 1
+        );
         assert!(index.get_many(&[]).is_empty());
+        // Where each key sits, as found, takes an update to the key's own entry, and
+        // creates an absent one where `get` finds it.
+        for (i, (key, (at, _))) in keys.iter().zip(&many).enumerate().skip(1_990) {
+            let before = index.get(key);
+            assert_eq!(
+                index.insert_located(key, *at, loc(9_000 + i as u64)),
+                before
+            );
+            assert_eq!(index.get(key), Some(loc(9_000 + i as u64)));
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::backup::Snapshot;
 use crate::batch::Previous;
 use crate::engine::{Shared, mismatch};
 use crate::error::{Error, Result};
-use crate::index::Location;
+use crate::index::{Located, Location};
 use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use crate::{Applied, Batch, Expect, Op, SyncPolicy};
@@ -210,8 +210,13 @@ struct Pending {
     updates: Vec<Update>,
 }
 
-/// A write's key and its index entry once committed (`None`: removed).
-type Update = (Bytes, Option<Location>);
+/// A write's key, its index entry once committed (`None`: removed), and where the key
+/// sits in the index when the batch looked it up (so the update need not hash it again).
+struct Update {
+    key: Bytes,
+    loc: Option<Location>,
+    at: Option<Located>,
+}
 
 /// A write of the group not yet in the index, as later batches of the group see it.
 #[derive(Clone, Copy, Debug)]
@@ -690,13 +695,14 @@ impl Writer {
     }
 
     /// The index entries of a large batch's keys, read together ([`Index::get_many`]),
-    /// and with `records`, the replaced records' lines prefetched: a bulk write reads
+    /// each with where its key sits (the batch's index update reuses it), and with
+    /// `records`, the replaced records' lines prefetched: a bulk write reads
     /// every key's entry (and, for a meta patch, its record) before it encodes, and one
     /// at a time those reads are a few cache misses each, in a row, on the writer
     /// thread. Empty for a small batch (the loop reads each entry as it goes).
     ///
     /// [`Index::get_many`]: crate::index::Index::get_many
-    fn look_up_batch(&self, ops: &[Op], records: bool) -> Vec<Option<Option<Location>>> {
+    fn look_up_batch(&self, ops: &[Op], records: bool) -> Vec<(Located, Option<Location>)> {
         if ops.len() < LOOK_UP_TOGETHER_MIN {
             return Vec::new();
         }
@@ -704,7 +710,10 @@ impl Writer {
         let found = self.shared.index.get_many(&keys);
         if records {
             let segments = self.shared.segments();
-            for loc in found.iter().flatten() {
+            for (_, loc) in &found {
+                let Some(loc) = loc else {
+                    continue;
+                };
                 if let Some(Some(Ok(mapped))) = segments
                     .get(&loc.segment)
                     .map(|seg| seg.mapped_range(u64::from(loc.offset), loc.len as usize))
@@ -713,7 +722,7 @@ impl Writer {
                 }
             }
         }
-        found.into_iter().map(Some).collect()
+        found
     }
 
     /// Runs the batch's meta patch over `meta` (into `self.scratch`) with `prior`.
@@ -793,7 +802,10 @@ impl Writer {
             let commit = if i == last { FLAG_COMMIT } else { 0 };
             let is_put = matches!(op, Op::Put { .. });
             // One per op (when there are any), used or not, to stay in step.
-            let found = looked_up.next().flatten();
+            let (located, found) = match looked_up.next() {
+                Some((located, found)) => (Some(located), Some(found)),
+                None => (None, None),
+            };
             let prior = if detailed || (patch.is_some() && is_put) {
                 let with_meta = patch.is_some() && is_put;
                 match self.previous(op.key(), now_ms, with_meta, found) {
@@ -835,7 +847,11 @@ impl Writer {
             if patch.is_some() || detailed {
                 undo.push(before);
             }
-            updates.push((key, update));
+            updates.push(Update {
+                key,
+                loc: update,
+                at: located,
+            });
             versions.push(seq);
         }
         self.pending.push(Pending {
@@ -858,10 +874,10 @@ impl Writer {
         self.buf.truncate(buf_len);
         self.next_seq = next_seq;
         debug_assert_eq!(undo.len(), updates.len());
-        for (before, (key, _)) in undo.into_iter().zip(updates).rev() {
+        for (before, update) in undo.into_iter().zip(updates).rev() {
             match before {
-                Some(state) => self.overlay.insert(key.clone(), state),
-                None => self.overlay.remove(key),
+                Some(state) => self.overlay.insert(update.key.clone(), state),
+                None => self.overlay.remove(&update.key),
             };
         }
         done.fail(e);
@@ -879,10 +895,12 @@ impl Writer {
             Ok(()) => {
                 let index = &self.shared.index;
                 for p in pending {
-                    for (key, update) in &p.updates {
-                        match update {
-                            Some(loc) => index.insert(key, *loc),
-                            None => index.remove(key),
+                    for update in &p.updates {
+                        let key = &update.key;
+                        match (update.loc, update.at) {
+                            (Some(loc), Some(at)) => index.insert_located(key, at, loc),
+                            (Some(loc), None) => index.insert(key, loc),
+                            (None, _) => index.remove(key),
                         };
                     }
                     if let Some(&v) = p.versions.last() {
