@@ -6,7 +6,7 @@
 //! `never` so that no fsync adds its noise, with segments large enough that none is
 //! sealed (no hint file written meanwhile). For A/B runs of two builds, alternated.
 //!
-//! `KEYS=100000 BATCHES=300 cargo run --release -p caskade-engine --example bulk_probe`
+//! `KEYS=100000 BATCHES=300 INFLIGHT=64 cargo run --release -p caskade-engine --example bulk_probe`
 //!
 //! Bench code: it panics on errors.
 
@@ -113,9 +113,23 @@ fn main() {
             batch_of(&mut numbers)
         })
         .collect();
+    // `INFLIGHT` batches submitted before their answers are awaited: the writer takes
+    // those queued into one group (the server's 64 connections make groups of ~64).
+    let inflight = var("INFLIGHT", 1).max(1) as usize;
     let started = process_cpu_ns();
-    for batch in prepared {
-        write(batch);
+    let mut prepared = prepared.into_iter().peekable();
+    while prepared.peek().is_some() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for batch in prepared.by_ref().take(inflight) {
+            let tx = tx.clone();
+            engine.apply_detailed_then(batch, move |result| {
+                let _ = tx.send(result.map(|applied| applied.len()));
+            });
+        }
+        drop(tx);
+        for answer in rx {
+            answer.expect("batch");
+        }
     }
     let cpu = process_cpu_ns() - started;
     println!(

@@ -64,7 +64,13 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
 pub(crate) struct Located {
     hash: u64,
     shard: usize,
+    /// The key's slot when it was found ([`NO_SLOT`]: absent). A hint only: the
+    /// update checks that the slot still holds the key, live, before it writes there.
+    slot: u32,
 }
+
+/// [`Located::slot`] of a key that was not found.
+const NO_SLOT: u32 = u32::MAX;
 
 /// Where a key's latest record lives, and what a read must know without touching disk.
 /// 32 bytes.
@@ -139,6 +145,14 @@ impl Shard {
 
     fn get(&self, hash: u64, key: &[u8]) -> Option<Location> {
         self.find(hash, key).map(|id| self.slots[id as usize].loc)
+    }
+
+    /// The entry of slot `id` if it still holds `key`, live: then it is the key's
+    /// entry (a key has at most one live slot; a removed key's slot is only reused
+    /// after it is purged, for a key created later).
+    fn live_slot_mut(&mut self, id: u32, key: &[u8]) -> Option<&mut Location> {
+        let slot = self.slots.get_mut(id as usize)?;
+        (slot.is_live() && slot.key.as_slice() == key).then_some(&mut slot.loc)
     }
 
     fn slot_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Location> {
@@ -360,7 +374,11 @@ impl Index {
         let mut starts = [0usize; SHARDS + 1];
         for key in keys {
             let (hash, shard) = self.shard_index(key);
-            located.push(Located { hash, shard });
+            located.push(Located {
+                hash,
+                shard,
+                slot: NO_SLOT,
+            });
             starts[shard + 1] += 1;
         }
         for shard in 0..SHARDS {
@@ -383,7 +401,10 @@ impl Index {
             let guard = Self::read(&self.shards[shard]);
             for &i in ids {
                 let i = i as usize;
-                out[i].1 = guard.get(out[i].0.hash, keys[i]);
+                if let Some(id) = guard.find(out[i].0.hash, keys[i]) {
+                    out[i].0.slot = id;
+                    out[i].1 = Some(guard.slots[id as usize].loc);
+                }
             }
         }
         out
@@ -392,11 +413,18 @@ impl Index {
     /// Points `key` at `loc`; returns what it pointed at before.
     pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
         let (hash, shard) = self.shard_index(key);
-        self.insert_located(key, Located { hash, shard }, loc)
+        let at = Located {
+            hash,
+            shard,
+            slot: NO_SLOT,
+        };
+        self.insert_located(key, at, loc)
     }
 
     /// As [`Index::insert`], with where the key sits already known (from
-    /// [`Index::get_many`] of this index).
+    /// [`Index::get_many`] of this index): when the slot it was found in still holds
+    /// it, the entry is replaced there without a walk of the shard's table (whose lines
+    /// a large batch's lookup touched long enough ago to be out of the cache).
     pub fn insert_located(&self, key: &[u8], at: Located, loc: Location) -> Option<Location> {
         debug_assert_eq!(
             self.shard_index(key),
@@ -405,11 +433,21 @@ impl Index {
         );
         let hash = at.hash;
         let mut shard = Self::write(&self.shards[at.shard]);
-        let old = match shard.slot_mut(hash, key) {
-            Some(slot) => Some(std::mem::replace(slot, loc)),
-            None => {
-                shard.create(&self.hasher, hash, key, loc);
-                None
+        debug_assert!(
+            at.slot == NO_SLOT
+                || shard.live_slot_mut(at.slot, key).is_none()
+                || shard.find(hash, key) == Some(at.slot),
+            "a live slot holding the key is the one its table entry names"
+        );
+        let old = if let Some(slot) = shard.live_slot_mut(at.slot, key) {
+            Some(std::mem::replace(slot, loc))
+        } else {
+            match shard.slot_mut(hash, key) {
+                Some(slot) => Some(std::mem::replace(slot, loc)),
+                None => {
+                    shard.create(&self.hasher, hash, key, loc);
+                    None
+                }
             }
         };
         drop(shard);
@@ -1075,6 +1113,50 @@ mod tests {
             );
             assert_eq!(index.get(key), Some(loc(9_000 + i as u64)));
         }
+    }
+
+    #[test]
+    fn an_update_through_a_stale_slot_hint_finds_the_key_again() {
+        let index = Index::new();
+        for i in 0..64u64 {
+            index.insert(format!("k{i}").as_bytes(), loc(i + 1));
+        }
+        let names: Vec<Vec<u8>> = (0..64u64).map(|i| format!("k{i}").into_bytes()).collect();
+        let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let hints = index.get_many(&keys);
+        // After the lookups: every key removed and created again (in other slots),
+        // then the removed slots purged and reused by new keys, so each hint names a
+        // slot that now holds another key.
+        for key in &keys {
+            index.remove(key);
+        }
+        for shard in &index.shards {
+            Index::write(shard).purge_dead();
+        }
+        for i in 0..64u64 {
+            index.insert(format!("new{i}").as_bytes(), loc(500 + i));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                index.insert_located(key, hints[i].0, loc(900 + i as u64)),
+                None
+            );
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(index.get(key), Some(loc(900 + i as u64)));
+            assert_eq!(
+                index.get(format!("new{i}").as_bytes()),
+                Some(loc(500 + i as u64))
+            );
+        }
+        assert_eq!(index.keys(), 128);
+        // A hint to a removed (not yet purged) slot: the key is created, not revived
+        // in place.
+        let hints = index.get_many(&keys[..1]);
+        index.remove(keys[0]);
+        assert_eq!(index.insert_located(keys[0], hints[0].0, loc(7)), None);
+        assert_eq!(index.get(keys[0]), Some(loc(7)));
+        assert_eq!(index.keys(), 128);
     }
 
     #[test]
