@@ -32,8 +32,17 @@ use crate::{Applied, Batch, Expect, Op, SyncPolicy};
 
 /// Most requests the writer takes into one group.
 pub(crate) const GROUP_REQUESTS_MAX: usize = 4096;
-/// A group stops taking requests once its buffer holds this many bytes: 16 MiB.
-pub(crate) const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// A group stops taking requests once its buffer holds this many bytes: 4 MiB, about
+/// 28 bulk requests of 1000 100-byte puts.
+///
+/// At 16 MiB a group took every request of 64 bulk connections at once: the writer
+/// staged all of them, then sat through one long fsync, then answered all, and the
+/// clients' next requests came back together, so the writer, the request threads and
+/// the fsync took turns instead of overlapping. Split in two or three, a group's
+/// callers prepare their next requests while the writer stages the next group, and
+/// the index lines a group's lookups touched are still cached at its commit: bulk
+/// keys/s +6 % (docs/benchmarks.md). Small writes never reach it.
+pub(crate) const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// How long the writer, after a group, polls its channel before it sleeps on it. A
 /// caller that puts back to back sends its next batch within a few microseconds;
