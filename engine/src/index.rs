@@ -56,10 +56,11 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
     (h.wrapping_mul(K) >> 60) as usize % SHARDS
 }
 
-/// Where a key sits in the index: its hash (for the shard's table) and its shard, as
-/// [`Index::get_many`] computed them, so that the same batch's index update
-/// ([`Index::insert_located`]) need not hash the key again. Only meaningful for the
-/// index that computed it (the table hash is seeded per index).
+/// Where a key sits in the index: its hash (for the shard's table), its shard and the
+/// slot it was found in, as [`Index::get_many`] found them, so that the same batch's
+/// index update ([`Index::insert_located`]) need neither hash the key again nor walk
+/// the table when the slot still holds it. Only meaningful for the index that computed
+/// it (the table hash is seeded per index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Located {
     hash: u64,
@@ -1124,9 +1125,9 @@ mod tests {
         let names: Vec<Vec<u8>> = (0..64u64).map(|i| format!("k{i}").into_bytes()).collect();
         let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         let hints = index.get_many(&keys);
-        // After the lookups: every key removed and created again (in other slots),
-        // then the removed slots purged and reused by new keys, so each hint names a
-        // slot that now holds another key.
+        // After the lookups: every key removed, the removed slots purged and reused by
+        // new keys, so each hint names a slot that now holds another key (or none);
+        // the update must create each key anew.
         for key in &keys {
             index.remove(key);
         }

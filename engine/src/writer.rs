@@ -41,7 +41,7 @@ pub(crate) const GROUP_REQUESTS_MAX: usize = 4096;
 /// the fsync took turns instead of overlapping. Split in two or three, a group's
 /// callers prepare their next requests while the writer stages the next group, and
 /// the index lines a group's lookups touched are still cached at its commit: bulk
-/// keys/s +6 % (docs/benchmarks.md). Small writes never reach it.
+/// keys/s +6–10 % (docs/benchmarks.md). Small writes never reach it.
 pub(crate) const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// How long the writer, after a group, polls its channel before it sleeps on it. A
@@ -220,7 +220,8 @@ struct Pending {
 }
 
 /// A write's key, its index entry once committed (`None`: removed), and where the key
-/// sits in the index when the batch looked it up (so the update need not hash it again).
+/// sits in the index when the batch looked it up (so the update need neither hash it
+/// again nor, while its slot still holds it, walk the table).
 struct Update {
     key: Bytes,
     loc: Option<Location>,
