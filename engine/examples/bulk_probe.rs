@@ -10,43 +10,12 @@
 //!
 //! Bench code: it panics on errors.
 
+mod common;
+
 use caskade_engine::{
     Batch, CompactionOptions, Engine, Options, Previous, SyncPolicy, WriteOptions,
 };
-
-/// splitmix64's finalizer, as in `benches/engine.rs`.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Key number `i`, as in `benches/engine.rs`.
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555_5555_5555_5555).to_be_bytes());
-    k
-}
-
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn var(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{cpu_ns, key, mix, var};
 
 /// Carries the first 8 bytes of the replaced entry's meta over, as the server's
 /// `carry_created_at` carries `created_at`.
@@ -116,7 +85,7 @@ fn main() {
     // `INFLIGHT` batches submitted before their answers are awaited: the writer takes
     // those queued into one group (the server's 64 connections make groups of ~64).
     let inflight = var("INFLIGHT", 1).max(1) as usize;
-    let started = process_cpu_ns();
+    let started = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
     let mut prepared = prepared.into_iter().peekable();
     while prepared.peek().is_some() {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -131,7 +100,7 @@ fn main() {
             answer.expect("batch");
         }
     }
-    let cpu = process_cpu_ns() - started;
+    let cpu = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - started;
     println!(
         "keys={keys} batches={batches} bulk={bulk} cpu_ns_per_key={:.1}",
         cpu as f64 / (batches * bulk) as f64

@@ -8,41 +8,10 @@
 //!
 //! Bench code: it panics on errors.
 
+mod common;
+
 use caskade_engine::{Engine, Options, SyncPolicy, WriteOptions};
-
-/// splitmix64's finalizer, as in `benches/engine.rs`.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Key number `i`, as in `benches/engine.rs`.
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555_5555_5555_5555).to_be_bytes());
-    k
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn var(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{cpu_ns, key, mix, var};
 
 fn main() {
     let n = var("N", 1_000_000).max(1);
@@ -73,13 +42,13 @@ fn main() {
     };
     (0..n).for_each(read);
     let mut rng = 7u64;
-    let cpu = thread_cpu_ns();
+    let cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
     let wall = std::time::Instant::now();
     for _ in 0..gets {
         rng = rng.wrapping_add(1);
         read(mix(rng.wrapping_mul(0x2545_f491_4f6c_dd1d)) % n);
     }
-    let cpu = thread_cpu_ns() - cpu;
+    let cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu;
     let wall = wall.elapsed().as_nanos() as f64;
     println!(
         "cpu_ns_per_get {:.1} wall_ns_per_get {:.1}",
