@@ -371,15 +371,16 @@ impl Index {
     /// index: the table's control bytes, its slot id, the slot) instead of waiting for
     /// each in turn between other work, as a loop of [`Index::get`] calls does.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<(Located, Option<Location>)> {
-        let mut located = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(keys.len());
         let mut starts = [0usize; SHARDS + 1];
         for key in keys {
             let (hash, shard) = self.shard_index(key);
-            located.push(Located {
+            let at = Located {
                 hash,
                 shard,
                 slot: NO_SLOT,
-            });
+            };
+            out.push((at, None));
             starts[shard + 1] += 1;
         }
         for shard in 0..SHARDS {
@@ -388,12 +389,10 @@ impl Index {
         // The key indexes grouped by shard (a counting sort).
         let mut next = starts;
         let mut order = vec![0u32; keys.len()];
-        for (i, at) in located.iter().enumerate() {
+        for (i, (at, _)) in out.iter().enumerate() {
             order[next[at.shard]] = i as u32;
             next[at.shard] += 1;
         }
-        let mut out: Vec<(Located, Option<Location>)> =
-            located.into_iter().map(|at| (at, None)).collect();
         for shard in 0..SHARDS {
             let ids = &order[starts[shard]..starts[shard + 1]];
             if ids.is_empty() {
