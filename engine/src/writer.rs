@@ -225,7 +225,7 @@ struct Pending {
 struct Update {
     key: Bytes,
     loc: Option<Location>,
-    at: Option<Located>,
+    located: Option<Located>,
 }
 
 /// A write of the group not yet in the index, as later batches of the group see it.
@@ -860,7 +860,7 @@ impl Writer {
             updates.push(Update {
                 key,
                 loc: update,
-                at: located,
+                located,
             });
             versions.push(seq);
         }
@@ -907,7 +907,7 @@ impl Writer {
                 for p in pending {
                     for update in &p.updates {
                         let key = &update.key;
-                        match (update.loc, update.at) {
+                        match (update.loc, update.located) {
                             (Some(loc), Some(at)) => index.insert_located(key, at, loc),
                             (Some(loc), None) => index.insert(key, loc),
                             (None, _) => index.remove(key),
