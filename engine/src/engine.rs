@@ -492,11 +492,7 @@ impl Engine {
     /// anyway), sparing the handoff to the writer thread and back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
         let (tx, rx) = oneshot::pair();
-        self.submit(
-            batch,
-            Done::Versions(Box::new(move |result| tx.send(result))),
-            true,
-        );
+        self.submit(batch, Done::Wake(Box::new(move |result| tx.send(result))));
         // Without an fsync the writer answers within microseconds: wait awake that
         // long (bounded) before parking, so back-to-back puts skip a futex sleep and
         // wake-up each. Under `Always` the answer takes an fsync, and 64 spinning
@@ -507,13 +503,15 @@ impl Engine {
     }
 
     /// Submits a batch without waiting: `done` runs on the writer thread once the
-    /// batch is durable (per the sync policy) or has failed (on the calling thread if
-    /// the batch is refused before it is queued). For async callers: send the result
-    /// through a oneshot channel instead of blocking a runtime thread; the batch is
-    /// never written on the calling thread, so a runtime thread never waits for the
-    /// disk. `done` must be quick and must not call back into the engine's write path.
+    /// batch is durable (per the sync policy) and in the index, or has failed (on the
+    /// calling thread if the batch is refused before it is queued). For async callers:
+    /// send the result through a oneshot channel instead of blocking a runtime thread;
+    /// the batch is never written on the calling thread, so a runtime thread never
+    /// waits for the disk. `done` must be quick (the writer's next group waits for it)
+    /// and must not call back into the engine's write path. Callbacks run in the order
+    /// their batches were committed; one that panics is logged and the writer goes on.
     pub fn apply_then(&self, batch: Batch, done: impl FnOnce(Result<Vec<u64>>) + Send + 'static) {
-        self.submit(batch, Done::Versions(Box::new(done)), false);
+        self.submit(batch, Done::Versions(Box::new(done)));
     }
 
     /// As [`Engine::apply_then`], but the answer also says, per operation, whether it
@@ -526,17 +524,17 @@ impl Engine {
         batch: Batch,
         done: impl FnOnce(Result<Vec<Applied>>) + Send + 'static,
     ) {
-        self.submit(batch, Done::Detailed(Box::new(done)), false);
+        self.submit(batch, Done::Detailed(Box::new(done)));
     }
 
-    /// Queues `batch` for the writer thread; with `direct`, first tries to write it
-    /// on the calling thread ([`WriterCell::try_write_now`]).
-    fn submit(&self, batch: Batch, done: Done, direct: bool) {
+    /// Queues `batch` for the writer thread; for a blocked caller (`Done::Wake`), first
+    /// tries to write it on the calling thread ([`WriterCell::try_write_now`]).
+    fn submit(&self, batch: Batch, done: Done) {
         if let Err(e) = self.check_open().and_then(|()| check_batch(&batch)) {
             return done.fail(e);
         }
         let cell = &self.inner.cell;
-        let (batch, done) = if direct {
+        let (batch, done) = if matches!(done, Done::Wake(_)) {
             match cell.try_write_now(batch, done) {
                 Some(handed_back) => handed_back,
                 None => return,

@@ -206,6 +206,52 @@ fn under_always_answers_come_in_order_after_the_index_and_before_sync_and_close_
     }
 }
 
+/// Under `always`, `apply_then` callbacks run on the writer thread itself (they are
+/// quick by contract; the answer thread is for waking blocked callers), and one that
+/// panics is logged: the other callers of its group are answered, its write stands,
+/// and the engine takes writes after it.
+#[test]
+fn under_always_callbacks_run_on_the_writer_and_a_panicking_one_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(1 << 24, SyncPolicy::Always)).unwrap();
+    const WRITES: usize = 400;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let groups_before = engine.stats().write_batches;
+    for i in 0..WRITES {
+        let mut batch = caskade_engine::Batch::new();
+        batch.put(format!("k{i}"), "v", WriteOptions::default());
+        let tx = tx.clone();
+        engine.apply_then(batch, move |result| {
+            assert!(i % 100 != 7, "callback {i} panics on purpose");
+            let thread = std::thread::current().name().map(str::to_owned);
+            tx.send((i, result.map(|v| v.len()), thread)).unwrap();
+        });
+    }
+    drop(tx);
+    engine.sync().unwrap();
+    let groups = engine.stats().write_batches - groups_before;
+    assert!(
+        groups < WRITES as u64,
+        "{groups} groups for {WRITES} writes: no group of several callers to answer"
+    );
+    let answered: Vec<_> = rx.try_iter().collect();
+    let expected: Vec<usize> = (0..WRITES).filter(|i| i % 100 != 7).collect();
+    let order: Vec<usize> = answered.iter().map(|a| a.0).collect();
+    assert_eq!(order, expected, "every other callback ran, in commit order");
+    for (i, result, thread) in answered {
+        assert_eq!(result.unwrap(), 1);
+        assert_eq!(thread.as_deref(), Some("caskade-writer"), "callback {i}");
+    }
+    engine.put("after", "v", WriteOptions::default()).unwrap();
+    for i in 0..WRITES {
+        assert!(
+            engine.get(format!("k{i}").as_bytes()).unwrap().is_some(),
+            "k{i}"
+        );
+    }
+    engine.close().unwrap();
+}
+
 /// A failed fsync under many writers: every caller of the failing group gets an
 /// error and none of its writes becomes visible; the engine takes no writes after
 /// it; every write acknowledged before it is readable, also after a reopen. The
