@@ -11,6 +11,7 @@ not run, a tool not installed) shows as "not measured" rather than failing the t
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -51,21 +52,26 @@ def memory_rows(text: str) -> dict:
 
 
 def server_rows(text: str) -> dict:
-    """run name -> {rps, keys, p50, p99} from server.sh's raw results."""
-    rows = {}
+    """run name -> {rps, keys, p50, p99, rounds} from server.sh's raw results. When
+    the results hold several rounds of a run (benches/targets.sh runs server.sh
+    SERVER_ROUNDS times), each figure is the median of its rounds, taken on its own."""
+    rounds = {}
     for line in text.splitlines():
         fields = line.split("\t")
         if len(fields) < 5:
             continue
         try:
-            rows[fields[0]] = {
-                "rps": float(fields[1]),
-                "keys": float(fields[2]),
-                "p50": float(fields[3]),
-                "p99": float(fields[4]),
-            }
+            figures = [float(f) for f in fields[1:5]]
         except ValueError:
             continue
+        rounds.setdefault(fields[0], []).append(figures)
+    rows = {}
+    for name, runs in rounds.items():
+        rows[name] = {
+            key: statistics.median(run[i] for run in runs)
+            for i, key in enumerate(("rps", "keys", "p50", "p99"))
+        }
+        rows[name]["rounds"] = len(runs)
     return rows
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Every issue-6 target from ONE run: the engine benchmark with its peers (every group,
 # N = 1,000,000 unless CASKADE_BENCH_N says otherwise) and then the server end to end
-# (benches/server.sh), then the targets table (benches/targets.py) with each ratio taken
-# between two figures of this run. About 30 minutes at the full N.
+# (benches/server.sh, SERVER_ROUNDS times), then the targets table (benches/targets.py)
+# with each ratio taken between two figures of this run. About 30 minutes at the full N
+# on a quiet machine.
 #
 # Usage: benches/targets.sh [OUT_DIR]   (default: target/targets-<time>)
 # Knobs: everything engine.rs and server.sh read (CASKADE_BENCH_N, CASKADE_BENCH_SECS,
-# DURATION, ...); SKIP_SERVER=1 runs the engine part only.
+# DURATION, ...); SERVER_ROUNDS (server.sh runs, default 3: every server figure is the
+# median of its rounds); SKIP_SERVER=1 runs the engine part only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/targets-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -23,7 +25,13 @@ export CRITERION_HOME="$OUT/criterion"
 cargo bench --locked --features bench-peers --bench engine -- --noplot 2>&1 \
   | tee "$OUT/engine.txt"
 if [ "${SKIP_SERVER:-0}" != 1 ]; then
-  RESULTS_TSV="$OUT/server.tsv" benches/server.sh 2>&1 | tee "$OUT/server.txt"
+  # Several rounds, each figure's median taken (benches/targets.py): one 12 s sample per
+  # workload let a target flip between two quiet runs an hour apart.
+  : >"$OUT/server.tsv"
+  for round in $(seq "${SERVER_ROUNDS:-3}"); do
+    RESULTS_TSV="$OUT/server-$round.tsv" benches/server.sh 2>&1 | tee "$OUT/server-$round.txt"
+    cat "$OUT/server-$round.tsv" >>"$OUT/server.tsv"
+  done
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/run.txt"
 
