@@ -1,5 +1,6 @@
 //! How the writer appends to the active segment: by copying into a writable shared
-//! mapping of the file, so an append costs no system call.
+//! mapping of the file, so an append costs no system call, or — when every group is
+//! synced right after it is written — by `pwrite` into blocks reserved ahead.
 //!
 //! The writer maps the active segment read-write (`MAP_SHARED`, `segment_bytes` long)
 //! and reserves the file's blocks with `fallocate` (mode 0) in [`PREALLOC_CHUNK`]s
@@ -8,6 +9,16 @@
 //! `pread` see; `fdatasync` writes them back like `pwrite`-n pages (on Linux `msync`
 //! with `MS_SYNC` is the same `vfs_fsync_range` an `fsync` does: dirty pages of shared
 //! file mappings are in the page cache's dirty set, see `mm/msync.c`).
+//!
+//! Which of the two ([`AppendMode`]) follows the sync policy. Writing back a page that
+//! is mapped writable makes the kernel write-protect it again (`folio_mkclean`: a TLB
+//! shoot-down, an interrupt to every other CPU running one of the process's threads),
+//! and the next store into it faults. Under `SyncPolicy::Always` that happens at every
+//! group, since every group is followed by an `fdatasync`; one `pwrite` per group
+//! costs less there (docs/benchmarks.md, "Appends by `pwrite` under `always`"). Under
+//! the other policies a page is written back seldom and the mapping's system-call-free
+//! appends win. Both modes reserve blocks ahead, so an append never grows the file and
+//! an `fdatasync` never has to write the file's size.
 //!
 //! Why `fallocate` and not `set_len`: a store into a mapped page past the end of the
 //! file is a `SIGBUS`, and a store into a hole of a sparse file that finds the disk
@@ -63,12 +74,25 @@ pub(crate) enum AppendError {
     Uncut { write: io::Error, cut: io::Error },
 }
 
+/// How appends reach the active segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppendMode {
+    /// Copied into a writable shared mapping: no system call per append.
+    Mapped,
+    /// One `pwrite` per append: for a file synced after every append, whose mapped
+    /// pages would be write-protected and faulted in again each time.
+    Written,
+}
+
 /// The writer's handle on how to append to one active segment file.
 #[derive(Debug)]
 pub(crate) struct Appender {
     /// The file mapped read-write, `segment_bytes` long (past the end of the file, as
     /// the read-only window is). `None`: appends use `pwrite`.
     map: Option<MmapRaw>,
+    /// Blocks are reserved ahead of the written length, up to this length (rounded up
+    /// to [`PREALLOC_ALIGN`]); 0: no reservation (every `pwrite` grows the file).
+    reserve_cap: u64,
     /// The file is at least this long (blocks reserved by `fallocate`, or written):
     /// the mapping is written only below it, and every append ends at or below it.
     reserved: u64,
@@ -79,23 +103,30 @@ pub(crate) struct Appender {
 
 impl Appender {
     /// An appender for `file`, which is `len` bytes long, to be written up to
-    /// `segment_bytes`. Falls back to `pwrite` when the file cannot be mapped.
-    pub fn new(file: &File, len: u64, segment_bytes: u64) -> Appender {
-        let map = usize::try_from(segment_bytes)
-            .ok()
-            .and_then(|n| MmapOptions::new().len(n).map_raw(file).ok());
+    /// `segment_bytes`. A mapped appender falls back to `pwrite` when the file cannot
+    /// be mapped.
+    pub fn new(file: &File, len: u64, segment_bytes: u64, mode: AppendMode) -> Appender {
+        let map = match mode {
+            AppendMode::Mapped => usize::try_from(segment_bytes)
+                .ok()
+                .and_then(|n| MmapOptions::new().len(n).map_raw(file).ok()),
+            AppendMode::Written => None,
+        };
         Appender {
             map,
+            reserve_cap: segment_bytes,
             reserved: len,
             grown: len,
         }
     }
 
-    /// An appender that only uses `pwrite` (for tests of that path).
+    /// An appender that only uses `pwrite`, without reserving blocks (for tests of
+    /// that path, which is also what a file system without `fallocate` gets).
     #[cfg(test)]
     pub fn positioned(len: u64) -> Appender {
         Appender {
             map: None,
+            reserve_cap: 0,
             reserved: len,
             grown: len,
         }
@@ -107,59 +138,62 @@ impl Appender {
         self.map.is_some()
     }
 
-    /// Appends `bytes` at `at`, the file's written length: copied into the mapping
-    /// when they fit in it (blocks reserved first), else one positioned write.
+    /// Appends `bytes` at `at`, the file's written length: blocks reserved first when
+    /// it ends within the segment's length, then copied into the mapping if there is
+    /// one, else one positioned write.
     pub fn append(&mut self, file: &File, at: u64, bytes: &[u8]) -> Result<(), AppendError> {
         let end = at + bytes.len() as u64;
+        if end > self.reserved && end <= self.reserve_cap {
+            match self.reserve(file, end) {
+                Ok(()) => {}
+                Err(e) if unsupported(&e) => {
+                    // This file system cannot reserve blocks: appends to this
+                    // segment go through `pwrite`, growing the file as they go.
+                    tracing::debug!(error = %e, "fallocate unsupported; appending with pwrite");
+                    self.map = None;
+                    self.reserve_cap = 0;
+                    return self.write_at(file, at, bytes);
+                }
+                Err(e) => return Err(AppendError::Clean(e)),
+            }
+        }
+        // A mapping exists only while `reserve_cap` is its length, so an append that
+        // ends inside it had its blocks reserved just above; checked all the same.
         if let Some(map) = &self.map
             && end <= map.len() as u64
+            && end <= self.reserved
         {
-            if end > self.reserved {
-                match self.reserve(file, end, map.len() as u64) {
-                    Ok(()) => {}
-                    Err(e) if unsupported(&e) => {
-                        // This file system cannot reserve blocks: appends to this
-                        // segment go through `pwrite`, as without a mapping.
-                        tracing::debug!(error = %e, "fallocate unsupported; appending with pwrite");
-                        self.map = None;
-                        return self.write_at(file, at, bytes);
-                    }
-                    Err(e) => return Err(AppendError::Clean(e)),
-                }
+            // SAFETY: `at..end` lies inside the mapping and below `self.reserved` (both
+            // checked above), a length the file has (blocks reserved by `fallocate`, or
+            // written); the file is only shortened by this appender (`seal`, a failed
+            // write's cut-back, both of which lower `reserved` or drop the mapping
+            // first) or by recovery before the writer exists, so no byte stored here
+            // is past the end of the file. Only the writer (the holder of the
+            // `WriterCell` lock, which owns this appender) writes through this
+            // mapping, and only at or after the written length: readers read through
+            // their own mapping, and only below the published length, which the
+            // writer stores (Release) after this copy — so no byte copied here is read
+            // while it changes. `bytes` is the writer's own buffer, not inside the
+            // mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    map.as_mut_ptr().add(at as usize),
+                    bytes.len(),
+                );
             }
-            if let Some(map) = &self.map {
-                // SAFETY: `at..end` lies inside the mapping (`end <= map.len()`, checked
-                // above) and below `self.reserved`, a length the file has (blocks
-                // reserved by `fallocate`); the file is only shortened by this
-                // appender (`seal`, a failed write's cut-back, both of which lower
-                // `reserved` or drop the mapping first) or by recovery before the
-                // writer exists, so no byte stored here is past the end of the file.
-                // Only the writer (the holder of the `WriterCell` lock, which owns this
-                // appender) writes through this mapping, and only at or after the
-                // written length: readers read through their own mapping, and only
-                // below the published length, which the writer stores (Release) after
-                // this copy — so no byte copied here is read while it changes. `bytes`
-                // is the writer's own buffer, not inside the mapping.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        map.as_mut_ptr().add(at as usize),
-                        bytes.len(),
-                    );
-                }
-                return Ok(());
-            }
+            return Ok(());
         }
         self.write_at(file, at, bytes)
     }
 
     /// Reserves the file's blocks to at least `end`: a chunk ahead, ending on a
-    /// multiple of [`PREALLOC_ALIGN`], never past the mapping (rounded up to that
-    /// alignment). When the chunk does not fit (a full disk, a file-size limit), only
-    /// `end` itself is tried: a batch that `pwrite` could still have written is not
-    /// refused for want of room for the ones after it.
-    fn reserve(&mut self, file: &File, end: u64, map_len: u64) -> io::Result<()> {
-        let cap = map_len.next_multiple_of(PREALLOC_ALIGN);
+    /// multiple of [`PREALLOC_ALIGN`], never past the segment's length (the mapping's,
+    /// rounded up to that alignment). When the chunk does not fit (a full disk, a
+    /// file-size limit), only `end` itself is tried: a batch that `pwrite` could still
+    /// have written is not refused for want of room for the ones after it.
+    fn reserve(&mut self, file: &File, end: u64) -> io::Result<()> {
+        let cap = self.reserve_cap.next_multiple_of(PREALLOC_ALIGN);
         let chunk_end = end
             .max(self.reserved + PREALLOC_CHUNK)
             .next_multiple_of(PREALLOC_ALIGN)
@@ -222,8 +256,9 @@ impl Appender {
     pub fn seal(&mut self, file: &File, len: u64) -> io::Result<()> {
         // Unmapped before the file is shortened: no page past the new end stays mapped
         // writable. Later appends (if sealing fails and the segment stays active) use
-        // `pwrite`.
+        // `pwrite` and reserve nothing.
         self.map = None;
+        self.reserve_cap = 0;
         self.reserved = self.reserved.min(len);
         if self.grown > len {
             file.set_len(len)?;
@@ -283,7 +318,7 @@ mod tests {
     #[test]
     fn appends_land_in_the_file_and_sealing_cuts_the_preallocation() {
         let (_dir, file) = temp_file(32);
-        let mut app = Appender::new(&file, 32, 64 * 1024 * 1024);
+        let mut app = Appender::new(&file, 32, 64 * 1024 * 1024, AppendMode::Mapped);
         assert!(app.is_mapped());
         let mut at = 32u64;
         for i in 0..1000u32 {
@@ -309,7 +344,7 @@ mod tests {
     #[test]
     fn a_batch_past_the_mapping_is_written_with_pwrite() {
         let (_dir, file) = temp_file(32);
-        let mut app = Appender::new(&file, 32, 4096);
+        let mut app = Appender::new(&file, 32, 4096, AppendMode::Mapped);
         let big = vec![7u8; 10_000];
         app.append(&file, 32, &big).expect("append");
         assert_eq!(file.metadata().expect("metadata").len(), 32 + 10_000);
@@ -320,13 +355,40 @@ mod tests {
     #[test]
     fn preallocation_never_passes_the_mapping_rounded_to_the_alignment() {
         let (_dir, file) = temp_file(32);
-        let mut app = Appender::new(&file, 32, 5000);
+        let mut app = Appender::new(&file, 32, 5000, AppendMode::Mapped);
         app.append(&file, 32, &[1u8; 4000]).expect("append");
         assert_eq!(file.metadata().expect("metadata").len(), 8192);
         app.append(&file, 4032, &[2u8; 968])
             .expect("append to the end");
         app.seal(&file, 5000).expect("seal");
         assert_eq!(file.metadata().expect("metadata").len(), 5000);
+    }
+
+    #[test]
+    fn written_appends_reserve_blocks_ahead_too_and_sealing_cuts_them() {
+        let (_dir, file) = temp_file(32);
+        let mut app = Appender::new(&file, 32, 64 * 1024 * 1024, AppendMode::Written);
+        assert!(!app.is_mapped());
+        let mut at = 32u64;
+        for i in 0..1000u32 {
+            let bytes = vec![(i % 251) as u8 + 1; 100];
+            app.append(&file, at, &bytes).expect("append");
+            at += 100;
+            // The file never ends at the written length while appends go on: the
+            // blocks ahead are reserved, so no fdatasync has a new size to write.
+            let on_disk = file.metadata().expect("metadata").len();
+            assert!(
+                on_disk > at && on_disk.is_multiple_of(PREALLOC_ALIGN),
+                "{on_disk} after {at}"
+            );
+        }
+        let on_disk = file.metadata().expect("metadata").len();
+        assert!(on_disk - at < PREALLOC_CHUNK + PREALLOC_ALIGN, "{on_disk}");
+        let mut back = vec![0u8; 100];
+        file.read_exact_at(&mut back, 32 + 999 * 100).expect("read");
+        assert_eq!(back, vec![(999 % 251) as u8 + 1; 100]);
+        app.seal(&file, at).expect("seal");
+        assert_eq!(file.metadata().expect("metadata").len(), at);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use hashbrown::HashMap;
 
-use crate::append::{AppendError, Appender};
+use crate::append::{AppendError, AppendMode, Appender};
 use crate::backup::Snapshot;
 use crate::batch::Previous;
 use crate::engine::{Shared, mismatch};
@@ -93,6 +93,16 @@ fn wait_for_callers(rx: &Receiver<Msg>, callers: usize, budget: Duration) {
     // `+ 1`: the first message is already taken.
     while rx.len() + 1 < callers && started.elapsed() < budget {
         std::thread::yield_now();
+    }
+}
+
+/// How the writer appends under `sync`: with an fsync after every group, by `pwrite`
+/// (the mapped pages would be write-protected and faulted in again at each one, see
+/// `append.rs`); otherwise through the mapping.
+fn append_mode(sync: SyncPolicy) -> AppendMode {
+    match sync {
+        SyncPolicy::Always => AppendMode::Written,
+        SyncPolicy::Interval(_) | SyncPolicy::Never => AppendMode::Mapped,
     }
 }
 
@@ -385,7 +395,12 @@ impl Writer {
         len: u64,
         next_seq: u64,
     ) -> Writer {
-        let appender = Appender::new(&file, len, shared.options.segment_bytes);
+        let appender = Appender::new(
+            &file,
+            len,
+            shared.options.segment_bytes,
+            append_mode(shared.options.sync),
+        );
         Writer {
             shared,
             file,
@@ -1181,6 +1196,7 @@ impl Writer {
             &file,
             SEGMENT_HEADER_BYTES,
             self.shared.options.segment_bytes,
+            append_mode(self.shared.options.sync),
         );
         self.file = file;
         self.active = active;

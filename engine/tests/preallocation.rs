@@ -1,8 +1,8 @@
-//! The writer appends through a writable mapping of the active segment and reserves
-//! its blocks ahead (`fallocate`), so while an engine is open the newest segment file
-//! ends in zeros. A sealed or closed segment is cut back to exactly its written
-//! length; after a process crash recovery cuts the zero tail quietly (no torn bytes
-//! counted) and every acknowledged write is there.
+//! The writer appends through a writable mapping of the active segment (by `pwrite`
+//! under `always`) and reserves its blocks ahead (`fallocate`), so while an engine is
+//! open the newest segment file ends in zeros. A sealed or closed segment is cut back
+//! to exactly its written length; after a process crash recovery cuts the zero tail
+//! quietly (no torn bytes counted) and every acknowledged write is there.
 
 mod common;
 
@@ -134,11 +134,22 @@ fn a_killed_writer_leaves_a_zero_tail_that_open_cuts_quietly() {
 }
 
 /// While the engine is open, every sealed segment is exactly its written length, and
-/// the active one reserves space ahead; close cuts that back too.
+/// the active one reserves space ahead; close cuts that back too. Under `never` the
+/// writer appends through the mapping; under `always` by `pwrite`, into blocks reserved
+/// the same way.
 #[test]
 fn sealed_segments_are_exactly_their_written_length() {
+    sealed_segments_exact_and_the_active_one_reserved(SyncPolicy::Never);
+}
+
+#[test]
+fn sealed_segments_are_exactly_their_written_length_under_always_too() {
+    sealed_segments_exact_and_the_active_one_reserved(SyncPolicy::Always);
+}
+
+fn sealed_segments_exact_and_the_active_one_reserved(sync: SyncPolicy) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = Engine::open(dir.path(), options(8 * 1024, SyncPolicy::Never)).expect("open");
+    let engine = Engine::open(dir.path(), options(8 * 1024, sync)).expect("open");
     for i in 0..500 {
         engine
             .put(format!("k/{i:05}"), value(i), WriteOptions::default())
