@@ -2,7 +2,7 @@
 # Every issue-6 target from ONE run: the engine benchmark with its peers (every group,
 # N = 1,000,000 unless CASKADE_BENCH_N says otherwise) and then the server end to end
 # (benches/server.sh, SERVER_ROUNDS times), then the targets table (benches/targets.py)
-# with each ratio taken between two figures of this run. About 30 minutes at the full N
+# with each ratio taken between two figures of this run. About 20 minutes at the full N
 # on a quiet machine.
 #
 # Usage: benches/targets.sh [OUT_DIR]   (default: target/targets-<time>)
