@@ -982,8 +982,13 @@ impl Writer {
     /// one with nothing ahead of it there (one writer saves the extra wake).
     fn answer(&mut self, answers: Vec<Answer>) {
         let mut wakes = Vec::new();
-        for answer in answers {
+        let mut answers = answers.into_iter();
+        while let Some(answer) = answers.next() {
             if answer.wakes_a_thread() {
+                if wakes.capacity() == 0 {
+                    // One allocation for a group of blocked callers (W3's 64).
+                    wakes.reserve_exact(answers.len() + 1);
+                }
                 wakes.push(answer);
             } else {
                 answer.run();
