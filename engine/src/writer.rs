@@ -12,7 +12,7 @@
 //! never sees a write that a crash could take back.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -275,29 +275,68 @@ struct Staged {
 /// The writer's state behind a lock, shared by the writer thread and the callers.
 ///
 /// Under `SyncPolicy::Never`, a blocking caller (`Engine::apply`) that finds no write
-/// queued and the lock free writes its batch itself ([`WriterCell::try_write_now`]):
-/// one thread putting back to back then pays no handoff to the writer thread at all.
+/// queued writes its batch itself ([`WriterCell::try_write_now`]): one thread putting
+/// back to back then pays no handoff to the writer thread at all, and callers on
+/// several threads take turns at the lock ([`WriterCell::lock_for_direct_write`]).
 /// Such a write may fill the active segment and seal it (an fsync) on that caller's
 /// thread, which waits for its write either way. Everything else (async callers,
-/// concurrent writers, other policies, sync, snapshots) goes through the channel and
-/// the writer thread, which takes the lock for each group.
+/// other policies, sync, snapshots) goes through the channel and the writer thread,
+/// which takes the lock for each group.
 pub(crate) struct WriterCell {
     state: Mutex<Writer>,
     /// Write messages sent and not yet committed. A caller writes directly only when
     /// this is 0, so it never overtakes a batch submitted before it.
     queued: AtomicUsize,
+    /// The sync policy is `Never` (fixed at open): callers may write directly.
+    direct: bool,
+    /// The writer thread is waiting for the lock (a group, a sync, a rotation, ...).
+    writer_waits: AtomicBool,
 }
 
 impl WriterCell {
     pub fn new(writer: Writer) -> WriterCell {
+        let direct = writer.shared.options.sync == SyncPolicy::Never;
         WriterCell {
             state: Mutex::new(writer),
             queued: AtomicUsize::new(0),
+            direct,
+            writer_waits: AtomicBool::new(false),
         }
     }
 
+    /// The writer's lock for a write on the calling thread: only under `Never` and only
+    /// while no write is queued for the writer thread. A lock held by another caller's
+    /// direct write (a microsecond or two) is waited for by polling it, for at most
+    /// [`SPIN_BEFORE_SLEEP`] and not while the writer thread waits for it: handing the write to the writer thread instead cost a
+    /// wake-up of that thread and of this one, ten times as long, and with two threads
+    /// of 90 % gets and 10 % puts that handoff was most of the time (the engine
+    /// benchmark's `w4_mixed`, docs/benchmarks.md). `None`: use the channel.
+    fn lock_for_direct_write(&self) -> Option<MutexGuard<'_, Writer>> {
+        if !self.direct {
+            return None;
+        }
+        let writer = spin_for(|| {
+            if self.queued.load(Ordering::Acquire) != 0 || self.writer_waits.load(Ordering::Acquire)
+            {
+                return Some(None);
+            }
+            // A poisoned lock is left to the writer thread, which takes it over.
+            self.state.try_lock().ok().map(Some)
+        })
+        .flatten()?;
+        // Checked again under the lock: the writer thread uncounts a group only once
+        // it is committed, under this lock.
+        (self.queued.load(Ordering::Acquire) == 0).then_some(writer)
+    }
+
+    /// The writer thread's way to the lock. It says so first, so callers polling for
+    /// a direct write step aside ([`WriterCell::lock_for_direct_write`]) instead of
+    /// taking the lock from under it again and again (the mutex is not fair).
     fn lock(&self) -> MutexGuard<'_, Writer> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.writer_waits.store(true, Ordering::Release);
+        let writer = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.writer_waits.store(false, Ordering::Release);
+        writer
     }
 
     /// Counts a write message about to be sent.
@@ -310,21 +349,13 @@ impl WriterCell {
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Writes `batch` on the calling thread when the policy is `Never`, nothing is
-    /// queued and the writer is free; hands `batch` and `done` back otherwise.
+    /// Writes `batch` on the calling thread when the policy is `Never` and nothing is
+    /// queued ([`WriterCell::lock_for_direct_write`]); hands `batch` and `done` back
+    /// otherwise.
     pub fn try_write_now(&self, batch: Batch, done: Done) -> Option<(Batch, Done)> {
-        let never = |w: &Writer| w.shared.options.sync == SyncPolicy::Never;
-        if self.queued.load(Ordering::Acquire) != 0 {
-            return Some((batch, done));
-        }
-        let Ok(mut writer) = self.state.try_lock() else {
+        let Some(mut writer) = self.lock_for_direct_write() else {
             return Some((batch, done));
         };
-        // Checked again under the lock: the writer thread uncounts a group only once
-        // it is committed, under this lock.
-        if self.queued.load(Ordering::Acquire) != 0 || !never(&writer) {
-            return Some((batch, done));
-        }
         writer.stage(batch, done);
         // A failed write has already answered its caller with the error.
         let _ = writer.commit(false);
@@ -337,19 +368,10 @@ impl WriterCell {
     /// Builds no batch, no answer callback and no group bookkeeping, so a single
     /// writer's put allocates nothing of its own.
     pub fn try_write_one_now(&self, op: Op) -> std::result::Result<Result<u64>, Op> {
-        if self.queued.load(Ordering::Acquire) != 0 {
-            return Err(op);
+        match self.lock_for_direct_write() {
+            Some(mut writer) => Ok(writer.write_one(op)),
+            None => Err(op),
         }
-        let Ok(mut writer) = self.state.try_lock() else {
-            return Err(op);
-        };
-        // Checked again under the lock, as in `try_write_now`.
-        if self.queued.load(Ordering::Acquire) != 0
-            || writer.shared.options.sync != SyncPolicy::Never
-        {
-            return Err(op);
-        }
-        Ok(writer.write_one(op))
     }
 }
 

@@ -65,6 +65,52 @@ fn eight_threads_writing_and_reading_see_every_acknowledged_write_with_unique_ve
     }
 }
 
+/// Under `never` callers write their own batches and take turns at the writer's lock;
+/// the writer thread still gets it when it needs it: `sync` returns again and again
+/// while four threads keep putting, and every acknowledged put is readable after.
+#[test]
+fn under_never_direct_writers_leave_the_writer_thread_its_turn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(64 * 1024, SyncPolicy::Never)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started, all_started) = std::sync::mpsc::channel();
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (engine, stop, started) = (engine.clone(), Arc::clone(&stop), started.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    engine
+                        .put(format!("t{t}/k{i}"), "v", WriteOptions::default())
+                        .unwrap();
+                    if i == 0 {
+                        started.send(()).unwrap();
+                    }
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    // Every writer is putting before the syncs start.
+    for _ in 0..4 {
+        all_started.recv().unwrap();
+    }
+    for _ in 0..200 {
+        engine.sync().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (t, writer) in writers.into_iter().enumerate() {
+        let written = writer.join().unwrap();
+        for i in 0..written {
+            let key = format!("t{t}/k{i}");
+            assert!(engine.get(key.as_bytes()).unwrap().is_some(), "{key} lost");
+        }
+    }
+    engine.close().unwrap();
+}
+
 #[test]
 fn thirty_two_concurrent_writers_under_always_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Server CPU per request under one wrk workload: starts the release binary (`--sync
+# always --compaction off`, a temp data dir, a free loopback port), pre-loads KEYS keys
+# of VALUE_BYTES bytes through /v1/bulk, counts the server's CPU time with `perf stat -e
+# task-clock -p PID` around one wrk run and divides it by wrk's request count. Steadier
+# than requests/s on a shared machine: it does not depend on how much of the CPU the
+# server got. Prints one line:
+#
+#   caskade bulk.lua req=577 rps=71.22 keys/s=71220 p50=763.59ms p99=990.53ms cpu_ms=3108 cpu_per_req_ms=5.39 load=6.69
+#
+# Usage: benches/server-cpu.sh [SCRIPT (bulk.lua)] [DURATION (8s)]
+# Knobs (environment): CASKADE (binary, default target/release/caskade; build it first
+# with `cargo build --release --bin caskade`), CONNECTIONS (64), THREADS (2), KEYS
+# (100000), VALUE_BYTES (100), BULK (keys per bulk request, 1000; keys/s = rps × BULK).
+# Needs wrk and perf.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCRIPT=${1:-bulk.lua}
+DURATION=${2:-8s}
+CASKADE=${CASKADE:-$ROOT/target/release/caskade}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+export KEYS=${KEYS:-100000} VALUE_BYTES=${VALUE_BYTES:-100} BULK=${BULK:-1000}
+export WRK_DIR="$ROOT/benches/wrk"
+for tool in wrk perf python3; do
+  command -v $tool >/dev/null || { echo "server-cpu.sh needs $tool" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-server-cpu.XXXXXX")
+"$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 --sync ${SYNC:-always} \
+  --compaction off >"$TMP/out" 2>"$TMP/err" &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$TMP"' EXIT
+ADDR=
+for _ in $(seq 200); do
+  ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/out" | head -1)
+  [ -n "$ADDR" ] && break
+  sleep 0.05
+done
+[ -n "$ADDR" ] || { echo "the server did not start:" >&2; cat "$TMP/err" >&2; exit 1; }
+python3 "$ROOT/benches/server-load.py" "http://$ADDR" "$KEYS" "$VALUE_BYTES" 1 >&2
+
+SECS=${DURATION%s}
+perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$PID" -o "$TMP/stat" -- sleep $((SECS + 1)) &
+STAT=$!
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
+  -s "$WRK_DIR/$SCRIPT" "http://$ADDR" >"$TMP/wrk"
+wait "$STAT"
+req=$(awk '/requests in/ {print $1}' "$TMP/wrk")
+rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk")
+cpu_ms=$(awk '/task-clock/ {gsub(",", "", $1); print $1}' "$TMP/stat")
+per=1
+[ "$SCRIPT" = bulk.lua ] && per=$BULK
+echo "$(basename "$CASKADE") $SCRIPT req=$req rps=$rps" \
+  "keys/s=$(awk -v r="$rps" -v p="$per" 'BEGIN {printf "%.0f", r * p}')" \
+  "p50=$(awk '$1 == "50%" {print $2}' "$TMP/wrk") p99=$(awk '$1 == "99%" {print $2}' "$TMP/wrk")" \
+  "cpu_ms=$cpu_ms cpu_per_req_ms=$(awk -v m="$cpu_ms" -v r="$req" 'BEGIN {printf "%.2f", m / r}')" \
+  "load=$(cut -d' ' -f1 /proc/loadavg)"; cat "$TMP/stat" | grep -E "switch|migr|fault" | awk "{print \$1, \$2}" | tr "\n" " "; echo
