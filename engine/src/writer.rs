@@ -307,10 +307,11 @@ impl WriterCell {
     /// The writer's lock for a write on the calling thread: only under `Never` and only
     /// while no write is queued for the writer thread. A lock held by another caller's
     /// direct write (a microsecond or two) is waited for by polling it, for at most
-    /// [`SPIN_BEFORE_SLEEP`] and not while the writer thread waits for it: handing the write to the writer thread instead cost a
-    /// wake-up of that thread and of this one, ten times as long, and with two threads
-    /// of 90 % gets and 10 % puts that handoff was most of the time (the engine
-    /// benchmark's `w4_mixed`, docs/benchmarks.md). `None`: use the channel.
+    /// [`SPIN_BEFORE_SLEEP`] and not while the writer thread waits for it: handing the
+    /// write to the writer thread instead cost a wake-up of that thread and of this
+    /// one, ten times as long, and with two threads of 90 % gets and 10 % puts that
+    /// handoff was most of the time (the engine benchmark's `w4_mixed`,
+    /// docs/benchmarks.md). `None`: use the channel.
     fn lock_for_direct_write(&self) -> Option<MutexGuard<'_, Writer>> {
         if !self.direct {
             return None;
