@@ -315,25 +315,34 @@ mod tests {
         (dir, file)
     }
 
+    /// Appends 1000 records of 100 bytes after a 32-byte header, calls `after_each`
+    /// with the written length after each, checks that the last one reads back, and
+    /// returns the written length.
+    fn append_records(app: &mut Appender, file: &File, mut after_each: impl FnMut(u64)) -> u64 {
+        let mut at = 32u64;
+        for i in 0..1000u32 {
+            let bytes = vec![(i % 251) as u8 + 1; 100];
+            app.append(file, at, &bytes).expect("append");
+            at += 100;
+            after_each(at);
+        }
+        let mut back = vec![0u8; 100];
+        file.read_exact_at(&mut back, 32 + 999 * 100).expect("read");
+        assert_eq!(back, vec![(999 % 251) as u8 + 1; 100]);
+        at
+    }
+
     #[test]
     fn appends_land_in_the_file_and_sealing_cuts_the_preallocation() {
         let (_dir, file) = temp_file(32);
         let mut app = Appender::new(&file, 32, 64 * 1024 * 1024, AppendMode::Mapped);
         assert!(app.is_mapped());
-        let mut at = 32u64;
-        for i in 0..1000u32 {
-            let bytes = vec![(i % 251) as u8 + 1; 100];
-            app.append(&file, at, &bytes).expect("append");
-            at += 100;
-        }
+        let at = append_records(&mut app, &file, |_| {});
         let on_disk = file.metadata().expect("metadata").len();
         assert!(
             on_disk >= at && on_disk.is_multiple_of(PREALLOC_ALIGN),
             "{on_disk}"
         );
-        let mut back = vec![0u8; 100];
-        file.read_exact_at(&mut back, 32 + 999 * 100).expect("read");
-        assert_eq!(back, vec![(999 % 251) as u8 + 1; 100]);
         app.seal(&file, at).expect("seal");
         assert_eq!(file.metadata().expect("metadata").len(), at);
         // After sealing, appends use pwrite and still land.
@@ -369,11 +378,7 @@ mod tests {
         let (_dir, file) = temp_file(32);
         let mut app = Appender::new(&file, 32, 64 * 1024 * 1024, AppendMode::Written);
         assert!(!app.is_mapped());
-        let mut at = 32u64;
-        for i in 0..1000u32 {
-            let bytes = vec![(i % 251) as u8 + 1; 100];
-            app.append(&file, at, &bytes).expect("append");
-            at += 100;
+        let at = append_records(&mut app, &file, |at| {
             // The file never ends at the written length while appends go on: the
             // blocks ahead are reserved, so no fdatasync has a new size to write.
             let on_disk = file.metadata().expect("metadata").len();
@@ -381,12 +386,9 @@ mod tests {
                 on_disk > at && on_disk.is_multiple_of(PREALLOC_ALIGN),
                 "{on_disk} after {at}"
             );
-        }
+        });
         let on_disk = file.metadata().expect("metadata").len();
         assert!(on_disk - at < PREALLOC_CHUNK + PREALLOC_ALIGN, "{on_disk}");
-        let mut back = vec![0u8; 100];
-        file.read_exact_at(&mut back, 32 + 999 * 100).expect("read");
-        assert_eq!(back, vec![(999 % 251) as u8 + 1; 100]);
         app.seal(&file, at).expect("seal");
         assert_eq!(file.metadata().expect("metadata").len(), at);
     }
