@@ -487,9 +487,10 @@ impl Engine {
     /// the order of the operations. Blocks until the batch is durable per the sync
     /// policy.
     ///
-    /// Under `SyncPolicy::Never`, when no other write is queued and the writer is
-    /// free, the calling thread writes the batch itself (it would block for it
-    /// anyway), sparing the handoff to the writer thread and back.
+    /// Under `SyncPolicy::Never`, when no other write is queued, the calling thread
+    /// writes the batch itself (it would block for it anyway), waiting briefly for its
+    /// turn if another caller is writing, sparing the handoff to the writer thread and
+    /// back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
         let (tx, rx) = oneshot::pair();
         self.submit(batch, Done::Wake(Box::new(move |result| tx.send(result))));
