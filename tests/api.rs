@@ -436,6 +436,66 @@ fn forms_and_multipart_are_415_pointing_to_json() {
     }
 }
 
+/// Reads one response (head and a `Content-Length` body) from a keep-alive connection;
+/// returns the head, lowercased, and the body.
+fn read_one_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("read the head");
+        assert_eq!(n, 1, "the connection closed mid-head: {bytes:?}");
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse::<usize>().expect("a length"));
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("read the body");
+    (head, body)
+}
+
+/// A PUT whose body was read to its end (chunked here) leaves the connection open for
+/// the next request; one refused before its body was read (415) is answered with
+/// `Connection: close` and the connection is closed, since the unread body is still
+/// on the wire.
+#[test]
+fn a_put_keeps_its_connection_once_its_body_is_read_and_closes_it_otherwise() {
+    let s = Server::start(&[]);
+    let mut stream = TcpStream::connect(s.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(
+            b"PUT /v1/kv/user/kept HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .expect("send");
+    let (head, _) = read_one_response(&mut stream);
+    assert!(head.starts_with("http/1.1 201"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+
+    stream
+        .write_all(
+            b"PUT /v1/kv/user/form HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\nvalue=1",
+        )
+        .expect("send on the same connection");
+    let (head, body) = read_one_response(&mut stream);
+    assert!(head.starts_with("http/1.1 415"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("1010"));
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("read until close");
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let kept = s.get("/v1/kv/user/kept/value");
+    assert_eq!((kept.status, kept.text()), (200, "hello".to_owned()));
+    assert_eq!(s.get("/v1/kv/user/form").status, 404);
+}
+
 #[test]
 fn bulk_problems_point_into_the_operation_list() {
     let s = Server::start(&["--max-value-bytes", "100"]);

@@ -1,6 +1,7 @@
 //! `caskade verify` and `caskade repair` on real data folders written by the real
 //! server: exit codes, damage reported with file and offset, a store `serve` refuses
-//! made openable again, nothing deleted, and a running server's lock respected.
+//! made openable again, nothing deleted, a running server's lock respected; and a
+//! record damaged under a running server fails only what reads it, with a logged 500.
 
 mod common;
 
@@ -376,4 +377,49 @@ fn a_missing_folder_cannot_be_verified() {
         "{}",
         text(&out)
     );
+}
+
+/// A record damaged after open (open trusts a sealed segment's hint and reads no
+/// record) fails what reads it with a logged 500 and nothing else: the GET of its key,
+/// and a PUT of its key (which reads the record it replaces for its creation time).
+/// Both requests are served without the router and without a `tracing` span; each
+/// error line still names its request, as a routed request's would.
+#[test]
+fn a_record_damaged_while_served_fails_its_get_and_put_with_logged_500s() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    store(&dir);
+    let seg = dir.join("0000000001.seg");
+    let (offset, len, damaged_key) = records(&seg)[3].clone();
+    flip(&seg, offset + len - 2);
+    let args = [SERVE_ARGS, &["--log-format", "json"]].concat();
+    let mut server = Server::start_in(&dir, &args);
+    let path = format!("/v1/kv/{damaged_key}");
+
+    let get = server.request("GET", &path, &[("x-request-id", "damaged-get")], Vec::new());
+    assert_eq!(get.status, 500, "{}", get.text());
+    let put = server.put_json(
+        &path,
+        &json!({ "value": 1 }),
+        &[("x-request-id", "damaged-put")],
+    );
+    assert_eq!(put.status, 500, "{}", put.text());
+    let other = server.get(&format!("/v1/kv/{}", key(4)));
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!(other.json()["data"]["value"], value(4));
+
+    assert!(server.signal_and_wait(Signal::SIGTERM).success());
+    let logs = server.logs();
+    for id in ["damaged-get", "damaged-put"] {
+        let failed = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "store request failed" && l["span"]["request_id"] == id);
+        let failed = failed.unwrap_or_else(|| panic!("no error line of {id}:\n{logs}"));
+        assert_eq!(failed["level"], "ERROR", "{failed}");
+        assert!(
+            failed["error"].as_str().is_some_and(|e| e.contains("crc")),
+            "{failed}"
+        );
+    }
 }

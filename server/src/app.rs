@@ -1,7 +1,11 @@
 //! The request path every request takes, in API.md's stage order: request id and
 //! logging around everything, then auth (for `/v1`), then route and method from
 //! [`crate::routes::ROUTES`], then the in-flight cap and readiness, then the handler.
+//! The two requests served most, a bodiless GET and a PUT of one key, take the same
+//! stages without axum's router ([`App::get_key`], [`App::put_key`]): no boxed body,
+//! no copies of the URI and headers, no `tracing` span unless a line is logged.
 
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +16,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use caskade_engine::Engine;
@@ -149,7 +154,7 @@ impl App {
     }
 
     fn serve_get_key<B>(&self, req: &Request<B>, path: &str, id: &str) -> Response {
-        if let Err(denied) = self.authorize(req, path) {
+        if let Err(denied) = self.authorize(req.method(), req.headers(), path) {
             return denied.into_response();
         }
         let Ok(_permit) = self.inflight.try_acquire() else {
@@ -159,14 +164,75 @@ impl App {
             Some(state) if !self.shutting_down.load(Ordering::SeqCst) => state,
             _ => return with_retry_after(self.unavailable(path)),
         };
-        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            crate::kv::get_envelope_now(state, req.uri(), req.headers(), Some(id))
-        }));
-        match served {
+        logging::with_request(id, || {
+            let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::kv::get_envelope_now(state, req.uri(), req.headers())
+            }));
+            match served {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => error.into_response(),
+                Err(_) => handler_panicked(path).into_response(),
+            }
+        })
+    }
+
+    /// True for `PUT /v1/kv/{entity}/{key}`, which [`App::put_key`] serves.
+    pub fn is_put_key<B>(req: &Request<B>) -> bool {
+        req.method() == Method::PUT && routes::is_kv_key(req.uri().path())
+    }
+
+    /// `PUT /v1/kv/{entity}/{key}` ([`App::is_put_key`]), served as [`App::get_key`]
+    /// serves its GET: the same stages as the router's, called directly, with hyper's
+    /// own body (not boxed), no copies of the URI and headers, no span.
+    pub async fn put_key<B>(&self, req: Request<B>) -> Response
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let id = request_id::header_or_fresh(req.headers());
+        let id_text = id.to_str().unwrap_or_default();
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let body_read = AtomicBool::new(body.is_end_stream());
+        let body = Watched {
+            inner: body,
+            done: &body_read,
+        };
+        let served = logging::in_request(id_text, self.serve_put_key(&parts, path, body));
+        let mut response = served.await;
+        stamp(&mut response, &id, body_read.load(Ordering::Relaxed));
+        self.finish(
+            &Method::PUT,
+            routes::KV_KEY,
+            path,
+            id_text,
+            &response,
+            started,
+        );
+        response
+    }
+
+    async fn serve_put_key<B>(&self, parts: &Parts, path: &str, body: B) -> Response
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Err(denied) = self.authorize(&parts.method, &parts.headers, path) {
+            return denied.into_response();
+        }
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return self.too_busy(path);
+        };
+        let state = match self.state.get() {
+            Some(state) if !self.shutting_down.load(Ordering::SeqCst) => state,
+            _ => return with_retry_after(self.unavailable(path)),
+        };
+        let put = crate::kv::put_now(state, &parts.uri, &parts.headers, body);
+        match AssertUnwindSafe(put).catch_unwind().await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => error.into_response(),
-            Err(_) => info_span!("request", request_id = %id)
-                .in_scope(|| handler_panicked(path).into_response()),
+            Err(_) => handler_panicked(path).into_response(),
         }
     }
 
@@ -201,7 +267,7 @@ impl App {
 
     async fn dispatch(&self, req: Request<Body>, path: &str, found: Match) -> Response {
         if is_v1(path)
-            && let Err(denied) = self.authorize(&req, path)
+            && let Err(denied) = self.authorize(req.method(), req.headers(), path)
         {
             return denied.into_response();
         }
@@ -219,13 +285,13 @@ impl App {
         }
     }
 
-    fn authorize<B>(&self, req: &Request<B>, path: &str) -> Result<(), ApiError> {
+    fn authorize(&self, method: &Method, headers: &HeaderMap, path: &str) -> Result<(), ApiError> {
         let Some(tokens) = &self.tokens else {
             return Ok(());
         };
-        let needed = Scope::required(req.method(), path);
+        let needed = Scope::required(method, path);
         tokens
-            .authorize(req.headers(), needed)
+            .authorize(headers, needed)
             .map(|_| ())
             .map_err(|denied| ApiError::one(path, denied.code, denied.detail))
     }
@@ -291,7 +357,7 @@ impl App {
 
 /// Logs a handler's panic and answers 500.
 fn handler_panicked(path: &str) -> ApiError {
-    error!("the handler panicked; answering 500");
+    logging::in_request_span(|| error!("the handler panicked; answering 500"));
     ApiError::one(
         path,
         ErrorCode::Internal,
@@ -329,20 +395,26 @@ fn watch_body(req: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
     (Request::from_parts(parts, Body::new(watched)), done)
 }
 
-/// A request body that sets `done` once its last frame has been read.
-struct Watched {
-    inner: Body,
-    done: Arc<AtomicBool>,
+/// A request body that sets `done` once its last frame has been read. `D` is the
+/// flag's owner: an `Arc` for a body handed to the router (which needs it `'static`),
+/// a reference for one read while the caller waits.
+struct Watched<B, D> {
+    inner: B,
+    done: D,
 }
 
-impl HttpBody for Watched {
-    type Data = Bytes;
-    type Error = axum::Error;
+impl<B, D> HttpBody for Watched<B, D>
+where
+    B: HttpBody + Unpin,
+    D: Deref<Target = AtomicBool> + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.done.store(true, Ordering::Relaxed);

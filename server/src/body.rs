@@ -1,7 +1,7 @@
 //! Request bodies, read under a limit while they stream in, so an oversized body is
 //! refused (413) without ever being buffered whole.
 
-use axum::body::Body;
+use axum::body::HttpBody;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -9,8 +9,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::problem::{ErrorCode, Problem};
 
 /// Reads `body`, at most `limit_bytes` of it. A `Content-Length` over the limit is
-/// refused before reading a byte.
-pub async fn read(body: Body, headers: &HeaderMap, limit_bytes: usize) -> Result<Bytes, Problem> {
+/// refused before reading a byte. Any body type: the router's boxed one, or hyper's
+/// own for the requests the dispatcher serves without the router.
+pub async fn read<B>(body: B, headers: &HeaderMap, limit_bytes: usize) -> Result<Bytes, Problem>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,7 @@
 //! API.md's stage order, and never a framework's plain-text rejection.
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -115,32 +115,50 @@ fn put_mode(headers: &HeaderMap, problems: &mut Vec<Problem>) -> Result<PutMode,
     }
 }
 
-/// `PUT /v1/kv/{entity}/{key}`.
+/// `PUT /v1/kv/{entity}/{key}` through the router (see [`put_now`]).
 async fn put(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    put_now(&state, &uri, &headers, body).await
+}
+
+/// `PUT /v1/kv/{entity}/{key}`. The dispatcher calls this directly, with hyper's own
+/// body, for every PUT of a key path (`App::put_key`); the router's `put` is what a
+/// test of the router alone reaches. The body is read only once the headers, the key
+/// and the query are known to be usable enough to decide how to read it: a 415
+/// leaves it unread (the connection is then closed).
+pub async fn put_now<B>(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: B,
+) -> Result<Response, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = uri.path();
     let mut problems = Vec::new();
-    let mode = put_mode(&headers, &mut problems).map_err(|p| ApiError::new(path, vec![p]))?;
+    let mode = put_mode(headers, &mut problems).map_err(|p| ApiError::new(path, vec![p]))?;
     let segments = kv_segments(path);
     let target = KeyPath::from_segments(&segments, &mut problems);
-    let pre = Preconditions::parse(&headers, &mut problems);
+    let pre = Preconditions::parse(headers, &mut problems);
     let query = Query::parse(uri.query(), &["ttl"], &mut problems);
     let limit = match mode {
         PutMode::Envelope => envelope_body_limit(&state.limits),
         _ => usize::try_from(state.limits.value_bytes_max).unwrap_or(usize::MAX),
     };
-    let bytes = match body::read(body, &headers, limit).await {
+    let bytes = match body::read(body, headers, limit).await {
         Ok(bytes) => bytes,
         Err(problem) => {
             problems.push(problem);
             return Err(ApiError::new(path, problems));
         }
     };
-    let spec = decode_put_body(mode, bytes, &query, &headers, &state.limits, &mut problems);
+    let spec = decode_put_body(mode, bytes, &query, headers, &state.limits, &mut problems);
     let (Some((entity, key)), Some(spec), true) = (target.valid(), spec, problems.is_empty())
     else {
         return Err(ApiError::new(path, problems));
@@ -154,9 +172,9 @@ async fn put(
     // put goes the way of bulk (no read, no key lock, the writer decides `created`
     // and carries `created_at`), so it never loses a race and never retries.
     let outcomes = if pre.is_empty() {
-        mutation::apply_unconditional(&state, path, &ops).await?
+        mutation::apply_unconditional(state, path, &ops).await?
     } else {
-        mutation::apply(&state, path, &ops, |lives| {
+        mutation::apply(state, path, &ops, |lives| {
             precondition(path, &pre, lives.first().copied().flatten())
         })
         .await?
@@ -400,7 +418,6 @@ fn read_key(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
-    request_id: Option<&str>,
 ) -> Result<(Entity, String, Read), ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
@@ -414,7 +431,7 @@ fn read_key(
     let entry = state
         .engine
         .get(&entity.engine_key(&key))
-        .map_err(|e| in_request_span(request_id, || engine_error(path, e)))?;
+        .map_err(|e| engine_error(path, e))?;
     let live = entry.as_ref().map(|e| e.version);
     if pre.if_match.as_ref().is_some_and(|c| !c.matches(live)) {
         return Err(precondition_failed(path, live.is_some()));
@@ -445,42 +462,27 @@ async fn get_envelope(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    get_envelope_now(&state, &uri, &headers, None)
-}
-
-/// Runs `log` (which logs an error) inside the request's span when the caller runs
-/// outside one (`request_id` given), so the error line names the request as every
-/// other line of it does; the span is built only when there is something to log.
-fn in_request_span<T>(request_id: Option<&str>, log: impl FnOnce() -> T) -> T {
-    match request_id {
-        Some(id) => {
-            tracing::info_span!(target: crate::logging::ACCESS_TARGET, "request", request_id = %id)
-                .in_scope(log)
-        }
-        None => log(),
-    }
+    get_envelope_now(&state, &uri, &headers)
 }
 
 /// `GET /v1/kv/{entity}/{key}`: the value in its envelope. The dispatcher calls this
-/// directly for the common GET (no body), without the router and without a span;
-/// `request_id` is then the request's id, for the span of an error line.
+/// directly for the common GET (no body), without the router and without a span
+/// (`App::get_key`).
 pub fn get_envelope_now(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
-    request_id: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (entity, key, read) = read_key(state, uri, headers, request_id)?;
+    let (entity, key, read) = read_key(state, uri, headers)?;
     let entry = match read {
         Read::NotModified(version) => return Ok(not_modified(version)),
         Read::Found(entry) => entry,
     };
     let path = uri.path();
-    let meta = RecordMeta::decode(&entry.meta)
-        .map_err(|e| in_request_span(request_id, || mutation::internal(path, &e)))?;
+    let meta = RecordMeta::decode(&entry.meta).map_err(|e| mutation::internal(path, &e))?;
     let body = match envelope_body(entity, &key, &entry, &meta) {
         Ok(body) => body,
-        Err(e) => return Err(in_request_span(request_id, || mutation::internal(path, &e))),
+        Err(e) => return Err(mutation::internal(path, &e)),
     };
     let mut response = json_response(StatusCode::OK, body);
     response
@@ -563,7 +565,7 @@ async fn get_value(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, read) = read_key(&state, &uri, &headers, None)?;
+    let (_, _, read) = read_key(&state, &uri, &headers)?;
     let entry = match read {
         Read::NotModified(version) => return Ok(not_modified(version)),
         Read::Found(entry) => entry,

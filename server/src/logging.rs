@@ -19,6 +19,7 @@
 //! channel, so nearly every line paid a futex wake-up on the request's thread, and the
 //! thread's spinning cost ~4 % of a GET.)
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
@@ -95,6 +96,65 @@ pub fn dropped_lines() -> u64 {
     INSTALLED
         .get()
         .map_or(0, |shared| shared.dropped.load(Ordering::Relaxed))
+}
+
+thread_local! {
+    /// The id of the request this thread is serving without a `tracing` span
+    /// ([`with_request`], [`in_request`]); empty otherwise.
+    static SPANLESS_REQUEST: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Clears [`SPANLESS_REQUEST`] when dropped, so a panic in the scope cannot leave a
+/// stale id behind for the next request on the thread.
+struct SpanlessScope;
+
+impl SpanlessScope {
+    fn enter(request_id: &str) -> SpanlessScope {
+        SPANLESS_REQUEST.with_borrow_mut(|id| {
+            id.clear();
+            id.push_str(request_id);
+        });
+        SpanlessScope
+    }
+}
+
+impl Drop for SpanlessScope {
+    fn drop(&mut self) {
+        SPANLESS_REQUEST.with_borrow_mut(String::clear);
+    }
+}
+
+/// Runs `serve` for the request `request_id` without building its `request` span: the
+/// dispatcher serves the common GET and PUT this way (a span costs a few allocations
+/// and a formatted field per request). An error line logged meanwhile goes through
+/// [`in_request_span`], which builds the span then, so it still names the request.
+pub fn with_request<T>(request_id: &str, serve: impl FnOnce() -> T) -> T {
+    let _scope = SpanlessScope::enter(request_id);
+    serve()
+}
+
+/// [`with_request`] for a future: the id is set for each poll of `fut` and cleared
+/// after it (a runtime thread polls one task at a time, so polls do not nest).
+pub async fn in_request<F: Future>(request_id: &str, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _scope = SpanlessScope::enter(request_id);
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Runs `log` (which logs a line) inside a `request{request_id}` span when it is
+/// called under [`with_request`] or [`in_request`], so the line names its request as
+/// a line logged by a request served through the router does; as it is otherwise.
+pub fn in_request_span<T>(log: impl FnOnce() -> T) -> T {
+    let id = SPANLESS_REQUEST.with_borrow(|id| (!id.is_empty()).then(|| id.clone()));
+    match id {
+        Some(id) => {
+            tracing::info_span!(target: ACCESS_TARGET, "request", request_id = %id).in_scope(log)
+        }
+        None => log(),
+    }
 }
 
 /// One request's access-log line. [`access`] writes exactly what `tracing`'s fmt layer

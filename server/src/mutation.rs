@@ -461,7 +461,9 @@ pub fn engine_error(path: &str, err: EngineError) -> ApiError {
 
 /// A 500 for a failure that is a bug or damage: logged in full, answered without detail.
 pub fn internal(path: &str, err: &dyn std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, path, "store request failed");
+    crate::logging::in_request_span(|| {
+        tracing::error!(error = %err, path, "store request failed");
+    });
     ApiError::one(
         path,
         ErrorCode::Internal,

@@ -278,12 +278,13 @@ async fn serve_connection(
     });
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         // The common GET is answered at once, before its body is boxed or a future
-        // holding the app is made.
+        // holding the app is made; a PUT of one key skips the router too.
         let answered = app.get_key(&req);
         let app = app.clone();
         async move {
             let response = match answered {
                 Some(response) => response,
+                None if App::is_put_key(&req) => app.put_key(req).await,
                 None => app.handle(req.map(Body::new)).await,
             };
             Ok::<_, Infallible>(response)
