@@ -72,6 +72,8 @@ impl<'a> RecordMeta<'a> {
             .map_err(|_| MetaError("content type too long"))?;
         let md = self.metadata.unwrap_or_default();
         let md_len = u32::try_from(md.len()).map_err(|_| MetaError("metadata too long"))?;
+        // One allocation for an empty buffer, not a doubling per field.
+        out.reserve(1 + 1 + 8 + 2 + self.content_type.len() + 4 + md.len());
         out.push(META_FORMAT_VERSION);
         out.push(kind_byte(self.kind));
         out.extend_from_slice(&self.created_at_ms.to_le_bytes());

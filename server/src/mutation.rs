@@ -212,7 +212,14 @@ pub async fn apply_unconditional(
     let now_ms = state.engine.clock().now_ms();
     // Every engine key of the request in one buffer, each op's key a view of it: no
     // allocation per key here nor when the writer keeps a copy of the handle.
-    let mut all_keys = Vec::new();
+    let keys_len = ops
+        .iter()
+        .map(|op| {
+            let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
+            entity.as_str().len() + 1 + key.len()
+        })
+        .sum();
+    let mut all_keys = Vec::with_capacity(keys_len);
     let mut ends = Vec::with_capacity(ops.len());
     for op in ops {
         let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
