@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Issue 6's targets table from one run's raw results (benches/targets.sh runs it).
 
-Reads criterion's estimates (target/criterion/<group>/<bench>/new/), the memory table the
+Reads criterion's estimates (target/criterion/<group>/<bench>/new/; of several runs, each
+benchmark's median), the memory table the
 engine benchmark prints, and the raw results of benches/server.sh (RESULTS_TSV), and
 prints one Markdown row per target: what was measured, the ratio, whether it holds.
 Every ratio is between two figures of the same run. A figure that is missing (a group
@@ -16,17 +17,24 @@ import sys
 from pathlib import Path
 
 
-def criterion_rates(root: Path) -> dict:
-    """full_id -> (elements per second, seconds per iteration) for every benchmark."""
+def criterion_rates(roots: list) -> dict:
+    """full_id -> (elements per second, seconds per iteration) for every benchmark of
+    the criterion folders `roots` (one per engine run of benches/targets.sh). A
+    benchmark measured in several runs gets the median of its rates."""
+    runs = {}
+    for root in roots:
+        for bench in root.glob("*/*/new/benchmark.json"):
+            meta = json.loads(bench.read_text())
+            estimates = json.loads((bench.parent / "estimates.json").read_text())
+            # criterion's headline: the slope where it has one, else the mean.
+            headline = estimates.get("slope") or estimates["mean"]
+            seconds = headline["point_estimate"] / 1e9
+            elements = (meta.get("throughput") or {}).get("Elements", 1)
+            runs.setdefault(meta["full_id"], []).append((elements / seconds, elements))
     rates = {}
-    for bench in root.glob("*/*/new/benchmark.json"):
-        meta = json.loads(bench.read_text())
-        estimates = json.loads((bench.parent / "estimates.json").read_text())
-        # criterion's headline: the slope where it has one, else the mean.
-        headline = estimates.get("slope") or estimates["mean"]
-        seconds = headline["point_estimate"] / 1e9
-        elements = (meta.get("throughput") or {}).get("Elements", 1)
-        rates[meta["full_id"]] = (elements / seconds, seconds)
+    for full_id, measured in runs.items():
+        per_second = statistics.median(r for r, _ in measured)
+        rates[full_id] = (per_second, measured[0][1] / per_second)
     return rates
 
 
@@ -108,12 +116,15 @@ class Table:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--criterion", type=Path, default=Path("target/criterion"))
+    parser.add_argument("--criterion", type=Path, action="append",
+                        help="a criterion folder; give it once per engine run (default "
+                             "target/criterion)")
     parser.add_argument("--memory", type=Path, help="the engine benchmark's stdout")
     parser.add_argument("--server", type=Path, help="server.sh's RESULTS_TSV")
     args = parser.parse_args()
 
-    c = criterion_rates(args.criterion) if args.criterion.is_dir() else {}
+    roots = [r for r in (args.criterion or [Path("target/criterion")]) if r.is_dir()]
+    c = criterion_rates(roots)
     mem = memory_rows(args.memory.read_text()) if args.memory and args.memory.exists() else {}
     srv = server_rows(args.server.read_text()) if args.server and args.server.exists() else {}
 
