@@ -36,7 +36,7 @@
 //! after it, landing on written blocks, sync their data pages only: about half the
 //! time per `fdatasync` on this machine's ext4 for a group that reaches into a new
 //! block (docs/benchmarks.md, "Zeroed blocks under `always`"; a lone small put mostly
-//! rewrites a block converted already and gains nothing), for one larger sync per
+//! rewrites a block converted already and gains little), for one larger sync per
 //! [`PREALLOC_CHUNK`] (~1 ms here). Databases zero their write-ahead logs ahead for the
 //! same reason (PostgreSQL's WAL segments).
 //!

@@ -127,9 +127,9 @@ async fn put(
 
 /// `PUT /v1/kv/{entity}/{key}`. The dispatcher calls this directly, with hyper's own
 /// body, for every PUT of a key path (`App::put_key`); the router's `put` is what a
-/// test of the router alone reaches. The body is read only once the headers, the key
-/// and the query are known to be usable enough to decide how to read it: a 415
-/// leaves it unread (the connection is then closed).
+/// test of the router alone reaches. The body is read (under the limit of its mode)
+/// unless the Content-Type is refused outright (415, forms and multipart): that
+/// leaves it unread, and the connection is then closed.
 pub async fn put_now<B>(
     state: &AppState,
     uri: &Uri,
