@@ -23,7 +23,7 @@ use bytes::Bytes;
 use caskade_engine::Engine;
 use futures_util::FutureExt;
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tower::ServiceExt;
 use tracing::{Instrument, error, info, info_span};
 
@@ -154,15 +154,9 @@ impl App {
     }
 
     fn serve_get_key<B>(&self, req: &Request<B>, path: &str, id: &str) -> Response {
-        if let Err(denied) = self.authorize(req.method(), req.headers(), path) {
-            return denied.into_response();
-        }
-        let Ok(_permit) = self.inflight.try_acquire() else {
-            return self.too_busy(path);
-        };
-        let state = match self.state.get() {
-            Some(state) if !self.shutting_down.load(Ordering::SeqCst) => state,
-            _ => return with_retry_after(self.unavailable(path)),
+        let (_permit, state) = match self.admit(req.method(), req.headers(), path) {
+            Ok(admitted) => admitted,
+            Err(refused) => return *refused,
         };
         logging::with_request(id, || {
             let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -218,21 +212,37 @@ impl App {
         B: HttpBody<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Err(denied) = self.authorize(&parts.method, &parts.headers, path) {
-            return denied.into_response();
-        }
-        let Ok(_permit) = self.inflight.try_acquire() else {
-            return self.too_busy(path);
-        };
-        let state = match self.state.get() {
-            Some(state) if !self.shutting_down.load(Ordering::SeqCst) => state,
-            _ => return with_retry_after(self.unavailable(path)),
+        let (_permit, state) = match self.admit(&parts.method, &parts.headers, path) {
+            Ok(admitted) => admitted,
+            Err(refused) => return *refused,
         };
         let put = crate::kv::put_now(state, &parts.uri, &parts.headers, body);
         match AssertUnwindSafe(put).catch_unwind().await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => error.into_response(),
             Err(_) => handler_panicked(path).into_response(),
+        }
+    }
+
+    /// The stages before the handler of a request served without the router
+    /// ([`App::get_key`], [`App::put_key`]), in API.md's order: auth, the in-flight cap,
+    /// readiness. The in-flight permit and the open store, or the answer that refuses
+    /// the request (boxed: a refusal is the rare path).
+    fn admit(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<(SemaphorePermit<'_>, &AppState), Box<Response>> {
+        if let Err(denied) = self.authorize(method, headers, path) {
+            return Err(Box::new(denied.into_response()));
+        }
+        let Ok(permit) = self.inflight.try_acquire() else {
+            return Err(Box::new(self.too_busy(path)));
+        };
+        match self.state.get() {
+            Some(state) if !self.shutting_down.load(Ordering::SeqCst) => Ok((permit, state)),
+            _ => Err(Box::new(with_retry_after(self.unavailable(path)))),
         }
     }
 
