@@ -62,7 +62,7 @@ def memory_rows(text: str) -> dict:
 def server_rows(text: str) -> dict:
     """run name -> {rps, keys, p50, p99, rounds} from server.sh's raw results. When
     the results hold several rounds of a run (benches/targets.sh runs server.sh
-    SERVER_ROUNDS times), each figure is the median of its rounds, taken on its own."""
+    in ROUNDS rounds), each figure is the median of its rounds, taken on its own."""
     rounds = {}
     for line in text.splitlines():
         fields = line.split("\t")
