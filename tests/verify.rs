@@ -153,6 +153,19 @@ fn flip(path: &Path, at: usize) {
     std::fs::write(path, bytes).expect("write");
 }
 
+/// A [`store`] in a temp folder whose fourth record of the first sealed segment has a
+/// byte flipped near its end (in the CRC-covered bytes): the folder, the folder of the
+/// store, the record's offset and the key it holds.
+fn store_with_a_flipped_record() -> (tempfile::TempDir, PathBuf, usize, String) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("store");
+    store(&dir);
+    let seg = dir.join("0000000001.seg");
+    let (offset, len, key) = records(&seg)[3].clone();
+    flip(&seg, offset + len - 2);
+    (temp, dir, offset, key)
+}
+
 /// Every regular file under `dir` (recursively, except the lock), by path relative
 /// to `dir`, with its bytes.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -205,12 +218,7 @@ fn a_clean_store_verifies_with_exit_0() {
 
 #[test]
 fn a_flipped_byte_in_a_sealed_segment_is_reported_with_file_and_offset() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let dir = temp.path().join("store");
-    store(&dir);
-    let seg = dir.join("0000000001.seg");
-    let (offset, len, _) = records(&seg)[3];
-    flip(&seg, offset + len - 2);
+    let (_temp, dir, offset, _) = store_with_a_flipped_record();
 
     let out = run("verify", &dir, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -386,12 +394,7 @@ fn a_missing_folder_cannot_be_verified() {
 /// error line still names its request, as a routed request's would.
 #[test]
 fn a_record_damaged_while_served_fails_its_get_and_put_with_logged_500s() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let dir = temp.path().join("store");
-    store(&dir);
-    let seg = dir.join("0000000001.seg");
-    let (offset, len, damaged_key) = records(&seg)[3].clone();
-    flip(&seg, offset + len - 2);
+    let (_temp, dir, _, damaged_key) = store_with_a_flipped_record();
     let args = [SERVE_ARGS, &["--log-format", "json"]].concat();
     let mut server = Server::start_in(&dir, &args);
     let path = format!("/v1/kv/{damaged_key}");
