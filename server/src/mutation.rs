@@ -112,12 +112,16 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    fn engine_key(&self) -> Vec<u8> {
+    /// The entity and key the operation writes.
+    fn target(&self) -> (Entity, &str) {
         match self {
-            WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key } => {
-                entity.engine_key(key)
-            }
+            WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key } => (*entity, key),
         }
+    }
+
+    fn engine_key(&self) -> Vec<u8> {
+        let (entity, key) = self.target();
+        entity.engine_key(key)
     }
 }
 
@@ -215,14 +219,14 @@ pub async fn apply_unconditional(
     let keys_len = ops
         .iter()
         .map(|op| {
-            let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
+            let (entity, key) = op.target();
             entity.as_str().len() + 1 + key.len()
         })
         .sum();
     let mut all_keys = Vec::with_capacity(keys_len);
     let mut ends = Vec::with_capacity(ops.len());
     for op in ops {
-        let (WriteOp::Put { entity, key, .. } | WriteOp::Delete { entity, key }) = op;
+        let (entity, key) = op.target();
         all_keys.extend_from_slice(entity.as_str().as_bytes());
         all_keys.push(b'/');
         all_keys.extend_from_slice(key.as_bytes());
