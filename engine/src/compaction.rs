@@ -317,16 +317,11 @@ impl<'a> Run<'a> {
                 .retire
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            {
-                let mut segments = self
-                    .shared
-                    .segments
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
+            self.shared.change_segments(|segments| {
                 for id in &ids {
                     segments.remove(id);
                 }
-            }
+            });
             delete_segments(&self.shared.dir, &ids)?;
         }
         self.fault(step::INPUTS_DELETED)?;
@@ -501,14 +496,8 @@ impl<'a> Run<'a> {
             seg.has_hint.store(true, Ordering::Relaxed);
             mapped.insert(*id, Arc::new(seg));
         }
-        {
-            let mut segments = self
-                .shared
-                .segments
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            segments.extend(mapped);
-        }
+        self.shared
+            .change_segments(|segments| segments.extend(mapped));
         self.swapped = true;
         for m in self.moves.drain(..) {
             self.shared

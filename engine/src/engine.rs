@@ -17,7 +17,7 @@ use crate::maintenance::{Control, Maintenance};
 use crate::oneshot;
 use crate::record::{self, HEADER_BYTES_MAX};
 use crate::recovery;
-use crate::segment::{self, Segment};
+use crate::segment::{self, MapAddresses, Segment};
 use crate::writer::{Done, Msg, Writer, WriterCell};
 use crate::{
     Applied, BackupReport, Batch, Clock, CompactionReport, Entry, Error, ListItem, Op, Options,
@@ -58,7 +58,11 @@ pub(crate) struct Shared {
     pub index: Index,
     /// Every segment by id. Readers take the read lock only long enough to clone an
     /// `Arc`; the writer takes the write lock only to swap in a sealed or new segment.
-    pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Changed only through [`Shared::change_segments`].
+    segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Where the segments are mapped, for a get's early prefetch; kept in step with
+    /// `segments` by [`Shared::change_segments`].
+    pub map_addresses: MapAddresses,
     pub counters: Counters,
     /// The next segment id; the writer (rotation) and compaction (outputs) both take
     /// ids from it, so ids are never reused and sort by creation.
@@ -81,6 +85,15 @@ impl Shared {
     /// writer of the map swaps whole entries.
     pub fn segments(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<Segment>>> {
         self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the segment map under its write lock and publishes where the segments
+    /// are mapped now.
+    pub fn change_segments<T>(&self, f: impl FnOnce(&mut BTreeMap<u32, Arc<Segment>>) -> T) -> T {
+        let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut segments);
+        self.map_addresses.publish(&segments);
+        out
     }
 
     pub(crate) fn try_segment(&self, id: u32) -> Option<Arc<Segment>> {
@@ -279,6 +292,11 @@ fn too_large(what: &'static str, len: usize, limit: usize) -> Result<()> {
 }
 
 impl Engine {
+    #[cfg(test)]
+    pub(crate) fn shared_for_test(&self) -> &Shared {
+        self.shared()
+    }
+
     /// A second handle on the maintenance work, for tests that drive it step by step
     /// (open with a long `sweep_interval` so the thread itself stays idle).
     #[cfg(test)]
@@ -328,6 +346,7 @@ impl Engine {
             dir,
             options,
             index: recovered.index,
+            map_addresses: MapAddresses::new(&segments),
             segments: RwLock::new(segments),
             counters,
             next_segment_id: AtomicU32::new(recovered.next_segment_id),
@@ -420,7 +439,8 @@ impl Engine {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Some(loc) = shared.index.get(key) else {
+            let prefetch = |segment, offset| shared.map_addresses.prefetch(segment, offset);
+            let Some(loc) = shared.index.get_prefetching(key, prefetch) else {
                 return Ok(None);
             };
             // Most entries never expire: the clock is read only for those that do.

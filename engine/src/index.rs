@@ -3,7 +3,9 @@
 //! Keys are spread over [`SHARDS`] shards by a hash of the key, so writers and readers
 //! of different keys rarely touch the same lock. Each shard is
 //! - a slab of [`Slot`]s (key inline up to 16 bytes, and its 32-byte [`Location`]),
-//! - a hash table of slot ids for point lookups: one hash, one key comparison,
+//! - a hash table of [`Bucket`]s (slot id, and where the key's record is) for point
+//!   lookups: one hash, one key comparison, the record prefetched before the slot is
+//!   read,
 //! - a key order for listing: a sorted run of slot ids, plus the ids of keys created
 //!   since the last list, sorted and merged in only when a list (or a prefix count)
 //!   needs the order. Point writes never compare keys for ordering; a store that is
@@ -65,13 +67,14 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
 pub(crate) struct Located {
     hash: u64,
     shard: usize,
-    /// The key's slot when it was found ([`NO_SLOT`]: absent). A hint only: the
-    /// update checks that the slot still holds the key, live, before it writes there.
-    slot: u32,
+    /// The table bucket the key was found in ([`NO_BUCKET`]: absent). A hint only:
+    /// the update checks that the bucket still holds the key before it writes there
+    /// (the table may have grown, or the key been removed, since).
+    bucket: usize,
 }
 
-/// [`Located::slot`] of a key that was not found.
-const NO_SLOT: u32 = u32::MAX;
+/// [`Located::bucket`] of a key that was not found.
+const NO_BUCKET: usize = usize::MAX;
 
 /// Where a key's latest record lives, and what a read must know without touching disk.
 /// 32 bytes.
@@ -100,6 +103,29 @@ impl Location {
 /// A key, stored inline when it is at most 16 bytes (no allocation of its own).
 type Key = SmallVec<[u8; 16]>;
 
+/// An entry of a shard's hash table: the key's slot id, and where the key's record is
+/// — a copy of the slot's `loc.segment` and `loc.offset`, written with them (by
+/// [`Shard::point`], [`Shard::create`] and the bulk load's `load_one`). With it, a
+/// get asks for the record's cache lines as soon as it has the bucket, while the slot's
+/// lines are still on their way: the two misses overlap instead of following each
+/// other (docs/benchmarks.md, "W2: the record's place in the table"). 12 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    id: u32,
+    segment: u32,
+    offset: u32,
+}
+
+impl Bucket {
+    fn new(id: u32, loc: &Location) -> Bucket {
+        Bucket {
+            id,
+            segment: loc.segment,
+            offset: loc.offset,
+        }
+    }
+}
+
 /// One entry of a shard's slab. `loc.len == 0` marks a removed key whose slot waits
 /// for the next order merge before it can be reused.
 #[derive(Debug)]
@@ -125,40 +151,65 @@ struct Order {
     dead: usize,
 }
 
-/// One shard: slab, hash table of slot ids, key order.
+/// One shard: slab, hash table of buckets, key order.
 #[derive(Debug, Default)]
 struct Shard {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    table: HashTable<u32>,
+    table: HashTable<Bucket>,
     order: Order,
     /// Bytes of keys too long to be stored inline.
     heap_key_bytes: u64,
 }
 
 impl Shard {
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+    /// The index of `key`'s bucket in the table.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
         self.table
-            .find(hash, |&id| slots[id as usize].key.as_slice() == key)
-            .copied()
+            .find_bucket_index(hash, |b| slots[b.id as usize].key.as_slice() == key)
     }
 
     fn get(&self, hash: u64, key: &[u8]) -> Option<Location> {
-        self.find(hash, key).map(|id| self.slots[id as usize].loc)
+        self.get_prefetching(hash, key, |_, _| {})
     }
 
-    /// The entry of slot `id` if it still holds `key`, live: then it is the key's
-    /// entry (a key has at most one live slot; a removed key's slot is only reused
-    /// after it is purged, for a key created later).
-    fn live_slot_mut(&mut self, id: u32, key: &[u8]) -> Option<&mut Location> {
-        let slot = self.slots.get_mut(id as usize)?;
-        (slot.is_live() && slot.key.as_slice() == key).then_some(&mut slot.loc)
+    /// As `get`, calling `prefetch(segment, offset)` with the record's place of each
+    /// bucket it compares the key of, before it reads the slot.
+    #[inline]
+    fn get_prefetching(
+        &self,
+        hash: u64,
+        key: &[u8],
+        prefetch: impl Fn(u32, u32),
+    ) -> Option<Location> {
+        let slots = &self.slots;
+        let bucket = self.table.find(hash, |b| {
+            prefetch(b.segment, b.offset);
+            slots[b.id as usize].key.as_slice() == key
+        })?;
+        let loc = slots[bucket.id as usize].loc;
+        debug_assert_eq!((bucket.segment, bucket.offset), (loc.segment, loc.offset));
+        Some(loc)
     }
 
-    fn slot_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Location> {
-        let id = self.find(hash, key)?;
-        Some(&mut self.slots[id as usize].loc)
+    /// The location in bucket `at`, if the bucket holds `key` (a bucket in the table
+    /// always names a live slot).
+    fn location_at(&self, at: usize, key: &[u8]) -> Option<Location> {
+        let bucket = self.table.get_bucket(at)?;
+        let slot = &self.slots[bucket.id as usize];
+        debug_assert!(slot.is_live());
+        (slot.key.as_slice() == key).then_some(slot.loc)
+    }
+
+    /// Points the entry in bucket `at` (which holds a key) at `loc`; returns where it
+    /// pointed before.
+    fn point(&mut self, at: usize, loc: Location) -> Location {
+        let Some(bucket) = self.table.get_bucket_mut(at) else {
+            unreachable!("Shard::point is given a full bucket");
+        };
+        *bucket = Bucket::new(bucket.id, &loc);
+        std::mem::replace(&mut self.slots[bucket.id as usize].loc, loc)
     }
 
     /// Adds a key that is not in the shard.
@@ -172,8 +223,8 @@ impl Shard {
             loc,
         );
         let slots = &self.slots;
-        self.table.insert_unique(hash, id, |&id| {
-            hasher.hash_one(slots[id as usize].key.as_slice())
+        self.table.insert_unique(hash, Bucket::new(id, &loc), |b| {
+            hasher.hash_one(shard_key(slots, b.id))
         });
         self.order.pending.push(id);
     }
@@ -183,9 +234,9 @@ impl Shard {
         let slots = &self.slots;
         let entry = self
             .table
-            .find_entry(hash, |&id| slots[id as usize].key.as_slice() == key)
+            .find_entry(hash, |b| slots[b.id as usize].key.as_slice() == key)
             .ok()?;
-        let (id, _) = entry.remove();
+        let (Bucket { id, .. }, _) = entry.remove();
         let slot = &mut self.slots[id as usize];
         let loc = std::mem::replace(&mut slot.loc.len, 0);
         let removed = Location {
@@ -284,7 +335,7 @@ impl Shard {
     fn bytes(&self) -> u64 {
         (self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.free.capacity() * 4
-            + self.table.capacity() * (4 + 1)
+            + self.table.capacity() * (std::mem::size_of::<Bucket>() + 1)
             + (self.order.sorted.capacity() + self.order.pending.capacity()) * 4) as u64
             + self.heap_key_bytes
     }
@@ -364,11 +415,19 @@ impl Index {
         Self::read(shard).get(hash, key)
     }
 
+    /// As [`Index::get`], calling `prefetch(segment, offset)` with where the record
+    /// is as soon as the key's bucket is found, before the slot is read.
+    #[inline]
+    pub fn get_prefetching(&self, key: &[u8], prefetch: impl Fn(u32, u32)) -> Option<Location> {
+        let (hash, shard) = self.locate(key);
+        Self::read(shard).get_prefetching(hash, key, prefetch)
+    }
+
     /// The locations of `keys` (expired or not), in their order, each with where the
     /// key sits ([`Located`], for [`Index::insert_located`]). The keys are taken
     /// shard by shard, each shard's read lock once, so the lookups of a shard run back
     /// to back and the CPU overlaps their cache misses (three per lookup in a large
-    /// index: the table's control bytes, its slot id, the slot) instead of waiting for
+    /// index: the table's control bytes, its bucket, the slot) instead of waiting for
     /// each in turn between other work, as a loop of [`Index::get`] calls does.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<(Located, Option<Location>)> {
         let mut out = Vec::with_capacity(keys.len());
@@ -378,7 +437,7 @@ impl Index {
             let at = Located {
                 hash,
                 shard,
-                slot: NO_SLOT,
+                bucket: NO_BUCKET,
             };
             out.push((at, None));
             starts[shard + 1] += 1;
@@ -401,9 +460,9 @@ impl Index {
             let guard = Self::read(&self.shards[shard]);
             for &i in ids {
                 let i = i as usize;
-                if let Some(id) = guard.find(out[i].0.hash, keys[i]) {
-                    out[i].0.slot = id;
-                    out[i].1 = Some(guard.slots[id as usize].loc);
+                if let Some(at) = guard.find(out[i].0.hash, keys[i]) {
+                    out[i].0.bucket = at;
+                    out[i].1 = guard.location_at(at, keys[i]);
                 }
             }
         }
@@ -416,7 +475,7 @@ impl Index {
         let at = Located {
             hash,
             shard,
-            slot: NO_SLOT,
+            bucket: NO_BUCKET,
         };
         self.insert_located(key, at, loc)
     }
@@ -433,21 +492,16 @@ impl Index {
         );
         let hash = at.hash;
         let mut shard = Self::write(&self.shards[at.shard]);
-        debug_assert!(
-            at.slot == NO_SLOT
-                || shard.live_slot_mut(at.slot, key).is_none()
-                || shard.find(hash, key) == Some(at.slot),
-            "a live slot holding the key is the one its table entry names"
-        );
-        let old = if let Some(slot) = shard.live_slot_mut(at.slot, key) {
-            Some(std::mem::replace(slot, loc))
-        } else {
-            match shard.slot_mut(hash, key) {
-                Some(slot) => Some(std::mem::replace(slot, loc)),
-                None => {
-                    shard.create(&self.hasher, hash, key, loc);
-                    None
-                }
+        // The bucket `get_many` found the key in, if it still holds it (a key has one
+        // bucket); else a walk of the table.
+        let found = Some(at.bucket)
+            .filter(|&b| b != NO_BUCKET && shard.location_at(b, key).is_some())
+            .or_else(|| shard.find(hash, key));
+        let old = match found {
+            Some(b) => Some(shard.point(b, loc)),
+            None => {
+                shard.create(&self.hasher, hash, key, loc);
+                None
             }
         };
         drop(shard);
@@ -460,14 +514,15 @@ impl Index {
     pub fn repoint(&self, key: &[u8], segment: u32, offset: u32, to: Location) -> bool {
         let (hash, shard) = self.locate(key);
         let mut shard = Self::write(shard);
-        let Some(slot) = shard.slot_mut(hash, key) else {
+        let Some(at) = shard.find(hash, key) else {
             return false;
         };
-        if slot.segment != segment || slot.offset != offset {
-            return false;
+        match shard.table.get_bucket(at) {
+            Some(b) if b.segment == segment && b.offset == offset => {}
+            _ => return false,
         }
-        debug_assert_eq!(slot.version, to.version);
-        let old = std::mem::replace(slot, to);
+        let old = shard.point(at, to);
+        debug_assert_eq!(old.version, to.version);
         drop(shard);
         self.live_bytes
             .fetch_sub(u64::from(old.len), Ordering::Relaxed);
@@ -495,8 +550,8 @@ impl Index {
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &Location)) {
         for shard in &self.shards {
             let shard = Self::read(shard);
-            for &id in shard.table.iter() {
-                let slot = &shard.slots[id as usize];
+            for b in shard.table.iter() {
+                let slot = &shard.slots[b.id as usize];
                 f(&slot.key, &slot.loc);
             }
         }
@@ -602,7 +657,7 @@ impl Index {
     }
 
     /// Heap bytes of the index, counted from the capacities of its tables: slabs,
-    /// hash tables (4-byte ids plus a control byte per bucket), order runs and keys
+    /// hash tables (12-byte buckets plus a control byte each), order runs and keys
     /// longer than 16 bytes. The expiry set is not included.
     pub fn estimated_bytes(&self) -> u64 {
         self.shards.iter().map(|s| Self::read(s).bytes()).sum()
@@ -789,8 +844,8 @@ impl<'i> Loader<'i> {
             keys += shard.table.len() as u64;
             live_bytes += state.live_bytes;
             if state.expiring {
-                for &id in shard.table.iter() {
-                    let slot = &shard.slots[id as usize];
+                for b in shard.table.iter() {
+                    let slot = &shard.slots[b.id as usize];
                     if slot.loc.expires_at_ms != 0 {
                         index
                             .expiries
@@ -809,7 +864,7 @@ impl Shard {
     fn reserve(&mut self, hasher: &DefaultHashBuilder, additional: usize) {
         let slots = &self.slots;
         self.table
-            .reserve(additional, |&id| hasher.hash_one(shard_key(slots, id)));
+            .reserve(additional, |b| hasher.hash_one(shard_key(slots, b.id)));
         self.slots.reserve(additional);
         self.order.pending.reserve(additional);
     }
@@ -822,7 +877,7 @@ impl Shard {
         if self.table.capacity() > 2 * live + SLACK {
             let slots = &self.slots;
             self.table
-                .shrink_to(live, |&id| hasher.hash_one(shard_key(slots, id)));
+                .shrink_to(live, |b| hasher.hash_one(shard_key(slots, b.id)));
         }
         if self.slots.capacity() > 2 * self.slots.len() + SLACK {
             self.slots.shrink_to_fit();
@@ -990,21 +1045,23 @@ fn load_one(
     } = shard;
     let entry = table.entry(
         hash,
-        |&id| slots[id as usize].key.as_slice() == e.key,
-        |&id| hasher.hash_one(shard_key(slots, id)),
+        |b| slots[b.id as usize].key.as_slice() == e.key,
+        |b| hasher.hash_one(shard_key(slots, b.id)),
     );
     match entry {
-        hashbrown::hash_table::Entry::Occupied(found) => {
-            let slot = &mut slots[*found.get() as usize].loc;
+        hashbrown::hash_table::Entry::Occupied(mut found) => {
+            let bucket = found.get_mut();
+            let slot = &mut slots[bucket.id as usize].loc;
             if slot.version >= e.seq {
                 return;
             }
+            *bucket = Bucket::new(bucket.id, &loc);
             let old = std::mem::replace(slot, loc);
             state.live_bytes = state.live_bytes.saturating_sub(u64::from(old.len));
         }
         hashbrown::hash_table::Entry::Vacant(vacant) => {
             let id = new_slot(slots, free, heap_key_bytes, e.key, loc);
-            vacant.insert(id);
+            vacant.insert(Bucket::new(id, &loc));
             order.pending.push(id);
             state.slots_ahead.ahead(slots);
             state.pending_ahead.ahead(&mut order.pending);
@@ -1116,7 +1173,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_through_a_stale_slot_hint_finds_the_key_again() {
+    fn an_update_through_a_stale_bucket_hint_finds_the_key_again() {
         let index = Index::new();
         for i in 0..64u64 {
             index.insert(format!("k{i}").as_bytes(), loc(i + 1));
@@ -1125,7 +1182,7 @@ mod tests {
         let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         let hints = index.get_many(&keys);
         // After the lookups: every key removed, the removed slots purged and reused by
-        // new keys, so each hint names a slot that now holds another key (or none);
+        // new keys, so each hint names a bucket that now holds another key (or none);
         // the update must create each key anew.
         for key in &keys {
             index.remove(key);
@@ -1150,13 +1207,92 @@ mod tests {
             );
         }
         assert_eq!(index.keys(), 128);
-        // A hint to a removed (not yet purged) slot: the key is created, not revived
-        // in place.
+        // A hint to the bucket of a removed (not yet purged) key: the key is created,
+        // not revived in place.
         let hints = index.get_many(&keys[..1]);
         index.remove(keys[0]);
         assert_eq!(index.insert_located(keys[0], hints[0].0, loc(7)), None);
         assert_eq!(index.get(keys[0]), Some(loc(7)));
         assert_eq!(index.keys(), 128);
+    }
+
+    /// Every bucket's copy of its record's place equals its slot's.
+    fn assert_buckets_agree(index: &Index) {
+        for shard in &index.shards {
+            let shard = Index::read(shard);
+            for b in shard.table.iter() {
+                let loc = shard.slots[b.id as usize].loc;
+                assert_eq!((b.segment, b.offset), (loc.segment, loc.offset));
+            }
+        }
+    }
+
+    /// A get prefetches the record at the bucket's copy of its place, so every write
+    /// of a location must write the copy too: an update through a bucket hint or a
+    /// table walk, a repoint, and a bulk load that meets a newer version.
+    #[test]
+    fn every_write_of_a_location_moves_the_buckets_copy_too() {
+        let at = |segment: u32, offset: u32, version: u64| Location {
+            segment,
+            offset,
+            len: 50,
+            expires_at_ms: 0,
+            version,
+        };
+        let index = Index::new();
+        let names: Vec<Vec<u8>> = (0..200u32).map(|i| format!("k{i}").into_bytes()).collect();
+        let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        for (i, key) in keys.iter().enumerate() {
+            index.insert(key, at(1, 32 + i as u32 * 50, 1));
+        }
+        assert_buckets_agree(&index);
+        let hints = index.get_many(&keys);
+        for (i, key) in keys.iter().enumerate() {
+            index.insert_located(key, hints[i].0, at(2, 32 + i as u32 * 50, 2));
+        }
+        assert_buckets_agree(&index);
+        for (i, key) in keys.iter().enumerate() {
+            index.insert(key, at(3, 32 + i as u32 * 50, 3));
+        }
+        assert_buckets_agree(&index);
+        for (i, key) in keys.iter().enumerate() {
+            let from = 32 + i as u32 * 50;
+            assert!(index.repoint(key, 3, from, at(4, 32 + i as u32 * 60, 3)));
+        }
+        assert_buckets_agree(&index);
+        let seen = |prefetch: &std::cell::Cell<Option<(u32, u32)>>, key: &[u8]| {
+            let loc = index.get_prefetching(key, |s, o| prefetch.set(Some((s, o))));
+            (prefetch.get(), loc.map(|l| (l.segment, l.offset)))
+        };
+        let prefetch = std::cell::Cell::new(None);
+        let (asked, found) = seen(&prefetch, keys[7]);
+        assert_eq!(asked, found);
+        assert_eq!(found, Some((4, 32 + 7 * 60)));
+
+        use crate::hint::HintEntry;
+        let loaded = Index::new();
+        let mut loader = Loader::new(&loaded, 0);
+        for (segment, seq) in [(5, 1), (6, 2)] {
+            let entries: Vec<HintEntry<&[u8]>> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| HintEntry {
+                    tombstone: false,
+                    seq,
+                    expires_at_ms: 0,
+                    offset: 32 + i as u32 * (10 + segment),
+                    len: 50,
+                    key: *key,
+                })
+                .collect();
+            loader.apply(segment, &entries);
+        }
+        loader.finish();
+        assert_buckets_agree(&loaded);
+        assert_eq!(
+            loaded.get(keys[9]).map(|l| (l.segment, l.offset)),
+            Some((6, 32 + 9 * 16))
+        );
     }
 
     #[test]

@@ -15,11 +15,12 @@
 //! 28     4    crc32 of bytes 0..28
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions, MmapRaw};
@@ -424,34 +425,117 @@ impl Mapped<'_> {
     /// lengths are decoded, so without this the later lines' misses would come one
     /// after the other instead of together. Only a hint: it reads nothing.
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            const LINE: usize = 64;
-            let bytes = self.bytes();
-            let n = bytes.len().min(PREFETCH_BYTES_MAX);
-            let first = bytes.as_ptr() as usize & !(LINE - 1);
-            let end = bytes.as_ptr() as usize + n;
-            let mut line = first;
-            while line < end {
-                // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. It
-                // is only a hint: it never faults and reads nothing into the program,
-                // whatever the address (here a line of the record's borrowed bytes).
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        line as *const i8,
-                    );
-                }
-                line += LINE;
+        let bytes = self.bytes();
+        prefetch_lines(bytes.as_ptr() as usize, bytes.len().min(PREFETCH_BYTES_MAX));
+    }
+}
+
+/// Asks the CPU to start loading the cache lines of `[start, start + len)` into its
+/// caches. Only a hint: a prefetch reads nothing into the program and never faults,
+/// whatever the address (an unmapped or stale one is dropped by the CPU).
+#[inline]
+fn prefetch_lines(start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const LINE: usize = 64;
+        let end = start.saturating_add(len);
+        let mut line = start & !(LINE - 1);
+        while line < end {
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. It is
+            // only a hint: it never faults and reads nothing into the program, whatever
+            // the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line as *const i8,
+                );
             }
+            line += LINE;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
 }
 
 /// Most bytes of a record `Mapped::prefetch` asks for: a small record whole; a large
 /// value is streamed by the hardware prefetcher as the CRC walks it.
 const PREFETCH_BYTES_MAX: usize = 512;
 
+/// Where each open segment is mapped, read without the segment map's lock: a get
+/// that finds a key's record place in the index ([`crate::index::Index::get_prefetching`])
+/// asks the CPU for the record's first lines before it has even read the key's slot,
+/// so the slot's cache misses and the record's overlap. For that use only: an entry
+/// may be outdated for a moment (a segment sealed, retired or mapped anew since), and
+/// prefetching a wrong address costs a wasted load, nothing else.
+#[derive(Debug)]
+pub(crate) struct MapAddresses {
+    /// By segment id modulo the length: (segment id, address of its byte 0; 0 when the
+    /// segment has no mapping). Ids that share an entry: the highest wins.
+    entries: [(AtomicU32, AtomicUsize); MAP_ADDRESSES],
+}
+
+/// Entries of [`MapAddresses`]: more than the segments of most stores (segments are
+/// 64 MiB by default), few enough to stay in a couple of cache lines' reach.
+const MAP_ADDRESSES: usize = 64;
+
+/// Bytes from a record's start [`MapAddresses::prefetch`] asks for: its header, key
+/// and the start of its value; [`Mapped::prefetch`] asks for the rest once the
+/// record's length is known.
+const EARLY_PREFETCH_BYTES: usize = 128;
+
+impl MapAddresses {
+    pub fn new(segments: &BTreeMap<u32, Arc<Segment>>) -> MapAddresses {
+        let addresses = MapAddresses {
+            entries: std::array::from_fn(|_| (AtomicU32::new(u32::MAX), AtomicUsize::new(0))),
+        };
+        addresses.publish(segments);
+        addresses
+    }
+
+    /// Sets every entry from the segment map; called with the map's write lock held
+    /// after each change, so publishes never interleave.
+    pub fn publish(&self, segments: &BTreeMap<u32, Arc<Segment>>) {
+        let mut entries = [(u32::MAX, 0usize); MAP_ADDRESSES];
+        for (&id, seg) in segments {
+            entries[id as usize % MAP_ADDRESSES] = (id, seg.mapped_address().unwrap_or(0));
+        }
+        for ((id, address), (new_id, new_address)) in self.entries.iter().zip(entries) {
+            id.store(new_id, Ordering::Relaxed);
+            address.store(new_address, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the CPU for the first lines of the record at `offset` of `segment`, if
+    /// the segment is known to be mapped.
+    #[inline]
+    pub fn prefetch(&self, segment: u32, offset: u32) {
+        let (id, address) = &self.entries[segment as usize % MAP_ADDRESSES];
+        let address = address.load(Ordering::Relaxed);
+        if address != 0 && id.load(Ordering::Relaxed) == segment {
+            prefetch_lines(address.wrapping_add(offset as usize), EARLY_PREFETCH_BYTES);
+        }
+    }
+}
+
+#[cfg(test)]
+impl MapAddresses {
+    /// The address published for segment `id`, if its entry names it.
+    pub fn address(&self, id: u32) -> Option<usize> {
+        let (entry_id, address) = &self.entries[id as usize % MAP_ADDRESSES];
+        (entry_id.load(Ordering::Relaxed) == id).then(|| address.load(Ordering::Relaxed))
+    }
+}
+
 impl Segment {
+    /// Address of the file's byte 0 in memory: the sealed file's map, or the active
+    /// segment's window. `None` without a mapping.
+    pub(crate) fn mapped_address(&self) -> Option<usize> {
+        match (&self.map, &self.window) {
+            (Some(map), _) => Some(map.as_ptr() as usize),
+            (None, Some(window)) => Some(window.as_ptr() as usize),
+            (None, None) => None,
+        }
+    }
+
     /// The `len` bytes at `offset` borrowed from the mapping, without I/O. `None` when
     /// only a positioned read can get them (the active segment beyond its window, or
     /// with no window); a range past the end of a sealed segment is an error.
@@ -526,5 +610,48 @@ mod tests {
         let mut bad = h;
         bad[17] ^= 1;
         assert!(decode_header(&bad, 3).is_err());
+    }
+
+    /// A get prefetches through the published addresses without the segment map's
+    /// lock: after rotations, a compaction and more rotations, each open segment's
+    /// entry holds its mapping (the highest id of the ids that share an entry).
+    #[test]
+    fn published_addresses_follow_the_segment_map() {
+        use crate::{Engine, Options, SyncPolicy, WriteOptions};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = Options {
+            segment_bytes: 4 * 1024,
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        };
+        let engine = Engine::open(dir.path(), options).expect("open");
+        let check = |engine: &Engine| {
+            let shared = engine.shared_for_test();
+            let segments = shared.segments();
+            let mut newest = BTreeMap::new();
+            for (&id, seg) in segments.iter() {
+                newest.insert(id as usize % MAP_ADDRESSES, (id, seg.mapped_address()));
+            }
+            assert!(newest.len() > 1, "several segments");
+            for (id, address) in newest.into_values() {
+                assert!(address.is_some(), "segment {id} is mapped");
+                assert_eq!(shared.map_addresses.address(id), address, "segment {id}");
+            }
+        };
+        let put = |round: usize| {
+            for k in 0..1_500 {
+                let value = format!("value {k} of round {round}").repeat(4);
+                engine
+                    .put(format!("key/{k:05}"), value, WriteOptions::default())
+                    .expect("put");
+            }
+        };
+        put(0);
+        check(&engine);
+        engine.compact().expect("compact");
+        check(&engine);
+        put(1);
+        put(2);
+        check(&engine);
     }
 }

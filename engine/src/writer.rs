@@ -1203,23 +1203,20 @@ impl Writer {
             SEGMENT_HEADER_BYTES,
             self.shared.options.segment_bytes,
         ));
-        let mut segments = self
-            .shared
-            .segments
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        match Segment::sealed(self.active.path.clone(), old_id) {
-            Ok(sealed) => {
-                segments.insert(old_id, Arc::new(sealed));
+        self.shared.change_segments(|segments| {
+            match Segment::sealed(self.active.path.clone(), old_id) {
+                Ok(sealed) => {
+                    segments.insert(old_id, Arc::new(sealed));
+                }
+                // Still readable through positioned reads; only the zero-copy path is
+                // lost.
+                Err(e) => {
+                    tracing::warn!(segment = old_id, error = %e, "could not map a sealed segment")
+                }
             }
-            // Still readable through positioned reads; only the zero-copy path is lost.
-            Err(e) => {
-                tracing::warn!(segment = old_id, error = %e, "could not map a sealed segment")
-            }
-        }
-        segments.insert(new_id, Arc::clone(&active));
-        self.shared.active_id.store(new_id, Ordering::Release);
-        drop(segments);
+            segments.insert(new_id, Arc::clone(&active));
+            self.shared.active_id.store(new_id, Ordering::Release);
+        });
         self.appender = Appender::new(
             &file,
             SEGMENT_HEADER_BYTES,
