@@ -473,9 +473,10 @@ pub(crate) struct MapAddresses {
     entries: [(AtomicU32, AtomicUsize); MAP_ADDRESSES],
 }
 
-/// Entries of [`MapAddresses`]: more than the segments of most stores (segments are
-/// 64 MiB by default), few enough to stay in a couple of cache lines' reach.
-const MAP_ADDRESSES: usize = 64;
+/// Entries of [`MapAddresses`] (16 KiB): 256 GiB of segments at the default 256 MiB
+/// before two segments share an entry (a get of the older one then goes without the
+/// early prefetch, as before it existed). A get reads one entry.
+const MAP_ADDRESSES: usize = 1024;
 
 /// Bytes from a record's start [`MapAddresses::prefetch`] asks for: its header, key
 /// and the start of its value; [`Mapped::prefetch`] asks for the rest once the
