@@ -108,7 +108,7 @@ type Key = SmallVec<[u8; 16]>;
 /// [`Shard::point`], [`Shard::create`] and the bulk load's `load_one`). With it, a
 /// get asks for the record's cache lines as soon as it has the bucket, while the slot's
 /// lines are still on their way: the two misses overlap instead of following each
-/// other (docs/benchmarks.md, "W2: the record's place in the table"). 12 bytes.
+/// other (docs/benchmarks.md, "W2: the record's place in the bucket"). 12 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     id: u32,
