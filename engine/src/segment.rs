@@ -434,7 +434,7 @@ impl Mapped<'_> {
 /// caches. Only a hint: a prefetch reads nothing into the program and never faults,
 /// whatever the address (an unmapped or stale one is dropped by the CPU).
 #[inline]
-fn prefetch_lines(start: usize, len: usize) {
+pub(crate) fn prefetch_lines(start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         const LINE: usize = 64;

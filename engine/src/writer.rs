@@ -968,15 +968,22 @@ impl Writer {
         let result = match outcome {
             Ok(()) => {
                 let index = &self.shared.index;
-                for p in pending {
-                    for update in &p.updates {
-                        let key = &update.key;
-                        match (update.loc, update.located) {
-                            (Some(loc), Some(at)) => index.insert_located(key, at, loc),
-                            (Some(loc), None) => index.insert(key, loc),
-                            (None, _) => index.remove(key),
-                        };
+                // Each update's lines are asked for this many updates ahead.
+                const AHEAD: usize = 8;
+                let updates = || pending.iter().flat_map(|p| &p.updates);
+                let mut ahead = updates().skip(AHEAD);
+                for update in updates() {
+                    if let Some(at) = ahead.next().and_then(|u| u.located) {
+                        at.prefetch();
                     }
+                    let key = &update.key;
+                    match (update.loc, update.located) {
+                        (Some(loc), Some(at)) => index.insert_located(key, at, loc),
+                        (Some(loc), None) => index.insert(key, loc),
+                        (None, _) => index.remove(key),
+                    };
+                }
+                for p in pending {
                     if let Some(&v) = p.versions.last() {
                         self.shared
                             .counters
