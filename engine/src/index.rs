@@ -59,9 +59,9 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
 }
 
 /// Where a key sits in the index: its hash (for the shard's table), its shard and the
-/// slot it was found in, as [`Index::get_many`] found them, so that the same batch's
+/// bucket it was found in, as [`Index::get_many`] found them, so that the same batch's
 /// index update ([`Index::insert_located`]) need neither hash the key again nor walk
-/// the table when the slot still holds it. Only meaningful for the index that computed
+/// the table when the bucket still holds it. Only meaningful for the index that computed
 /// it (the table hash is seeded per index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Located {
