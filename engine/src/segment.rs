@@ -529,7 +529,7 @@ impl MapAddresses {
 impl Segment {
     /// Address of the file's byte 0 in memory: the sealed file's map, or the active
     /// segment's window. `None` without a mapping.
-    pub(crate) fn mapped_address(&self) -> Option<usize> {
+    fn mapped_address(&self) -> Option<usize> {
         match (&self.map, &self.window) {
             (Some(map), _) => Some(map.as_ptr() as usize),
             (None, Some(window)) => Some(window.as_ptr() as usize),
