@@ -513,7 +513,7 @@ impl Engine {
     /// back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
         let (tx, rx) = oneshot::pair();
-        self.submit(batch, Done::Wake(Box::new(move |result| tx.send(result))));
+        self.submit(batch, Done::Wake(tx));
         // Without an fsync the writer answers within microseconds: wait awake that
         // long (bounded) before parking, so back-to-back puts skip a futex sleep and
         // wake-up each. Under `Always` the answer takes an fsync, and 64 spinning

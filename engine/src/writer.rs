@@ -26,6 +26,7 @@ use crate::batch::Previous;
 use crate::engine::{Shared, mismatch};
 use crate::error::{Error, Result};
 use crate::index::{Located, Location};
+use crate::oneshot;
 use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
 use crate::{Applied, Batch, Expect, Op, SyncPolicy};
@@ -109,7 +110,7 @@ fn append_mode(sync: SyncPolicy) -> AppendMode {
 /// Called on the writer thread with a batch's result or its error.
 pub(crate) enum Done {
     /// A caller blocked in [`crate::Engine::apply`]: the answer wakes its thread.
-    Wake(Box<dyn FnOnce(Result<Vec<u64>>) + Send>),
+    Wake(oneshot::Sender<Result<Vec<u64>>>),
     /// An [`crate::Engine::apply_then`] callback: the versions, one per operation.
     Versions(Box<dyn FnOnce(Result<Vec<u64>>) + Send>),
     /// An [`crate::Engine::apply_detailed_then`] callback: version and whether a live
@@ -120,14 +121,16 @@ pub(crate) enum Done {
 impl Done {
     pub(crate) fn fail(self, e: Error) {
         guarded(|| match self {
-            Done::Wake(f) | Done::Versions(f) => f(Err(e)),
+            Done::Wake(tx) => tx.send(Err(e)),
+            Done::Versions(f) => f(Err(e)),
             Done::Detailed(f) => f(Err(e)),
         });
     }
 
     fn succeed(self, versions: Vec<u64>, replaced: Vec<bool>) {
         guarded(|| match self {
-            Done::Wake(f) | Done::Versions(f) => f(Ok(versions)),
+            Done::Wake(tx) => tx.send(Ok(versions)),
+            Done::Versions(f) => f(Ok(versions)),
             Done::Detailed(f) => f(Ok(versions
                 .into_iter()
                 .zip(replaced)
@@ -179,6 +182,24 @@ impl Answer {
     }
 }
 
+/// Runs a group's answers in order; consecutive wake-ups of blocked callers go out
+/// together through a relay that the woken callers help along
+/// ([`oneshot::answer_group`]).
+fn wake_group(group: Vec<Answer>) {
+    let mut wakes = Vec::with_capacity(group.len());
+    for answer in group {
+        match answer {
+            Answer::Succeed(Done::Wake(tx), versions, _) => wakes.push((tx, Ok(versions))),
+            Answer::Fail(Done::Wake(tx), e) => wakes.push((tx, Err(e))),
+            other => {
+                oneshot::answer_group(wakes.drain(..));
+                other.run();
+            }
+        }
+    }
+    oneshot::answer_group(wakes);
+}
+
 /// The answer thread (under `SyncPolicy::Always`): wakes the blocked callers
 /// (`Engine::apply`) of committed groups, in commit order, while the writer goes on to
 /// the next group. (Callbacks of `apply_then` run on the writer: [`Writer::answer`].)
@@ -188,7 +209,9 @@ impl Answer {
 /// meanwhile. Handed over, the wakes of group k overlap the gather, write and fsync
 /// of group k+1. The index is updated on the writer before the handover, so a caller
 /// is answered only after its bytes are durable and visible, and the next group's
-/// conditions see the last one without any overlay.
+/// conditions see the last one without any overlay. The thread fills every answer of
+/// a group first and then shares its wake-ups with the callers it has woken
+/// ([`wake_group`]), so both cores wake the group instead of this one thread in turn.
 struct Answerer {
     tx: Sender<Vec<Answer>>,
     /// Groups handed over and not yet fully answered.
@@ -206,7 +229,7 @@ impl Answerer {
             .name("caskade-answer".into())
             .spawn(move || {
                 for group in rx {
-                    group.into_iter().for_each(Answer::run);
+                    wake_group(group);
                     counted.fetch_sub(1, Ordering::AcqRel);
                 }
             });
