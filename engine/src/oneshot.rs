@@ -14,7 +14,7 @@
 //! and every caller already woken each take the next caller not yet woken. Waking a
 //! parked thread is the costly part (a futex wake, ~10 µs of the waker's time on a
 //! small VM); shared, a group of 64 is woken by both cores at once instead of one
-//! thread in turn, and a caller mostly wakes the next one onto its own core.
+//! thread in turn.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ struct Answered<T> {
 
 /// The wake-ups of one group's callers, taken one at a time by whoever is free: the
 /// answering thread and the callers it (or another caller) woke.
-pub(crate) struct Relay {
+struct Relay {
     waiters: Vec<Thread>,
     /// The next waiter to wake; past the end once all are taken.
     next: AtomicUsize,
