@@ -73,32 +73,44 @@ pub(crate) fn spin_for<T>(mut poll: impl FnMut() -> Option<T>) -> Option<T> {
 /// of the last group to come back (see [`wait_for_callers`]).
 pub(crate) const GATHER_WAIT_MAX: Duration = Duration::from_millis(1);
 
+/// Up to this many callers the writer waits for all of them, beyond it for half (at
+/// least this many); see [`wait_for_callers`].
+const GATHER_ALL_UP_TO: usize = 8;
+
 /// Batches of at least this many operations that read the entries they replace read
 /// them together first ([`Writer::look_up_batch`]).
 const LOOK_UP_TOGETHER_MIN: usize = 16;
 
 /// Under `SyncPolicy::Always`, before a group is written: waits (yielding the CPU)
-/// until half of `callers` messages are at hand or `budget` has passed.
+/// until enough of the last group's `callers` are back or `budget` has passed: all of
+/// them up to [`GATHER_ALL_UP_TO`], half of them (at least that many) beyond.
 ///
 /// `callers` is how many callers the last group had (its writes and those queued
 /// behind it). They were answered just now and most will submit again within
 /// microseconds; a group started at once would fsync those queued behind the last
-/// group and leave the returning ones to the fsync after it. Waiting for all of them
-/// (as this did until the answers went out through a relay) made one group of every
-/// caller per round, and the round serial: the cores idle while the disk syncs, the
-/// disk idles while the cores wake and stage the callers. Waiting for half settles
-/// into two groups in flight, one syncing while the other's callers come back and
-/// are staged: W3 64 writers +22 % in the median of 12 alternated runs, HTTP PUT
-/// unchanged (docs/benchmarks.md, "W3: two groups in flight"). A single writer
-/// never waits, and when callers go away the wait is bounded by `budget` (half the
-/// last fsync, at most [`GATHER_WAIT_MAX`]) once, after which `callers` follows the
-/// smaller group.
+/// group and leave the returning ones to the fsync after it. A few callers come back
+/// in a fraction of an fsync, and one group of all of them per round is best. Many
+/// take longer to wake and stage than the fsync itself: waiting for all of them made
+/// the round serial (the cores idle while the disk syncs, the disk idle while the
+/// cores wake and stage 64 callers), and waiting for half settles into two groups in
+/// flight, one syncing while the other's callers come back and are staged — W3 64
+/// writers +22 % in the median of 12 alternated runs, HTTP PUT unchanged. With 2–8
+/// writers half was worse (W3 2 writers −35 %, 4 writers −20 %), hence the floor
+/// (docs/benchmarks.md, "W3: two groups in flight"). A single writer never waits, and
+/// when callers go away the wait is bounded by `budget` (half the last fsync, at most
+/// [`GATHER_WAIT_MAX`]) once, after which `callers` follows the smaller group.
 fn wait_for_callers(rx: &Receiver<Msg>, callers: usize, budget: Duration) {
     let started = Instant::now();
+    let target = gather_target(callers);
     // `+ 1`: the first message is already taken.
-    while rx.len() + 1 < callers / 2 && started.elapsed() < budget {
+    while rx.len() + 1 < target && started.elapsed() < budget {
         std::thread::yield_now();
     }
+}
+
+/// How many of the last group's `callers` [`wait_for_callers`] waits for.
+fn gather_target(callers: usize) -> usize {
+    callers.min((callers / 2).max(GATHER_ALL_UP_TO))
 }
 
 /// How the writer appends under `sync`: with an fsync after every group, by `pwrite`
@@ -1357,5 +1369,22 @@ pub(crate) fn replicate(e: &Error) -> Error {
         },
         Error::Internal(reason) => Error::Internal(reason.clone()),
         other => Error::Closed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gather_waits_for_every_caller_of_a_few_and_for_half_of_many() {
+        // A few writers: one group of all of them per fsync.
+        for callers in 0..=GATHER_ALL_UP_TO {
+            assert_eq!(gather_target(callers), callers);
+        }
+        // Many: half, so two groups are in flight, but never fewer than the few.
+        assert_eq!(gather_target(12), GATHER_ALL_UP_TO);
+        assert_eq!(gather_target(16), 8);
+        assert_eq!(gather_target(64), 32);
     }
 }
