@@ -12,6 +12,7 @@
 //! never sees a write that a crash could take back.
 
 use std::fs::File;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -173,7 +174,9 @@ fn guarded(answer: impl FnOnce()) {
 
 /// A committed (or failed) batch's answer, run on the writer or the answer thread.
 enum Answer {
-    Succeed(Done, Vec<u64>, Vec<bool>),
+    /// The versions, whether each replaced a live entry, and the batch's operations
+    /// (freed wherever the answer runs).
+    Succeed(Done, Vec<u64>, Vec<bool>, Vec<Op>),
     Fail(Done, Error),
     /// Sent back once every answer before it has run.
     Flushed(Sender<()>),
@@ -189,7 +192,7 @@ impl Answer {
 
     fn run(self) {
         match self {
-            Answer::Succeed(done, versions, replaced) => done.succeed(versions, replaced),
+            Answer::Succeed(done, versions, replaced, _) => done.succeed(versions, replaced),
             Answer::Fail(done, e) => done.fail(e),
             Answer::Flushed(reply) => {
                 let _ = reply.send(());
@@ -200,12 +203,16 @@ impl Answer {
 
 /// Runs a group's answers in order; consecutive wake-ups of blocked callers go out
 /// together through a relay that the woken callers help along
-/// ([`oneshot::answer_group`]).
+/// ([`oneshot::answer_group`]). The batches' operations are freed after the wake-ups.
 fn wake_group(group: Vec<Answer>) {
     let mut wakes = Vec::with_capacity(group.len());
+    let mut spent = Vec::with_capacity(group.len());
     for answer in group {
         match answer {
-            Answer::Succeed(Done::Wake(tx), versions, _) => wakes.push((tx, Ok(versions))),
+            Answer::Succeed(Done::Wake(tx), versions, _, ops) => {
+                wakes.push((tx, Ok(versions)));
+                spent.push(ops);
+            }
             Answer::Fail(Done::Wake(tx), e) => wakes.push((tx, Err(e))),
             other => {
                 oneshot::answer_group(wakes.drain(..));
@@ -214,6 +221,7 @@ fn wake_group(group: Vec<Answer>) {
         }
     }
     oneshot::answer_group(wakes);
+    drop(spent);
 }
 
 /// The answer thread (under `SyncPolicy::Always`): wakes the blocked callers
@@ -288,18 +296,24 @@ pub(crate) enum Msg {
 /// A batch encoded into the group buffer, waiting for the group's write.
 struct Pending {
     done: Done,
+    /// The batch's operations, whole: their keys go into the index at commit, and
+    /// they are freed where the answer runs (the answer thread, for blocked callers),
+    /// not on the writer, whose every microsecond per group is on the path of W3.
+    ops: Vec<Op>,
     versions: Vec<u64>,
     /// Per operation, whether it replaced a live entry (only for `Done::Detailed`).
     replaced: Vec<bool>,
-    updates: Vec<Update>,
+    /// Where the batch's updates sit in [`Writer::updates`], one per operation.
+    updates: Range<usize>,
 }
 
-/// A write's key, its index entry once committed (`None`: removed), and where the key
-/// sits in the index when the batch looked it up (so the update need neither hash it
-/// again nor, while its slot still holds it, walk the table).
+/// A write's index entry once committed (`None`: removed), where its record starts in
+/// the group buffer, and where its key sat in the index when the batch looked it up
+/// (so the update need neither hash it again nor, while its slot still holds it, walk
+/// the table). Its key is the operation's, in [`Pending::ops`].
 struct Update {
-    key: Bytes,
     loc: Option<Location>,
+    at: usize,
     located: Option<Located>,
 }
 
@@ -430,10 +444,15 @@ pub(crate) struct Writer {
     next_seq: u64,
     buf: Vec<u8>,
     pending: Vec<Pending>,
+    /// The group's index updates, in order (each batch's range is in its `Pending`).
+    updates: Vec<Update>,
     /// State of keys written by this group but not yet in the index: conditions of
     /// later batches in the group must see earlier ones. `None` = deleted (or
-    /// already expired).
+    /// already expired). Filled only when a batch reads it ([`Writer::fold_overlay`]):
+    /// a group of plain puts, W3's and the server's, never hashes or clones a key here.
     overlay: HashMap<Bytes, Option<Staged>>,
+    /// How many of `pending`'s batches the overlay holds (the first ones).
+    folded: usize,
     /// A put's meta section while a [`crate::Batch::patch_meta`] patch rewrites it.
     scratch: Vec<u8>,
     /// The meta section of the stored entry a put replaces, read for its patch.
@@ -472,7 +491,9 @@ impl Writer {
             next_seq,
             buf: Vec::new(),
             pending: Vec::new(),
+            updates: Vec::new(),
             overlay: HashMap::new(),
+            folded: 0,
             scratch: Vec::new(),
             prior_meta: Vec::new(),
             // The records recovery found in the active segment may never have been
@@ -648,6 +669,9 @@ impl Writer {
             return done.succeed(Vec::new(), Vec::new());
         }
         let now_ms = self.shared.options.clock.now_ms();
+        if !batch.conditions.is_empty() {
+            self.fold_overlay(now_ms);
+        }
         for (index, (key, expect)) in batch.conditions.iter().enumerate() {
             let current = self.current_version(key, now_ms);
             let holds = match expect {
@@ -890,26 +914,27 @@ impl Writer {
     fn encode(&mut self, batch: Batch, done: Done, now_ms: u64) {
         let detailed = matches!(done, Done::Detailed(_));
         let patch = batch.meta_patch.map(|p| p.0);
-        let undo_from = (self.buf.len(), self.next_seq);
-        // The overlay's state of each operation's key before it, in step with
-        // `updates` (which holds the keys): only kept when the batch can fail part-way.
+        // Only a batch that reads the group's state keeps the overlay up to date, for
+        // its own later operations too.
+        let reads_group = patch.is_some() || detailed;
+        if reads_group {
+            self.fold_overlay(now_ms);
+        }
+        let undo_from = (self.buf.len(), self.next_seq, self.updates.len());
+        // The overlay's state of each operation's key before it, in step with the
+        // operations: only kept when the batch can fail part-way.
         let mut undo: Vec<Option<Option<Staged>>> =
-            Vec::with_capacity(if patch.is_some() || detailed {
-                batch.ops.len()
-            } else {
-                0
-            });
+            Vec::with_capacity(if reads_group { batch.ops.len() } else { 0 });
         let last = batch.ops.len() - 1;
         let mut versions = Vec::with_capacity(batch.ops.len());
         let mut replaced = Vec::with_capacity(if detailed { batch.ops.len() } else { 0 });
-        let mut updates = Vec::with_capacity(batch.ops.len());
-        let mut looked_up = if detailed || patch.is_some() {
+        let mut looked_up = if reads_group {
             self.look_up_batch(&batch.ops, patch.is_some())
         } else {
             Vec::new()
         }
         .into_iter();
-        for (i, op) in batch.ops.into_iter().enumerate() {
+        for (i, op) in batch.ops.iter().enumerate() {
             let seq = self.next_seq;
             let at = self.buf.len();
             let commit = if i == last { FLAG_COMMIT } else { 0 };
@@ -923,7 +948,7 @@ impl Writer {
                 let with_meta = patch.is_some() && is_put;
                 match self.previous(op.key(), now_ms, with_meta, found) {
                     Ok(prior) => prior,
-                    Err(e) => return self.take_back(undo_from, undo, &updates, done, e),
+                    Err(e) => return self.take_back(undo_from, undo, &batch.ops, done, e),
                 }
             } else {
                 None
@@ -931,10 +956,10 @@ impl Writer {
             if detailed {
                 replaced.push(prior.is_some());
             }
-            let meta: &[u8] = match (&op, patch, &prior) {
+            let meta: &[u8] = match (op, patch, &prior) {
                 (Op::Put { options, .. }, Some(patch), Some(prior)) => {
                     if let Err(e) = self.patch(patch, &options.meta, prior) {
-                        return self.take_back(undo_from, undo, &updates, done, e);
+                        return self.take_back(undo_from, undo, &batch.ops, done, e);
                     }
                     &self.scratch
                 }
@@ -944,53 +969,67 @@ impl Writer {
             let update = encode_op(
                 &mut self.buf,
                 (self.active.id, self.len),
-                &op,
+                op,
                 meta,
                 (seq, commit, now_ms),
             );
-            let key = match op {
-                Op::Put { key, .. } | Op::Delete { key } => key,
-            };
             self.next_seq += 1;
-            let live = update.filter(|l| !l.is_expired(now_ms)).map(|l| Staged {
-                version: l.version,
-                at,
-            });
-            let before = self.overlay.insert(key.clone(), live);
-            if patch.is_some() || detailed {
+            if reads_group {
+                let before = self
+                    .overlay
+                    .insert(key_of(op).clone(), staged(update, at, now_ms));
                 undo.push(before);
             }
-            updates.push(Update {
-                key,
+            self.updates.push(Update {
                 loc: update,
+                at,
                 located,
             });
             versions.push(seq);
         }
         self.pending.push(Pending {
             done,
+            ops: batch.ops,
             versions,
             replaced,
-            updates,
+            updates: undo_from.2..self.updates.len(),
         });
+        if reads_group {
+            self.folded = self.pending.len();
+        }
     }
 
-    /// Takes a half-encoded batch back out of the group buffer and fails it.
+    /// Brings the overlay up to date with every batch staged so far, for a batch that
+    /// reads the group's state (its conditions, a detailed answer, a meta patch). An
+    /// entry that has expired by `now_ms` counts as absent.
+    fn fold_overlay(&mut self, now_ms: u64) {
+        for p in &self.pending[self.folded..] {
+            for (op, update) in p.ops.iter().zip(&self.updates[p.updates.clone()]) {
+                self.overlay
+                    .insert(key_of(op).clone(), staged(update.loc, update.at, now_ms));
+            }
+        }
+        self.folded = self.pending.len();
+    }
+
+    /// Takes a half-encoded batch back out of the group buffer and fails it. The
+    /// batch read the group's state, so the overlay held every batch before it.
     fn take_back(
         &mut self,
-        (buf_len, next_seq): (usize, u64),
+        (buf_len, next_seq, updates_len): (usize, u64, usize),
         undo: Vec<Option<Option<Staged>>>,
-        updates: &[Update],
+        ops: &[Op],
         done: Done,
         e: Error,
     ) {
         self.buf.truncate(buf_len);
         self.next_seq = next_seq;
-        debug_assert_eq!(undo.len(), updates.len());
-        for (before, update) in undo.into_iter().zip(updates).rev() {
+        debug_assert_eq!(undo.len(), self.updates.len() - updates_len);
+        self.updates.truncate(updates_len);
+        for (before, op) in undo.into_iter().zip(ops).rev() {
             match before {
-                Some(state) => self.overlay.insert(update.key.clone(), state),
-                None => self.overlay.remove(&update.key),
+                Some(state) => self.overlay.insert(key_of(op).clone(), state),
+                None => self.overlay.remove(op.key()),
             };
         }
         done.fail(e);
@@ -999,28 +1038,30 @@ impl Writer {
     /// Writes the group buffer, syncs per policy (always when `seal` is set), then
     /// publishes the group to the index and answers its callers.
     fn commit(&mut self, seal: bool) -> Result<()> {
-        let records = self.pending.iter().map(|p| p.versions.len()).sum();
+        let records = self.updates.len();
         let outcome = self.write_buffer(seal, records);
         let pending = std::mem::take(&mut self.pending);
         self.overlay.clear();
+        self.folded = 0;
         let mut answers = Vec::with_capacity(pending.len());
         let result = match outcome {
             Ok(()) => {
                 let index = &self.shared.index;
                 // Each update's lines are asked for this many updates ahead.
                 const AHEAD: usize = 8;
-                let updates = || pending.iter().flat_map(|p| &p.updates);
-                let mut ahead = updates().skip(AHEAD);
-                for update in updates() {
-                    if let Some(at) = ahead.next().and_then(|u| u.located) {
-                        at.prefetch();
+                let mut ahead = self.updates.iter().skip(AHEAD);
+                for p in &pending {
+                    for (op, update) in p.ops.iter().zip(&self.updates[p.updates.clone()]) {
+                        if let Some(at) = ahead.next().and_then(|u| u.located) {
+                            at.prefetch();
+                        }
+                        let key = op.key();
+                        match (update.loc, update.located) {
+                            (Some(loc), Some(at)) => index.insert_located(key, at, loc),
+                            (Some(loc), None) => index.insert(key, loc),
+                            (None, _) => index.remove(key),
+                        };
                     }
-                    let key = &update.key;
-                    match (update.loc, update.located) {
-                        (Some(loc), Some(at)) => index.insert_located(key, at, loc),
-                        (Some(loc), None) => index.insert(key, loc),
-                        (None, _) => index.remove(key),
-                    };
                 }
                 for p in pending {
                     if let Some(&v) = p.versions.last() {
@@ -1029,7 +1070,7 @@ impl Writer {
                             .last_version
                             .fetch_max(v, Ordering::Relaxed);
                     }
-                    answers.push(Answer::Succeed(p.done, p.versions, p.replaced));
+                    answers.push(Answer::Succeed(p.done, p.versions, p.replaced, p.ops));
                 }
                 Ok(())
             }
@@ -1040,6 +1081,7 @@ impl Writer {
                 Err(e)
             }
         };
+        self.updates.clear();
         self.answer(answers);
         result
     }
@@ -1344,6 +1386,22 @@ fn encode_op(
             None
         }
     }
+}
+
+/// The operation's key, shared.
+fn key_of(op: &Op) -> &Bytes {
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } => key,
+    }
+}
+
+/// How later batches of the group see a staged write whose record starts at `at` in
+/// the group buffer: `None` for a delete or an entry expired by `now_ms`.
+fn staged(update: Option<Location>, at: usize, now_ms: u64) -> Option<Staged> {
+    update.filter(|l| !l.is_expired(now_ms)).map(|l| Staged {
+        version: l.version,
+        at,
+    })
 }
 
 fn op_len(op: &Op) -> usize {

@@ -445,3 +445,108 @@ fn under_never_a_single_writer_s_puts_and_deletes_are_one_record_batches_and_a_f
     }
     assert!(reopened.get(b"after").unwrap().is_none());
 }
+
+/// Batches that share a group see each other's writes: a condition or a detailed
+/// answer sees the plain puts and deletes staged before it in the same group (which
+/// are not in the index until the group commits), and a plain write after a
+/// conditional one lands on top of it.
+#[test]
+fn conditions_and_detailed_answers_see_plain_writes_earlier_in_their_group() {
+    use caskade_engine::{Batch, Expect};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(1 << 20, SyncPolicy::Always)).unwrap();
+    let rounds = 20;
+    let before = engine.stats();
+    for round in 0..rounds {
+        // `old` and `gone` are in the index before the round; `new` is not.
+        let (old, new, gone) = (
+            format!("old{round}"),
+            format!("new{round}"),
+            format!("gone{round}"),
+        );
+        for key in [&old, &gone] {
+            engine
+                .put(key.clone(), "0", WriteOptions::default())
+                .unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let versions = |name: &'static str| {
+            let tx = tx.clone();
+            move |r: caskade_engine::Result<Vec<u64>>| {
+                let _ = tx.send((name, r.map(|_| false)));
+            }
+        };
+        // The first one's fsync gives the rest time to queue up behind it and share
+        // the next group.
+        let mut first = Batch::new();
+        first.put(format!("first{round}"), "v", WriteOptions::default());
+        engine.apply_then(first, versions("first"));
+        let mut put = Batch::new();
+        put.put(new.clone(), "a", WriteOptions::default());
+        engine.apply_then(put, versions("put"));
+        let mut present = Batch::new();
+        present.expect(new.clone(), Expect::Present).put(
+            format!("x{round}"),
+            "v",
+            WriteOptions::default(),
+        );
+        engine.apply_then(present, versions("present"));
+        let mut delete = Batch::new();
+        delete.delete(old.clone()).delete(gone.clone());
+        engine.apply_then(delete, versions("delete"));
+        let mut detailed = Batch::new();
+        detailed.put(old.clone(), "b", WriteOptions::default());
+        let replaced = tx.clone();
+        engine.apply_detailed_then(detailed, move |r| {
+            let _ = replaced.send(("detailed", r.map(|applied| applied[0].replaced)));
+        });
+        let mut absent = Batch::new();
+        absent.expect(gone.clone(), Expect::Absent).put(
+            format!("y{round}"),
+            "v",
+            WriteOptions::default(),
+        );
+        engine.apply_then(absent, versions("absent"));
+        let mut last = Batch::new();
+        last.put(old.clone(), "c", WriteOptions::default());
+        engine.apply_then(last, versions("last"));
+        drop(tx);
+        let answers: Vec<_> = rx.iter().collect();
+        assert_eq!(answers.len(), 7);
+        for (name, result) in answers {
+            match result {
+                Ok(replaced) => assert!(
+                    !replaced,
+                    "round {round}, {name}: the delete before it counts"
+                ),
+                Err(e) => panic!("round {round}, {name}: {e}"),
+            }
+        }
+        let entry = engine.get(old.as_bytes()).unwrap().expect("written");
+        assert_eq!(&entry.value[..], b"c");
+        assert_eq!(
+            &engine.get(new.as_bytes()).unwrap().expect("written").value[..],
+            b"a"
+        );
+        assert!(
+            engine
+                .get(format!("x{round}").as_bytes())
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            engine
+                .get(format!("y{round}").as_bytes())
+                .unwrap()
+                .is_some()
+        );
+    }
+    // The test means something only if batches did share groups: fewer group writes
+    // than batches.
+    let groups = engine.stats().write_batches - before.write_batches;
+    let batches = rounds * 9;
+    assert!(
+        groups < batches,
+        "{groups} groups for {batches} batches: none shared a group"
+    );
+}
