@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -427,7 +428,7 @@ impl Engine {
         };
         let mut batch = Batch::new();
         batch.ops.push(op);
-        Ok(self.apply(batch)?[0])
+        Ok(self.apply_versions(batch)?.start)
     }
 
     /// Reads the live entry of `key`; `None` when absent or expired. The record's CRC
@@ -512,6 +513,11 @@ impl Engine {
     /// turn if another caller is writing, sparing the handoff to the writer thread and
     /// back.
     pub fn apply(&self, batch: Batch) -> Result<Vec<u64>> {
+        self.apply_versions(batch).map(Iterator::collect)
+    }
+
+    /// [`Engine::apply`], answered with the batch's versions as the range they form.
+    fn apply_versions(&self, batch: Batch) -> Result<Range<u64>> {
         let (tx, rx) = oneshot::pair();
         self.submit(batch, Done::Wake(tx));
         // Without an fsync the writer answers within microseconds: wait awake that

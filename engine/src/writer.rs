@@ -127,7 +127,9 @@ fn append_mode(sync: SyncPolicy) -> AppendMode {
 /// Called on the writer thread with a batch's result or its error.
 pub(crate) enum Done {
     /// A caller blocked in [`crate::Engine::apply`]: the answer wakes its thread.
-    Wake(oneshot::Sender<Result<Vec<u64>>>),
+    /// Its versions are consecutive, so a range answers it: no `Vec` is allocated on
+    /// the writer and freed on the caller's thread per put.
+    Wake(oneshot::Sender<Result<Range<u64>>>),
     /// An [`crate::Engine::apply_then`] callback: the versions, one per operation.
     Versions(Box<dyn FnOnce(Result<Vec<u64>>) + Send>),
     /// An [`crate::Engine::apply_detailed_then`] callback: version and whether a live
@@ -144,12 +146,11 @@ impl Done {
         });
     }
 
-    fn succeed(self, versions: Vec<u64>, replaced: Vec<bool>) {
+    fn succeed(self, versions: Range<u64>, replaced: Vec<bool>) {
         guarded(|| match self {
             Done::Wake(tx) => tx.send(Ok(versions)),
-            Done::Versions(f) => f(Ok(versions)),
+            Done::Versions(f) => f(Ok(versions.collect())),
             Done::Detailed(f) => f(Ok(versions
-                .into_iter()
                 .zip(replaced)
                 .map(|(version, replaced)| Applied { version, replaced })
                 .collect())),
@@ -176,7 +177,7 @@ fn guarded(answer: impl FnOnce()) {
 enum Answer {
     /// The versions, whether each replaced a live entry, and the batch's operations
     /// (freed wherever the answer runs).
-    Succeed(Done, Vec<u64>, Vec<bool>, Vec<Op>),
+    Succeed(Done, Range<u64>, Vec<bool>, Vec<Op>),
     Fail(Done, Error),
     /// Sent back once every answer before it has run.
     Flushed(Sender<()>),
@@ -300,7 +301,8 @@ struct Pending {
     /// they are freed where the answer runs (the answer thread, for blocked callers),
     /// not on the writer, whose every microsecond per group is on the path of W3.
     ops: Vec<Op>,
-    versions: Vec<u64>,
+    /// The batch's versions, one per operation, consecutive.
+    versions: Range<u64>,
     /// Per operation, whether it replaced a live entry (only for `Done::Detailed`).
     replaced: Vec<bool>,
     /// Where the batch's updates sit in [`Writer::updates`], one per operation.
@@ -666,7 +668,7 @@ impl Writer {
             return done.fail(Error::Closed(reason.clone()));
         }
         if batch.is_empty() {
-            return done.succeed(Vec::new(), Vec::new());
+            return done.succeed(0..0, Vec::new());
         }
         let now_ms = self.shared.options.clock.now_ms();
         if !batch.conditions.is_empty() {
@@ -926,7 +928,6 @@ impl Writer {
         let mut undo: Vec<Option<Option<Staged>>> =
             Vec::with_capacity(if reads_group { batch.ops.len() } else { 0 });
         let last = batch.ops.len() - 1;
-        let mut versions = Vec::with_capacity(batch.ops.len());
         let mut replaced = Vec::with_capacity(if detailed { batch.ops.len() } else { 0 });
         let mut looked_up = if reads_group {
             self.look_up_batch(&batch.ops, patch.is_some())
@@ -985,12 +986,11 @@ impl Writer {
                 at,
                 located,
             });
-            versions.push(seq);
         }
         self.pending.push(Pending {
             done,
             ops: batch.ops,
-            versions,
+            versions: undo_from.1..self.next_seq,
             replaced,
             updates: undo_from.2..self.updates.len(),
         });
@@ -1064,11 +1064,11 @@ impl Writer {
                     }
                 }
                 for p in pending {
-                    if let Some(&v) = p.versions.last() {
+                    if !p.versions.is_empty() {
                         self.shared
                             .counters
                             .last_version
-                            .fetch_max(v, Ordering::Relaxed);
+                            .fetch_max(p.versions.end - 1, Ordering::Relaxed);
                     }
                     answers.push(Answer::Succeed(p.done, p.versions, p.replaced, p.ops));
                 }
