@@ -225,6 +225,42 @@ fn wake_group(group: Vec<Answer>) {
     drop(spent);
 }
 
+/// How long the answer thread, after a group, keeps polling for the next one (yielding
+/// its core to any other thread that wants it) before it sleeps. The next group comes
+/// when the writer's fsync returns, ~0.1–0.2 ms later; asleep, the thread is woken by
+/// an interrupt to its idle core, which on the two-core VM of docs/benchmarks.md costs
+/// ~20 µs (`perf bench sched pipe -T`: 44 µs a round trip across the two cores, 5 µs
+/// on one) — on the path of every group. W3 with 8 writers +20–25 %, 64 writers
+/// within the noise; 1 ms cost 64 writers ~20 % (docs/benchmarks.md, "W3: the answer
+/// thread stays awake").
+const ANSWER_SPIN: Duration = Duration::from_micros(200);
+
+/// The answer thread polls only when groups come at least this often: under a light
+/// load it sleeps at once and burns nothing.
+const ANSWER_SPIN_WITHIN: Duration = Duration::from_micros(400);
+
+/// The answer thread's next group: polled for [`ANSWER_SPIN`] when the last two came
+/// within [`ANSWER_SPIN_WITHIN`] of each other, then waited for. `last` is when the
+/// previous group came, and becomes when this one did. `None` once the writer is gone.
+fn next_group(rx: &Receiver<Vec<Answer>>, last: &mut Option<Instant>) -> Option<Vec<Answer>> {
+    let started = Instant::now();
+    let busy = last.is_some_and(|at| started.duration_since(at) < ANSWER_SPIN_WITHIN);
+    let mut polled = None;
+    while busy && polled.is_none() && started.elapsed() < ANSWER_SPIN {
+        match rx.try_recv() {
+            Ok(group) => polled = Some(group),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+    let group = match polled {
+        Some(group) => group,
+        None => rx.recv().ok()?,
+    };
+    *last = Some(Instant::now());
+    Some(group)
+}
+
 /// The answer thread (under `SyncPolicy::Always`): wakes the blocked callers
 /// (`Engine::apply`) of committed groups, in commit order, while the writer goes on to
 /// the next group. (Callbacks of `apply_then` run on the writer: [`Writer::answer`].)
@@ -253,7 +289,8 @@ impl Answerer {
         let thread = std::thread::Builder::new()
             .name("caskade-answer".into())
             .spawn(move || {
-                for group in rx {
+                let mut last = None;
+                while let Some(group) = next_group(&rx, &mut last) {
                     wake_group(group);
                     counted.fetch_sub(1, Ordering::AcqRel);
                 }
