@@ -231,8 +231,8 @@ fn wake_group(group: Vec<Answer>) {
 /// an interrupt to its idle core, which on the two-core VM of docs/benchmarks.md costs
 /// ~20 µs (`perf bench sched pipe -T`: 44 µs a round trip across the two cores, 5 µs
 /// on one) — on the path of every group. W3 with 8 writers +20–25 %, 64 writers
-/// within the noise; 1 ms cost 64 writers ~20 % (docs/benchmarks.md, "W3: the answer
-/// thread stays awake").
+/// within the noise; 1 ms cost 64 writers ~20 % (docs/benchmarks.md, "W3: what bounds
+/// the round").
 const ANSWER_SPIN: Duration = Duration::from_micros(200);
 
 /// The answer thread polls only when groups come at least this often: under a light
@@ -488,7 +488,8 @@ pub(crate) struct Writer {
     /// State of keys written by this group but not yet in the index: conditions of
     /// later batches in the group must see earlier ones. `None` = deleted (or
     /// already expired). Filled only when a batch reads it ([`Writer::fold_overlay`]):
-    /// a group of plain puts, W3's and the server's, never hashes or clones a key here.
+    /// a group of plain writes (W3's puts; not the server's, whose PUTs read the
+    /// entry they replace) never hashes or clones a key here.
     overlay: HashMap<Bytes, Option<Staged>>,
     /// How many of `pending`'s batches the overlay holds (the first ones).
     folded: usize,
