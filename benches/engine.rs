@@ -8,7 +8,8 @@
 //! - `w1_fill`: N single puts in random key order into a fresh store, each engine in its
 //!   fastest non-durable mode, one sync at the end counted.
 //! - `w2_get`: random point gets of existing keys in a warm, filled store; 1 and 2 threads.
-//! - `w3_durable_put`: puts of new keys, each durable before it returns; 1, 8, 64 writers.
+//! - `w3_durable_put`: puts of new keys, each durable before it returns; 1, 2, 8, 16, 64
+//!   writers (2 and 16 guard the gather rule between the targets' 1, 8 and 64).
 //! - `w4_mixed`: 90 % get / 10 % put (overwrites), 2 threads, non-durable mode.
 //! - `w5_large_fill` / `w5_large_get`: 64 KiB values, `CASKADE_BENCH_N_LARGE` keys
 //!   (default N / 250, at least 100, at most 4000).
@@ -643,7 +644,7 @@ fn w3_durable_put(c: &mut Criterion, config: &Config, values: &Values) {
         };
         let store = store.as_ref();
         let next_key = AtomicU64::new(0);
-        for threads in [1u64, 8, 64] {
+        for threads in [1u64, 2, 8, 16, 64] {
             group.bench_function(format!("{}/{threads}w", kind.name()), |b| {
                 b.iter_custom(|iters| {
                     per_op_time(iters, threads, |ops| {
