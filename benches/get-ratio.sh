@@ -15,6 +15,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 CASKADE=${1:-$ROOT/target/release/caskade}
 SLICE=${SLICE:-2s}
 ROUNDS=${ROUNDS:-12}
@@ -24,36 +25,12 @@ export KEYS=${KEYS:-100000}
 export VALUE_BYTES=${VALUE_BYTES:-100}
 export WRK_DIR="$ROOT/benches/wrk"
 
-cargo build --release --manifest-path "$ROOT/benches/hello/Cargo.toml" \
-  --target-dir "$ROOT/target/hello" >&2
-HELLO="$ROOT/target/hello/release/caskade-bench-hello"
+build_hello
+bench_setup get-ratio
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-get-ratio.XXXXXX")
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# start NAME CMD...: runs CMD, waits for "listening on http://ADDR"; sets ADDR and PID.
-start() {
-  local name=$1; shift
-  "$@" >"$TMP/$name.out" 2>/dev/null &
-  PID=$!
-  PIDS+=("$PID")
-  for _ in $(seq 200); do
-    ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/$name.out" | head -1)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.05
-  done
-  echo "$name did not start" >&2; exit 1
-}
-
-start hello "$HELLO" 127.0.0.1:0
+start_server hello "$HELLO" 127.0.0.1:0
 HELLO_URL="http://$ADDR" HELLO_PID=$PID
-start caskade "$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 \
+start_server caskade "$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 \
   --sync always --compaction off
 CASKADE_URL="http://$ADDR" CASKADE_PID=$PID
 for _ in $(seq 200); do curl -fs "$CASKADE_URL/readyz" >/dev/null && break; sleep 0.05; done

@@ -21,6 +21,7 @@
 # 3 × DURATION per rate plus the builds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 RATES=${1:-"10000 20000 30000"}
 DURATION=${2:-8s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -34,33 +35,9 @@ log() { echo "== $*" >&2; }
 
 log "building caskade and the hello-world (release)"
 cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --bin caskade >&2
-cargo build --release --manifest-path "$ROOT/benches/hello/Cargo.toml" \
-  --target-dir "$ROOT/target/hello" >&2
+build_hello
 CASKADE="$ROOT/target/release/caskade"
-HELLO="$ROOT/target/hello/release/caskade-bench-hello"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-p99.XXXXXX")
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# start_server NAME CMD...: starts CMD, waits for "listening on http://ADDR"; sets ADDR.
-start_server() {
-  local name=$1; shift
-  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PIDS+=("$!")
-  for _ in $(seq 200); do
-    ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/$name.out" | head -1)
-    [ -n "$ADDR" ] && return 0
-    kill -0 "$!" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2; cat "$TMP/$name.err" >&2; exit 1
-}
+bench_setup p99
 
 start_server hello "$HELLO" 127.0.0.1:0
 HELLO_ADDR=$ADDR

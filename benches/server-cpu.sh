@@ -16,6 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 SCRIPT=${1:-bulk.lua}
 DURATION=${2:-8s}
 CASKADE=${CASKADE:-$ROOT/target/release/caskade}
@@ -27,18 +28,9 @@ for tool in wrk perf python3; do
   command -v $tool >/dev/null || { echo "server-cpu.sh needs $tool" >&2; exit 1; }
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-server-cpu.XXXXXX")
-"$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 --sync always \
-  --compaction off >"$TMP/out" 2>"$TMP/err" &
-PID=$!
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$TMP"' EXIT
-ADDR=
-for _ in $(seq 200); do
-  ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/out" | head -1)
-  [ -n "$ADDR" ] && break
-  sleep 0.05
-done
-[ -n "$ADDR" ] || { echo "the server did not start:" >&2; cat "$TMP/err" >&2; exit 1; }
+bench_setup server-cpu
+start_server caskade "$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 \
+  --sync always --compaction off
 python3 "$ROOT/benches/server-load.py" "http://$ADDR" "$KEYS" "$VALUE_BYTES" 1 >&2
 
 SECS=${DURATION%s}

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 DURATION=${DURATION:-12s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
@@ -51,39 +52,12 @@ done
 
 log "building caskade and the hello-world (release)"
 (cd "$ROOT" && cargo build --release --locked --bin caskade)
-cargo build --release --manifest-path "$ROOT/benches/hello/Cargo.toml" \
-  --target-dir "$ROOT/target/hello"
+build_hello
 CASKADE="$ROOT/target/release/caskade"
-HELLO="$ROOT/target/hello/release/caskade-bench-hello"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-server-bench.XXXXXX")
+bench_setup server-bench
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "raw outputs kept in $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
-# Starts "$@" in the background with stdout to $1-named file, waits for "listening on
-# http://ADDR", sets ADDR and PID.
-start_server() {
-  local name=$1; shift
-  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PID=$!
-  PIDS+=("$PID")
-  for _ in $(seq 200); do
-    ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/$name.out" | head -1)
-    [ -n "$ADDR" ] && return 0
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2; cat "$TMP/$name.err" >&2; exit 1
-}
-
-stop_server() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

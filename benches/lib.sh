@@ -1,0 +1,44 @@
+# Shared by the server benchmark scripts (server.sh, server-cpu.sh, get-ratio.sh,
+# p99.sh); sourced, not run. Expects ROOT (the repository) to be set.
+
+# bench_setup NAME: a temp dir in TMP (under TMPDIR) for the run's stores and outputs;
+# on exit every server started by start_server (or added to PIDS) is stopped and the
+# dir removed (KEEP=1 keeps it and says where).
+bench_setup() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/caskade-$1.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "raw outputs kept in $TMP" >&2; else rm -rf "$TMP"; fi
+}
+
+# build_hello: builds the hyper hello-world (benches/hello, the HTTP ceiling) into
+# target/hello and sets HELLO to its binary.
+build_hello() {
+  cargo build --release --manifest-path "$ROOT/benches/hello/Cargo.toml" \
+    --target-dir "$ROOT/target/hello" >&2
+  HELLO="$ROOT/target/hello/release/caskade-bench-hello"
+}
+
+# start_server NAME CMD...: starts CMD in the background (stdout to $TMP/NAME.out,
+# stderr to $TMP/NAME.err), waits for its "listening on http://ADDR" line, sets ADDR
+# and PID. Exits the script, with the server's stderr, if it does not start.
+start_server() {
+  local name=$1; shift
+  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID=$!
+  PIDS+=("$PID")
+  for _ in $(seq 200); do
+    ADDR=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$TMP/$name.out" | head -1)
+    [ -n "$ADDR" ] && return 0
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$name did not start:" >&2; cat "$TMP/$name.err" >&2; exit 1
+}
+
+stop_server() { kill "$1"; wait "$1" 2>/dev/null || true; }
