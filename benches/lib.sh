@@ -1,5 +1,5 @@
 # Shared by the server benchmark scripts (server.sh, server-cpu.sh, get-ratio.sh,
-# p99.sh); sourced, not run. Expects ROOT (the repository) to be set.
+# p99.sh, redis-cpu.sh); sourced, not run. Expects ROOT (the repository) to be set.
 
 # bench_setup NAME: a temp dir in TMP (under TMPDIR) for the run's stores and outputs;
 # on exit every server started by start_server (or added to PIDS) is stopped and the
@@ -42,3 +42,12 @@ start_server() {
 }
 
 stop_server() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# thread_cpu PID: one "NAME NANOSECONDS" line per thread name of process PID, the
+# on-CPU time of its threads of that name summed (from /proc/PID/task/*/schedstat).
+thread_cpu() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "$(tr ' ' '_' <"$t/comm" 2>/dev/null) $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
+  done | awk 'NF == 2 {ns[$1] += $2} END {for (name in ns) print name, ns[name]}' | sort
+}
