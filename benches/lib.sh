@@ -51,3 +51,24 @@ thread_cpu() {
     echo "$(tr ' ' '_' <"$t/comm" 2>/dev/null) $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
   done | awk 'NF == 2 {ns[$1] += $2} END {for (name in ns) print name, ns[name]}' | sort
 }
+
+# free_port: a free loopback TCP port.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_redis: Debian's redis-server as the Redis reference (`appendonly yes`,
+# `appendfsync always`, no snapshots; its files in $TMP/redis) on a free loopback port.
+# Sets REDIS_PORT and REDIS_PID once it answers PING; exits the script, with its
+# output, if it does not.
+start_redis() {
+  REDIS_PORT=$(free_port)
+  mkdir -p "$TMP/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" --appendonly yes \
+    --appendfsync always --save '' --daemonize no >"$TMP/redis.out" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+    sleep 0.05
+  done
+  echo "redis-server did not start:" >&2; cat "$TMP/redis.out" >&2; exit 1
+}

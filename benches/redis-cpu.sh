@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Redis's CPU per request, for benches/server-cpu.sh's figures to be set against:
-# starts Debian's redis-server as benches/server.sh does (`appendonly yes`,
-# `appendfsync always`, no snapshots, a temp dir, a free loopback port), loads it with
+# starts Debian's redis-server as benches/server.sh does (`start_redis` in lib.sh:
+# `appendonly yes`, `appendfsync always`, no snapshots, a free loopback port), loads it with
 # `redis-benchmark -c CONNECTIONS -d VALUE_BYTES -r KEYS --threads THREADS` for one
 # test, and divides the server's CPU time (/proc/PID/stat, around the run) and
 # redis-benchmark's by the number of requests. Prints one line:
@@ -26,21 +26,13 @@ for tool in redis-server redis-benchmark redis-cli python3; do
 done
 
 bench_setup redis-cpu
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP" --appendonly yes \
-  --appendfsync always --save '' --daemonize no >"$TMP/redis.out" 2>&1 &
-PID=$!
-PIDS+=("$PID")
-for _ in $(seq 100); do
-  redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && break
-  sleep 0.05
-done
+start_redis
 
 # utime + stime of the server, in clock ticks.
-ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+ticks() { awk '{print $14 + $15}' "/proc/$REDIS_PID/stat"; }
 before=$(ticks)
 TIMEFORMAT='%U %S'
-{ time redis-benchmark -p "$PORT" -c "$CONNECTIONS" -d "$VALUE_BYTES" -t "$TEST" \
+{ time redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -d "$VALUE_BYTES" -t "$TEST" \
   -n "$REQUESTS" -r "$KEYS" --threads "$THREADS" --csv >"$TMP/csv" 2>"$TMP/err"; } 2>"$TMP/time"
 after=$(ticks)
 hz=$(getconf CLK_TCK)

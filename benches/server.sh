@@ -59,8 +59,6 @@ bench_setup server-bench
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # wrk's latency to milliseconds ("812.00us", "1.20ms", "1.01s").
 to_ms() {
   awk -v v="$1" 'BEGIN {
@@ -123,16 +121,7 @@ run_wrk caskade_bulk bulk.lua "$URL" 1000
 stop_server "$PID"
 
 # --- 4. Redis, appendfsync always ------------------------------------------------------
-REDIS_PORT=$(free_port)
-mkdir -p "$TMP/redis"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" --appendonly yes \
-  --appendfsync always --save '' --daemonize no >"$TMP/redis.out" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
-  sleep 0.05
-done
+start_redis
 log "redis-benchmark -c $CONNECTIONS -d $VALUE_BYTES -t set,get -n $REDIS_N -r $KEYS --threads $THREADS"
 redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -d "$VALUE_BYTES" -t set,get -n "$REDIS_N" \
   -r "$KEYS" --threads "$THREADS" --csv | tee "$TMP/redis.csv" >&2
