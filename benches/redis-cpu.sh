@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Redis's CPU per request, for benches/server-cpu.sh's figures to be set against:
 # starts Debian's redis-server as benches/server.sh does (`start_redis` in lib.sh:
-# `appendonly yes`, `appendfsync always`, no snapshots, a free loopback port), loads it with
-# `redis-benchmark -c CONNECTIONS -d VALUE_BYTES -r KEYS --threads THREADS` for one
-# test, and divides the server's CPU time (/proc/PID/stat, around the run) and
+# `appendonly yes`, `appendfsync always`, no snapshots, a free loopback port), loads
+# it with `redis-benchmark -c CONNECTIONS -d VALUE_BYTES -r KEYS --threads THREADS`
+# for one test, and divides the server's CPU time (/proc/PID/stat, around the run) and
 # redis-benchmark's by the number of requests. Prints one line:
 #
 #   redis SET n=300000 rps=54466.23 p50=0.879ms p99=1.855ms cpu_per_req_us=12.9 client_us=13.9 load=1.52

@@ -45,6 +45,7 @@ TIMEFORMAT='%U %S'
 { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
   -s "$WRK_DIR/$SCRIPT" "http://$ADDR" >"$TMP/wrk" 2>"$TMP/wrk.err"; } 2>"$TMP/wrk.time"
 thread_cpu "$PID" >"$TMP/threads.after"
+cat "$TMP/wrk.err" >&2
 wait "$STAT"
 req=$(awk '/requests in/ {print $1}' "$TMP/wrk")
 rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk")
