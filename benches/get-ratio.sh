@@ -33,7 +33,6 @@ HELLO_URL="http://$ADDR" HELLO_PID=$PID
 start_server caskade "$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:0 \
   --sync always --compaction off
 CASKADE_URL="http://$ADDR" CASKADE_PID=$PID
-for _ in $(seq 200); do curl -fs "$CASKADE_URL/readyz" >/dev/null && break; sleep 0.05; done
 python3 "$ROOT/benches/server-load.py" "$CASKADE_URL" "$KEYS" "$VALUE_BYTES" 1 >&2
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

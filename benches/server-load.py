@@ -4,7 +4,9 @@
 server-load.py URL KEYS VALUE_BYTES PASSES [BULK]
 Writes keys k0..k{KEYS-1} of the entity "user" PASSES times (each pass overwrites the
 previous one: PASSES > 1 makes garbage for compaction), BULK (default 1000) puts per
-request, 4 keep-alive connections. Exits non-zero on any answer other than 200.
+request, 4 keep-alive connections. Waits first (up to READY_WAIT_S) for GET /readyz
+to answer 200: a server prints its address before its store is open. Exits non-zero on
+any answer other than 200.
 """
 import http.client
 import sys
@@ -39,6 +41,25 @@ def post(body):
         raise SystemExit(f"bulk answered {resp.status}: {data[:300]!r}")
 
 
+READY_WAIT_S = 30
+
+
+def wait_ready():
+    deadline = time.monotonic() + READY_WAIT_S
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, timeout=5)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} was not ready within {READY_WAIT_S} s")
+        time.sleep(0.05)
+
+
+wait_ready()
 t0 = time.monotonic()
 with ThreadPoolExecutor(4) as pool:
     for _ in range(passes):
