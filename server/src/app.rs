@@ -265,12 +265,12 @@ impl App {
             route,
             path,
             status: status.as_u16(),
-            latency_ms: took.as_micros() as f64 / 1000.0,
+            latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         };
         if !logging::access(&line) {
             info_span!("request", request_id = %id).in_scope(|| {
                 info!(%method, route, path, status = status.as_u16(),
-                    latency_ms = line.latency_ms, "request");
+                    latency_ms = line.latency_ms(), "request");
             });
         }
     }
