@@ -20,7 +20,7 @@ use crate::json::{self, ParseError, Value};
 use crate::media::{self, Kind};
 use crate::meta::RecordMeta;
 use crate::mutation::{self, Live, Outcome, PutOutcome, WriteOp, decode_meta, engine_error};
-use crate::names::{Entity, KeyPath, kv_segments};
+use crate::names::{Entity, KeyPath};
 use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::query::Query;
 use crate::reply::{JsonWriter, etag, json_response};
@@ -143,8 +143,7 @@ where
     let path = uri.path();
     let mut problems = Vec::new();
     let mode = put_mode(headers, &mut problems).map_err(|p| ApiError::new(path, vec![p]))?;
-    let segments = kv_segments(path);
-    let target = KeyPath::from_segments(&segments, &mut problems);
+    let target = KeyPath::from_path(path, &mut problems);
     let pre = Preconditions::parse(headers, &mut problems);
     let query = Query::parse(uri.query(), &["ttl"], &mut problems);
     let limit = match mode {
@@ -163,11 +162,7 @@ where
     else {
         return Err(ApiError::new(path, problems));
     };
-    let ops = [WriteOp::Put {
-        entity,
-        key: key.clone(),
-        spec,
-    }];
+    let ops = [WriteOp::Put { entity, key, spec }];
     // Without If-Match / If-None-Match nothing needs deciding before the write: the
     // put goes the way of bulk (no read, no key lock, the writer decides `created`
     // and carries `created_at`), so it never loses a race and never retries.
@@ -180,8 +175,8 @@ where
         .await?
     };
     match (&ops[0], outcomes.first()) {
-        (WriteOp::Put { spec, .. }, Some(Outcome::Put(done))) => {
-            Ok(put_response(entity, &key, spec, *done))
+        (WriteOp::Put { key, spec, .. }, Some(Outcome::Put(done))) => {
+            Ok(put_response(entity, key, spec, *done))
         }
         _ => Err(mutation::internal(path, &"a put without a put outcome")),
     }
@@ -421,8 +416,7 @@ fn read_key(
 ) -> Result<(Entity, String, Read), ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
-    let segments = kv_segments(path);
-    let target = KeyPath::from_segments(&segments, &mut problems);
+    let target = KeyPath::from_path(path, &mut problems);
     let pre = Preconditions::parse(headers, &mut problems);
     Query::parse(uri.query(), &[], &mut problems);
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {
@@ -594,8 +588,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
-    let segments = kv_segments(path);
-    let target = KeyPath::from_segments(&segments, &mut problems);
+    let target = KeyPath::from_path(path, &mut problems);
     let pre = Preconditions::parse(&headers, &mut problems);
     Query::parse(uri.query(), &[], &mut problems);
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {

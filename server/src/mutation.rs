@@ -214,35 +214,29 @@ pub async fn apply_unconditional(
     ops: &[WriteOp],
 ) -> Result<Vec<Outcome>, ApiError> {
     let now_ms = state.engine.clock().now_ms();
-    // Every engine key of the request in one buffer, each op's key a view of it: no
-    // allocation per key here nor when the writer keeps a copy of the handle.
-    let keys_len = ops
-        .iter()
-        .map(|op| {
-            let (entity, key) = op.target();
-            entity.as_str().len() + 1 + key.len()
-        })
-        .sum();
-    let mut all_keys = Vec::with_capacity(keys_len);
-    let mut ends = Vec::with_capacity(ops.len());
+    // Every engine key of the request in one buffer, each op's key split off its
+    // front: one allocation for all keys, none per key here nor when the writer keeps
+    // a copy of the handle (and for a request of one key, no shared handle at all).
+    let key_len = |op: &WriteOp| {
+        let (entity, key) = op.target();
+        entity.as_str().len() + 1 + key.len()
+    };
+    let mut all_keys = Vec::with_capacity(ops.iter().map(key_len).sum());
     for op in ops {
         let (entity, key) = op.target();
         all_keys.extend_from_slice(entity.as_str().as_bytes());
         all_keys.push(b'/');
         all_keys.extend_from_slice(key.as_bytes());
-        ends.push(all_keys.len());
     }
-    let all_keys = Bytes::from(all_keys);
+    let mut all_keys = Bytes::from(all_keys);
     let mut batch = Batch::new();
     let mut outcomes = Vec::with_capacity(ops.len());
     // Puts of one request mostly share their meta section (same content type, no
-    // metadata): one handle for a run of equal sections.
+    // metadata): one handle for a run of equal sections, the last op's moved.
     let mut meta_buf = Vec::new();
     let mut shared_meta = Bytes::new();
-    let mut start = 0;
-    for (op, end) in ops.iter().zip(ends) {
-        let key = all_keys.slice(start..end);
-        start = end;
+    for (i, op) in ops.iter().enumerate() {
+        let key = all_keys.split_to(key_len(op));
         match op {
             WriteOp::Put { spec, .. } => {
                 meta_buf.clear();
@@ -255,8 +249,16 @@ pub async fn apply_unconditional(
                 .encode_into(&mut meta_buf)
                 .map_err(|e| internal(path, &e))?;
                 if shared_meta[..] != meta_buf[..] {
-                    shared_meta = Bytes::copy_from_slice(&meta_buf);
+                    // The handle takes the buffer over without a copy (and, as the
+                    // section fills a fresh buffer exactly, without an allocation of
+                    // its own); the next section is encoded into a fresh one.
+                    shared_meta = Bytes::from(std::mem::take(&mut meta_buf));
                 }
+                let meta = if i + 1 == ops.len() {
+                    std::mem::take(&mut shared_meta)
+                } else {
+                    shared_meta.clone()
+                };
                 let expires_at_ms = spec
                     .ttl_seconds
                     .map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000)));
@@ -265,7 +267,7 @@ pub async fn apply_unconditional(
                     spec.value.clone(),
                     WriteOptions {
                         expires_at_ms,
-                        meta: shared_meta.clone(),
+                        meta,
                     },
                 );
                 outcomes.push(Outcome::Put(PutOutcome {

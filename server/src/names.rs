@@ -1,5 +1,7 @@
 //! Entities and keys: API.md's "Names and limits", and the path segments they come from.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 use crate::problem::{ErrorCode, Problem};
@@ -78,11 +80,8 @@ pub fn entity_problem(pointer: Option<String>) -> Problem {
 
 /// Percent-decodes a path segment; `None` when it does not decode to UTF-8. A `%`
 /// not followed by two hex digits stays as it is, and then fails the name rules.
-pub fn decode_segment(raw: &str) -> Option<String> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+pub fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
+    percent_decode_str(raw).decode_utf8().ok()
 }
 
 /// An entity and key taken from a request path, with every problem they have.
@@ -100,17 +99,22 @@ impl KeyPath {
         if entity.is_none() {
             problems.push(entity_problem(None));
         }
-        let key = decode_segment(raw_key).filter(|k| is_valid_key(k));
+        let key = decode_segment(raw_key)
+            .filter(|k| is_valid_key(k))
+            .map(Cow::into_owned);
         if key.is_none() {
             problems.push(key_problem(None));
         }
         KeyPath { entity, key }
     }
 
-    /// Checks the first two raw segments after `/v1/kv/` (missing ones are invalid).
-    pub fn from_segments(segments: &[&str], problems: &mut Vec<Problem>) -> KeyPath {
-        let get = |i: usize| segments.get(i).copied().unwrap_or_default();
-        KeyPath::parse(get(0), get(1), problems)
+    /// Checks the first two raw segments of `path` after `/v1/kv/` (missing ones are
+    /// invalid; a path that does not start so has none).
+    pub fn from_path(path: &str, problems: &mut Vec<Problem>) -> KeyPath {
+        let mut segments = path.strip_prefix("/v1/kv/").unwrap_or_default().split('/');
+        let entity = segments.next().unwrap_or_default();
+        let key = segments.next().unwrap_or_default();
+        KeyPath::parse(entity, key, problems)
     }
 
     /// Both parts, when both are valid.
