@@ -550,3 +550,78 @@ fn conditions_and_detailed_answers_see_plain_writes_earlier_in_their_group() {
         "{groups} groups for {batches} batches: none shared a group"
     );
 }
+
+/// Groups that fill up (4 MiB) while more batches are queued: what does not fit is
+/// staged by the next group, in order, and a group sealing its segment part-way goes
+/// on in the next one. Every put here patches its meta from the entry it replaces, so
+/// a replaced entry read from the wrong place (an earlier group's, a stale lookup)
+/// would show: each key's last record must name the version of the put just before
+/// it, and every answer must say whether its put replaced anything.
+#[test]
+fn batches_queued_past_a_full_group_are_staged_in_order_with_their_replaced_entries() {
+    use caskade_engine::{Batch, Previous};
+    fn carry_version(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
+        meta.copy_from_slice(&previous.version.to_le_bytes());
+        Ok(())
+    }
+    const KEYS: usize = 5;
+    const PUTS: usize = 160;
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of 8 MiB: a group also seals one and starts the next now and then.
+    let engine = Engine::open(dir.path(), options(8 << 20, SyncPolicy::Always)).unwrap();
+    let before = engine.stats();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..PUTS {
+        let mut value = vec![b'.'; 64 * 1024];
+        value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let mut batch = Batch::new();
+        batch
+            .put(
+                format!("k{}", i % KEYS),
+                value,
+                WriteOptions {
+                    meta: bytes::Bytes::from_static(&[0xff; 8]),
+                    ..WriteOptions::default()
+                },
+            )
+            .patch_meta(carry_version);
+        let tx = tx.clone();
+        engine.apply_detailed_then(batch, move |r| {
+            let _ = tx.send((i, r));
+        });
+    }
+    drop(tx);
+    let answers: Vec<_> = rx.iter().collect();
+    assert_eq!(answers.len(), PUTS);
+    let mut versions = Vec::new();
+    for (at, (i, result)) in answers.into_iter().enumerate() {
+        assert_eq!(i, at, "answers come in submission order");
+        let applied = result.unwrap_or_else(|e| panic!("put {i}: {e}"));
+        assert_eq!(applied.len(), 1);
+        assert_eq!(applied[0].replaced, i >= KEYS, "put {i}: replaced");
+        if let Some(&last) = versions.last() {
+            assert!(applied[0].version > last, "put {i}: versions increase");
+        }
+        versions.push(applied[0].version);
+    }
+    for key in 0..KEYS {
+        let entry = engine
+            .get(format!("k{key}").as_bytes())
+            .unwrap()
+            .expect("written");
+        let last = PUTS - KEYS + key;
+        assert_eq!(&entry.value[..8], &(last as u64).to_le_bytes());
+        assert_eq!(entry.version, versions[last]);
+        assert_eq!(
+            &entry.meta[..],
+            &versions[last - KEYS].to_le_bytes(),
+            "k{key}: its last put replaced the put before it"
+        );
+    }
+    // 10 MiB of values take several groups, and batches shared them.
+    let groups = engine.stats().write_batches - before.write_batches;
+    assert!(
+        (3..PUTS as u64).contains(&groups),
+        "{groups} groups for {PUTS} batches"
+    );
+}
