@@ -12,7 +12,7 @@
 #
 # Usage: benches/server-callgrind.sh [SCRIPT (put.lua)] [DURATION (10s)]
 # Knobs (environment): CASKADE (binary, default target/release/caskade; build it first
-# with `cargo build --release --bin caskade`), CONNECTIONS (16: the server runs ~50x
+# with `cargo build --release --bin caskade`), CONNECTIONS (16: the server runs ~20x
 # slower under callgrind), KEYS (100000), VALUE_BYTES (100), TOP (functions listed, 25),
 # KEEP=1 (keep the callgrind output, for `callgrind_annotate`). Needs valgrind and wrk.
 set -euo pipefail
