@@ -35,14 +35,13 @@ start_server caskade "$CASKADE" serve --data-dir "$TMP/data" --listen 127.0.0.1:
 CASKADE_URL="http://$ADDR" CASKADE_PID=$PID
 python3 "$ROOT/benches/server-load.py" "$CASKADE_URL" "$KEYS" "$VALUE_BYTES" 1 >&2
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # slice SCRIPT URL PID: prints "requests cpu_ticks" of one wrk run.
 slice() {
   local before after requests
-  before=$(ticks "$3")
+  before=$(proc_ticks "$3")
   requests=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SLICE" -s "$WRK_DIR/$1" "$2" \
     | awk '/requests in/ {print $1}')
-  after=$(ticks "$3")
+  after=$(proc_ticks "$3")
   echo "$requests $((after - before))"
 }
 

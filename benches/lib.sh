@@ -52,6 +52,10 @@ thread_cpu() {
   done | awk 'NF == 2 {ns[$1] += $2} END {for (name in ns) print name, ns[name]}' | sort
 }
 
+# proc_ticks PID: the CPU time process PID has used (utime + stime), in clock ticks
+# (`getconf CLK_TCK` a second).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # free_port: a free loopback TCP port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

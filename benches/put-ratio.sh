@@ -41,14 +41,13 @@ CASKADE_URL="http://$ADDR" CASKADE_PID=$PID
 python3 "$ROOT/benches/server-load.py" "$CASKADE_URL" "$KEYS" "$VALUE_BYTES" 1 >&2
 start_redis
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Each slice prints "requests requests_per_second cpu_ticks".
 caskade_slice() {
   local before after
-  before=$(ticks "$CASKADE_PID")
+  before=$(proc_ticks "$CASKADE_PID")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SLICE}s" --timeout 10s -s "$WRK_DIR/put.lua" \
     "$CASKADE_URL" >"$TMP/wrk"
-  after=$(ticks "$CASKADE_PID")
+  after=$(proc_ticks "$CASKADE_PID")
   if grep -qE 'Non-2xx|Socket errors' "$TMP/wrk"; then
     echo "caskade answered with errors:" >&2; cat "$TMP/wrk" >&2; exit 1
   fi
@@ -57,10 +56,10 @@ caskade_slice() {
 }
 redis_slice() {
   local before after
-  before=$(ticks "$REDIS_PID")
+  before=$(proc_ticks "$REDIS_PID")
   redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -d "$VALUE_BYTES" -t set \
     -n "$REDIS_SLICE_N" -r "$KEYS" --threads "$THREADS" --csv >"$TMP/redis.csv" 2>"$TMP/redis.err"
-  after=$(ticks "$REDIS_PID")
+  after=$(proc_ticks "$REDIS_PID")
   # CSV: "test","rps",...; the SET line.
   echo "$REDIS_SLICE_N" "$(awk -F'"' '$2 == "SET" {print $4}' "$TMP/redis.csv")" \
     "$((after - before))"

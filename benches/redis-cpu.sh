@@ -28,13 +28,11 @@ done
 bench_setup redis-cpu
 start_redis
 
-# utime + stime of the server, in clock ticks.
-ticks() { awk '{print $14 + $15}' "/proc/$REDIS_PID/stat"; }
-before=$(ticks)
+before=$(proc_ticks "$REDIS_PID")
 TIMEFORMAT='%U %S'
 { time redis-benchmark -p "$REDIS_PORT" -c "$CONNECTIONS" -d "$VALUE_BYTES" -t "$TEST" \
   -n "$REQUESTS" -r "$KEYS" --threads "$THREADS" --csv >"$TMP/csv" 2>"$TMP/err"; } 2>"$TMP/time"
-after=$(ticks)
+after=$(proc_ticks "$REDIS_PID")
 hz=$(getconf CLK_TCK)
 name=$(echo "$TEST" | tr '[:lower:]' '[:upper:]')
 # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
