@@ -5,8 +5,10 @@
 # with each ratio taken between two figures of this run. Round 1 runs every engine
 # group, the later rounds W2 and W3 only (the figures that swing most between runs:
 # gets bound by cache misses, durable puts by the disk's fsync time); every round runs
-# the server part. A figure measured in several rounds is their median. About 30
-# minutes at the full N on a quiet machine.
+# the server part. A figure measured in several rounds is their median. After the
+# rounds, benches/put-ratio.sh takes caskade's durable PUT and Redis SET in turn (the
+# PUT target once more, drift-proof). About 30 minutes at the full N on a quiet
+# machine.
 #
 # Usage: benches/targets.sh [OUT_DIR]   (default: target/targets-<time>)
 # Knobs: everything engine.rs and server.sh read (CASKADE_BENCH_N, CASKADE_BENCH_SECS,
@@ -45,8 +47,15 @@ for round in $(seq "$ROUNDS"); do
     cat "$OUT/server-$round.tsv" >>"$OUT/server.tsv"
   fi
 done
+put_ratio_args=()
+if [ "${SKIP_SERVER:-0}" != 1 ]; then
+  # The PUT target once more with caskade and Redis taken in turn: server.sh measures
+  # them minutes apart, and this machine drifts more than the gap between them.
+  benches/put-ratio.sh 2>&1 | tee "$OUT/put-ratio.txt"
+  put_ratio_args=(--put-ratio "$OUT/put-ratio.txt")
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/run.txt"
 
 python3 benches/targets.py "${criterion_args[@]}" --memory "$OUT/engine.txt" \
-  --server "$OUT/server.tsv" | tee "$OUT/targets.md"
+  --server "$OUT/server.tsv" "${put_ratio_args[@]}" | tee "$OUT/targets.md"
 echo "raw outputs in $OUT" >&2
