@@ -1,7 +1,7 @@
 //! CPU time per key of the writer's side of a bulk write, without HTTP: batches of
 //! `BULK` puts (default 1000) of random keys over a store of `KEYS` keys (default
 //! 100,000; 16-byte keys, 100-byte values), each batch with a detailed answer and a
-//! meta patch, as the server's `POST /v1/bulk` sends them. Measured by the process's
+//! meta carry, as the server's `POST /v1/bulk` sends them. Measured by the process's
 //! CPU clock (the writer thread does the work; the submitting thread waits), under
 //! `never` so that no fsync adds its noise, with segments large enough that none is
 //! sealed (no hint file written meanwhile). For A/B runs of two builds, alternated.
@@ -13,17 +13,26 @@
 mod common;
 
 use caskade_engine::{
-    Batch, CompactionOptions, Engine, Options, Previous, SyncPolicy, WriteOptions,
+    Batch, CompactionOptions, Engine, MetaCarry, Options, SyncPolicy, WriteOptions,
 };
 use common::{cpu_ns, key, mix, var};
 
 /// Carries the first 8 bytes of the replaced entry's meta over, as the server's
-/// `carry_created_at` carries `created_at`.
-fn carry(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
-    let from = previous.meta.get(..8).ok_or("short meta")?;
-    meta.get_mut(..8).ok_or("short meta")?.copy_from_slice(from);
-    Ok(())
-}
+/// `CARRY_CREATED_AT` carries `created_at`.
+const CARRY: MetaCarry = MetaCarry {
+    word: |entry| {
+        let from = entry.meta.get(..8).ok_or("short meta")?;
+        Ok(u64::from_le_bytes(
+            from.try_into().map_err(|_| "short meta")?,
+        ))
+    },
+    write: |word, meta| {
+        meta.get_mut(..8)
+            .ok_or("short meta")?
+            .copy_from_slice(&word.to_le_bytes());
+        Ok(())
+    },
+};
 
 fn main() {
     let keys = var("KEYS", 100_000).max(1);
@@ -62,7 +71,7 @@ fn main() {
             };
             batch.put(all.slice(at..at + 16), value.clone(), options);
         }
-        batch.patch_meta(carry);
+        batch.carry_meta(CARRY);
         batch
     };
     let mut i = 0;
@@ -101,8 +110,10 @@ fn main() {
         }
     }
     let cpu = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - started;
+    let stats = engine.stats();
     println!(
-        "keys={keys} batches={batches} bulk={bulk} cpu_ns_per_key={:.1}",
-        cpu as f64 / (batches * bulk) as f64
+        "keys={keys} batches={batches} bulk={bulk} cpu_ns_per_key={:.1} index_bytes_per_key={:.1}",
+        cpu as f64 / (batches * bulk) as f64,
+        stats.index_bytes as f64 / stats.keys.max(1) as f64
     );
 }

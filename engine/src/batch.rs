@@ -61,11 +61,12 @@ pub enum Expect {
 pub struct Batch {
     pub(crate) ops: Vec<Op>,
     pub(crate) conditions: Vec<(Bytes, Expect)>,
-    pub(crate) meta_patch: Option<MetaPatch>,
+    pub(crate) meta_carry: Option<MetaCarry>,
 }
 
-/// The live entry a put replaces, as the writer sees it when it applies the batch:
-/// the latest write of the key, earlier operations of the same batch included.
+/// A stored entry as a [`MetaCarry`] reads it: the live entry a put replaces (the
+/// latest write of the key, earlier operations of the same batch included), or the
+/// record a put has just written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Previous<'a> {
     /// Its meta section.
@@ -76,22 +77,39 @@ pub struct Previous<'a> {
     pub written_at_ms: u64,
 }
 
-/// Rewrites a put's meta section in place from the live entry the put replaces (see
-/// [`Batch::patch_meta`]). An `Err` fails the whole batch with
-/// [`crate::Error::Corrupt`] and writes nothing.
-pub type MetaPatchFn = fn(&Previous<'_>, &mut [u8]) -> Result<(), &'static str>;
-
-/// A [`MetaPatchFn`] held by a batch (compared by address).
+/// How a put inherits one word from the live entry it replaces, into its own meta
+/// section (see [`Batch::carry_meta`]): the server keeps a key's creation time this
+/// way. `word` must be a function of the entry alone (the same entry always gives the
+/// same word): the engine remembers each entry's word in its index and hands the
+/// remembered word to `write` instead of reading the replaced record again.
+///
+/// An `Err` from either fails the whole batch and writes nothing:
+/// [`crate::Error::Corrupt`] (naming the replaced record) from `word`,
+/// [`crate::Error::Internal`] from `write`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MetaPatch(pub(crate) MetaPatchFn);
+pub struct MetaCarry {
+    /// The word `entry` passes on to a put that replaces it.
+    pub word: fn(entry: &Previous<'_>) -> Result<u64, &'static str>,
+    /// Writes `word` into a put's meta section, in place (the section keeps its
+    /// length).
+    pub write: fn(word: u64, meta: &mut [u8]) -> Result<(), &'static str>,
+}
 
-impl PartialEq for MetaPatch {
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::fn_addr_eq(self.0, other.0)
+impl MetaCarry {
+    /// The same two functions (compared by address; two functions the compiler
+    /// merged share an address only because their code is the same).
+    pub(crate) fn same_as(&self, other: &MetaCarry) -> bool {
+        std::ptr::fn_addr_eq(self.word, other.word) && std::ptr::fn_addr_eq(self.write, other.write)
     }
 }
 
-impl Eq for MetaPatch {}
+impl PartialEq for MetaCarry {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_as(other)
+    }
+}
+
+impl Eq for MetaCarry {}
 
 impl Batch {
     /// An empty batch.
@@ -126,15 +144,19 @@ impl Batch {
         self
     }
 
-    /// Has the writer call `patch` for every put of this batch that replaces a live
-    /// entry, with that entry and the put's meta section, just before the put is
-    /// written: so a put can carry something over from the entry it replaces (the
-    /// server keeps a key's creation time this way) without reading it first and
-    /// guarding the read with a condition. The meta keeps its length. `patch` runs on
-    /// the writer thread, so it must be quick; reading the previous entry's meta costs
-    /// the writer one read of that record's header and meta.
-    pub fn patch_meta(&mut self, patch: MetaPatchFn) -> &mut Self {
-        self.meta_patch = Some(MetaPatch(patch));
+    /// Has every put of this batch that replaces a live entry inherit `carry`'s word
+    /// from that entry, written into the put's meta section just before the put is
+    /// written: so a put can keep something of the entry it replaces (the server keeps
+    /// a key's creation time this way) without reading it first and guarding the read
+    /// with a condition. A put that creates its key keeps its meta as given.
+    ///
+    /// The writer remembers the word of every record written with the first carry a
+    /// store's batches use after it opens (8 bytes per such key in the index), so a
+    /// put whose replaced entry was written that way costs no read; other puts (the
+    /// replaced entry predates the open, was written without this carry, or the batch
+    /// uses another carry) read the replaced record's header and meta, CRC-checked.
+    pub fn carry_meta(&mut self, carry: MetaCarry) -> &mut Self {
+        self.meta_carry = Some(carry);
         self
     }
 

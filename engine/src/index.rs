@@ -96,6 +96,9 @@ impl Located {
 /// [`Located::bucket`] of a key that was not found.
 const NO_BUCKET: usize = usize::MAX;
 
+/// An entry's carried word ([`crate::MetaCarry`]) when the index does not know it.
+pub(crate) const NO_CARRY: u64 = u64::MAX;
+
 /// Where a key's latest record lives, and what a read must know without touching disk.
 /// 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +181,11 @@ struct Shard {
     free: Vec<u32>,
     table: HashTable<Bucket>,
     order: Order,
+    /// By slot id: the word the slot's record passes on to a put that replaces it
+    /// ([`crate::MetaCarry`]), [`NO_CARRY`] when not known. Beside the slab rather
+    /// than in it, so that gets never load it; empty until a write with a carry, so a
+    /// store that never carries pays nothing for it.
+    carries: Vec<u64>,
     /// Bytes of keys too long to be stored inline.
     heap_key_bytes: u64,
 }
@@ -236,18 +244,47 @@ impl Shard {
         [address, ctrl, slot]
     }
 
-    /// Points the entry in bucket `at` (which holds a key) at `loc`; returns where it
-    /// pointed before.
-    fn point(&mut self, at: usize, loc: Location) -> Location {
+    /// Points the entry in bucket `at` (which holds a key) at `loc`; returns its slot
+    /// id and where it pointed before. The slot's carried word is the caller's.
+    fn point(&mut self, at: usize, loc: Location) -> (u32, Location) {
         let Some(bucket) = self.table.get_bucket_mut(at) else {
             unreachable!("Shard::point is given a full bucket");
         };
         *bucket = Bucket::new(bucket.id, &loc);
-        std::mem::replace(&mut self.slots[bucket.id as usize].loc, loc)
+        let id = bucket.id;
+        (id, std::mem::replace(&mut self.slots[id as usize].loc, loc))
     }
 
-    /// Adds a key that is not in the shard.
-    fn create(&mut self, hasher: &DefaultHashBuilder, hash: u64, key: &[u8], loc: Location) {
+    /// The carried word of slot `id`.
+    fn carry(&self, id: u32) -> u64 {
+        self.carries.get(id as usize).copied().unwrap_or(NO_CARRY)
+    }
+
+    /// Sets the carried word of slot `id`. Every write of a slot's location but a
+    /// compaction move (same record, same word) sets it.
+    fn set_carry(&mut self, id: u32, word: u64) {
+        let id = id as usize;
+        if id >= self.carries.len() {
+            if word == NO_CARRY {
+                return;
+            }
+            // Grown with the slab's capacity, not doubling on its own.
+            let len = self.slots.capacity().max(id + 1);
+            self.carries.reserve_exact(len - self.carries.len());
+            self.carries.resize(len, NO_CARRY);
+        }
+        self.carries[id] = word;
+    }
+
+    /// Adds a key that is not in the shard, with its carried word.
+    fn create(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        key: &[u8],
+        loc: Location,
+        carry: u64,
+    ) {
         debug_assert!(loc.len != 0);
         let id = new_slot(
             &mut self.slots,
@@ -256,6 +293,7 @@ impl Shard {
             key,
             loc,
         );
+        self.set_carry(id, carry);
         let slots = &self.slots;
         self.table.insert_unique(hash, Bucket::new(id, &loc), |b| {
             hasher.hash_one(shard_key(slots, b.id))
@@ -370,7 +408,8 @@ impl Shard {
         (self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.free.capacity() * 4
             + self.table.capacity() * (std::mem::size_of::<Bucket>() + 1)
-            + (self.order.sorted.capacity() + self.order.pending.capacity()) * 4) as u64
+            + (self.order.sorted.capacity() + self.order.pending.capacity()) * 4
+            + self.carries.capacity() * 8) as u64
             + self.heap_key_bytes
     }
 }
@@ -505,8 +544,18 @@ impl Index {
         out
     }
 
-    /// Points `key` at `loc`; returns what it pointed at before.
-    pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
+    /// As [`Index::get`], with the entry's carried word ([`NO_CARRY`] when not known).
+    pub fn get_carried(&self, key: &[u8]) -> Option<(Location, u64)> {
+        let (hash, shard) = self.locate(key);
+        let shard = Self::read(shard);
+        let at = shard.find(hash, key)?;
+        let id = shard.table.get_bucket(at)?.id;
+        Some((shard.slots[id as usize].loc, shard.carry(id)))
+    }
+
+    /// Points `key` at `loc`, whose record passes on `carry` ([`NO_CARRY`]: none
+    /// known); returns what it pointed at before.
+    pub fn insert(&self, key: &[u8], loc: Location, carry: u64) -> Option<Location> {
         let (hash, shard) = self.shard_index(key);
         let at = Located {
             hash,
@@ -514,14 +563,20 @@ impl Index {
             bucket: NO_BUCKET,
             lines: [0; 3],
         };
-        self.insert_located(key, at, loc)
+        self.insert_located(key, at, loc, carry)
     }
 
     /// As [`Index::insert`], with where the key sits already known (from
     /// [`Index::get_many`] of this index): when the slot it was found in still holds
     /// it, the entry is replaced there without a walk of the shard's table (whose lines
     /// a large batch's lookup touched long enough ago to be out of the cache).
-    pub fn insert_located(&self, key: &[u8], at: Located, loc: Location) -> Option<Location> {
+    pub fn insert_located(
+        &self,
+        key: &[u8],
+        at: Located,
+        loc: Location,
+        carry: u64,
+    ) -> Option<Location> {
         debug_assert_eq!(
             self.shard_index(key),
             (at.hash, at.shard),
@@ -535,9 +590,13 @@ impl Index {
             .filter(|&b| b != NO_BUCKET && shard.location_at(b, key).is_some())
             .or_else(|| shard.find(hash, key));
         let old = match found {
-            Some(b) => Some(shard.point(b, loc)),
+            Some(b) => {
+                let (id, old) = shard.point(b, loc);
+                shard.set_carry(id, carry);
+                Some(old)
+            }
             None => {
-                shard.create(&self.hasher, hash, key, loc);
+                shard.create(&self.hasher, hash, key, loc, carry);
                 None
             }
         };
@@ -558,7 +617,8 @@ impl Index {
             Some(b) if b.segment == segment && b.offset == offset => {}
             _ => return false,
         }
-        let old = shard.point(at, to);
+        // The same record in a new place: its carried word stays.
+        let (_, old) = shard.point(at, to);
         debug_assert_eq!(old.version, to.version);
         drop(shard);
         self.live_bytes
@@ -1079,7 +1139,14 @@ fn load_one(
         free,
         order,
         heap_key_bytes,
+        carries,
     } = shard;
+    // A loaded record's word is not known (slots reused or replaced lose theirs).
+    let mut forget_carry = |id: u32| {
+        if let Some(word) = carries.get_mut(id as usize) {
+            *word = NO_CARRY;
+        }
+    };
     let entry = table.entry(
         hash,
         |b| slots[b.id as usize].key.as_slice() == e.key,
@@ -1093,11 +1160,13 @@ fn load_one(
                 return;
             }
             *bucket = Bucket::new(bucket.id, &loc);
+            forget_carry(bucket.id);
             let old = std::mem::replace(slot, loc);
             state.live_bytes = state.live_bytes.saturating_sub(u64::from(old.len));
         }
         hashbrown::hash_table::Entry::Vacant(vacant) => {
             let id = new_slot(slots, free, heap_key_bytes, e.key, loc);
+            forget_carry(id);
             vacant.insert(Bucket::new(id, &loc));
             order.pending.push(id);
             state.slots_ahead.ahead(slots);
@@ -1137,7 +1206,7 @@ mod tests {
     fn range_merges_shards_in_byte_order_and_honours_start_after() {
         let index = Index::new();
         for (i, k) in ["a/3", "a/1", "b/1", "a/2", "a/10"].iter().enumerate() {
-            index.insert(k.as_bytes(), loc(i as u64 + 1));
+            index.insert(k.as_bytes(), loc(i as u64 + 1), NO_CARRY);
         }
         assert_eq!(
             keys(index.range(b"a/", None, 10, 0)),
@@ -1175,7 +1244,7 @@ mod tests {
         let index = Index::new();
         for i in 0..2_000u64 {
             if i % 3 != 0 {
-                index.insert(format!("k{i}").as_bytes(), loc(i + 1));
+                index.insert(format!("k{i}").as_bytes(), loc(i + 1), NO_CARRY);
             }
         }
         // Present, absent, repeated and long keys, in an order unrelated to the shards.
@@ -1202,7 +1271,7 @@ mod tests {
         for (i, (key, (at, _))) in keys.iter().zip(&many).enumerate().skip(1_990) {
             let before = index.get(key);
             assert_eq!(
-                index.insert_located(key, *at, loc(9_000 + i as u64)),
+                index.insert_located(key, *at, loc(9_000 + i as u64), NO_CARRY),
                 before
             );
             assert_eq!(index.get(key), Some(loc(9_000 + i as u64)));
@@ -1213,7 +1282,7 @@ mod tests {
     fn an_update_through_a_stale_bucket_hint_finds_the_key_again() {
         let index = Index::new();
         for i in 0..64u64 {
-            index.insert(format!("k{i}").as_bytes(), loc(i + 1));
+            index.insert(format!("k{i}").as_bytes(), loc(i + 1), NO_CARRY);
         }
         let names: Vec<Vec<u8>> = (0..64u64).map(|i| format!("k{i}").into_bytes()).collect();
         let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
@@ -1228,11 +1297,11 @@ mod tests {
             Index::write(shard).purge_dead();
         }
         for i in 0..64u64 {
-            index.insert(format!("new{i}").as_bytes(), loc(500 + i));
+            index.insert(format!("new{i}").as_bytes(), loc(500 + i), NO_CARRY);
         }
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(
-                index.insert_located(key, hints[i].0, loc(900 + i as u64)),
+                index.insert_located(key, hints[i].0, loc(900 + i as u64), NO_CARRY),
                 None
             );
         }
@@ -1248,7 +1317,10 @@ mod tests {
         // not revived in place.
         let hints = index.get_many(&keys[..1]);
         index.remove(keys[0]);
-        assert_eq!(index.insert_located(keys[0], hints[0].0, loc(7)), None);
+        assert_eq!(
+            index.insert_located(keys[0], hints[0].0, loc(7), NO_CARRY),
+            None
+        );
         assert_eq!(index.get(keys[0]), Some(loc(7)));
         assert_eq!(index.keys(), 128);
     }
@@ -1280,16 +1352,16 @@ mod tests {
         let names: Vec<Vec<u8>> = (0..200u32).map(|i| format!("k{i}").into_bytes()).collect();
         let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
         for (i, key) in keys.iter().enumerate() {
-            index.insert(key, at(1, 32 + i as u32 * 50, 1));
+            index.insert(key, at(1, 32 + i as u32 * 50, 1), NO_CARRY);
         }
         assert_buckets_agree(&index);
         let hints = index.get_many(&keys);
         for (i, key) in keys.iter().enumerate() {
-            index.insert_located(key, hints[i].0, at(2, 32 + i as u32 * 50, 2));
+            index.insert_located(key, hints[i].0, at(2, 32 + i as u32 * 50, 2), NO_CARRY);
         }
         assert_buckets_agree(&index);
         for (i, key) in keys.iter().enumerate() {
-            index.insert(key, at(3, 32 + i as u32 * 50, 3));
+            index.insert(key, at(3, 32 + i as u32 * 50, 3), NO_CARRY);
         }
         assert_buckets_agree(&index);
         for (i, key) in keys.iter().enumerate() {
@@ -1341,7 +1413,11 @@ mod tests {
     fn the_control_byte_guess_matches_hashbrowns_layout() {
         let index = Index::new();
         for i in 0..5_000u32 {
-            index.insert(format!("key/{i}").as_bytes(), loc(u64::from(i) + 1));
+            index.insert(
+                format!("key/{i}").as_bytes(),
+                loc(u64::from(i) + 1),
+                NO_CARRY,
+            );
         }
         for shard in &index.shards {
             let shard = Index::read(shard);
@@ -1362,8 +1438,8 @@ mod tests {
         let index = Index::new();
         let mut l = loc(1);
         l.expires_at_ms = 100;
-        index.insert(b"k1", l);
-        index.insert(b"k2", loc(2));
+        index.insert(b"k1", l, NO_CARRY);
+        index.insert(b"k2", loc(2), NO_CARRY);
         assert_eq!(index.range(b"k", None, 10, 99).len(), 2);
         assert_eq!(index.range(b"k", None, 10, 100).len(), 1);
     }
@@ -1374,7 +1450,7 @@ mod tests {
         let long = |i: u32| format!("long/{i:06}/{}", "x".repeat(40)).into_bytes();
         for round in 0..3u64 {
             for i in 0..20_000u32 {
-                index.insert(&long(i), loc(round * 100_000 + u64::from(i) + 1));
+                index.insert(&long(i), loc(round * 100_000 + u64::from(i) + 1), NO_CARRY);
             }
             assert_eq!(index.count_prefix(b"long/"), 20_000);
             for i in (0..20_000u32).filter(|i| i % 3 != 0) {
@@ -1502,7 +1578,7 @@ mod tests {
             for (v, op) in ops.into_iter().enumerate() {
                 match op {
                     Op::Insert(k) => {
-                        let old = index.insert(&key(k), loc(v as u64 + 1)).map(|l| l.version);
+                        let old = index.insert(&key(k), loc(v as u64 + 1), NO_CARRY).map(|l| l.version);
                         prop_assert_eq!(old, model.insert(key(k), v as u64 + 1));
                     }
                     Op::Remove(k) => {

@@ -42,7 +42,7 @@ pub mod verify;
 mod writer;
 
 pub use backup::BackupReport;
-pub use batch::{Batch, Expect, MetaPatchFn, Op, Previous, WriteOptions};
+pub use batch::{Batch, Expect, MetaCarry, Op, Previous, WriteOptions};
 pub use compaction::CompactionReport;
 pub use engine::{BATCH_BYTES_MAX, Engine, KEY_BYTES_MAX, META_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, Result};

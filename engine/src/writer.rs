@@ -23,10 +23,10 @@ use hashbrown::HashMap;
 
 use crate::append::{AppendError, AppendMode, Appender};
 use crate::backup::Snapshot;
-use crate::batch::Previous;
+use crate::batch::{MetaCarry, Previous};
 use crate::engine::{Shared, mismatch};
 use crate::error::{Error, Result};
-use crate::index::{Located, Location};
+use crate::index::{Located, Location, NO_CARRY};
 use crate::oneshot;
 use crate::record::{self, FLAG_COMMIT, FLAG_TOMBSTONE, RecordRef, SEQ_LIMIT};
 use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader};
@@ -352,6 +352,8 @@ struct Pending {
 /// the table). Its key is the operation's, in [`Pending::ops`].
 struct Update {
     loc: Option<Location>,
+    /// The word the put's record passes on ([`NO_CARRY`]: not remembered).
+    carry: u64,
     at: usize,
     located: Option<Located>,
 }
@@ -493,10 +495,13 @@ pub(crate) struct Writer {
     overlay: HashMap<Bytes, Option<Staged>>,
     /// How many of `pending`'s batches the overlay holds (the first ones).
     folded: usize,
-    /// A put's meta section while a [`crate::Batch::patch_meta`] patch rewrites it.
+    /// A put's meta section while a [`crate::Batch::carry_meta`] carry writes into it.
     scratch: Vec<u8>,
-    /// The meta section of the stored entry a put replaces, read for its patch.
+    /// The meta section of the stored entry a put replaces, read for its carried word.
     prior_meta: Vec<u8>,
+    /// The carry whose words the index remembers: the first one a batch used since
+    /// the store opened ([`crate::Batch::carry_meta`]).
+    carry: Option<MetaCarry>,
     /// Since when written bytes wait for an fsync (interval policy).
     dirty_since: Option<Instant>,
     /// How long the last `fdatasync` took.
@@ -536,6 +541,7 @@ impl Writer {
             folded: 0,
             scratch: Vec::new(),
             prior_meta: Vec::new(),
+            carry: None,
             // The records recovery found in the active segment may never have been
             // synced (the last process was killed under `never` or `interval`): count
             // them as unsynced, so the next sync, seal or backup covers them.
@@ -783,7 +789,7 @@ impl Writer {
         self.write_buffer(false, 1)?;
         let index = &self.shared.index;
         match update {
-            Some(loc) => index.insert(op.key(), loc),
+            Some(loc) => index.insert(op.key(), loc, NO_CARRY),
             None => index.remove(op.key()),
         };
         self.shared
@@ -794,9 +800,10 @@ impl Writer {
     }
 
     /// The live entry `key` has before the next operation is staged: from the group
-    /// buffer if this group wrote it, else from the index and its segment (only when
-    /// `with_meta`: the record is read whole and CRC-checked, its meta copied into
-    /// `self.prior_meta`).
+    /// buffer if this group wrote it, else from the index and, only when `with_meta`,
+    /// its segment: the record is read whole and CRC-checked, its meta copied into
+    /// `self.prior_meta` — unless `remembered` (the batch's carry is the one the index
+    /// remembers words for) and the index knows the entry's word.
     ///
     /// `looked_up` is the key's index entry when the caller already read it (see
     /// [`Writer::look_up_batch`]); it is used for the first attempt only.
@@ -804,7 +811,7 @@ impl Writer {
         &mut self,
         key: &[u8],
         now_ms: u64,
-        with_meta: bool,
+        (with_meta, remembered): (bool, bool),
         mut looked_up: Option<Option<Location>>,
     ) -> Result<Option<Prior>> {
         if let Some(state) = self.overlay.get(key) {
@@ -812,19 +819,30 @@ impl Writer {
         }
         const ATTEMPTS_MAX: usize = 8;
         for _ in 0..ATTEMPTS_MAX {
-            let found = looked_up
-                .take()
-                .unwrap_or_else(|| self.shared.index.get(key));
+            let (found, word) = if remembered {
+                match self.shared.index.get_carried(key) {
+                    Some((loc, word)) => (Some(loc), word),
+                    None => (None, NO_CARRY),
+                }
+            } else {
+                let found = looked_up
+                    .take()
+                    .unwrap_or_else(|| self.shared.index.get(key));
+                (found, NO_CARRY)
+            };
             let Some(loc) = found else {
                 return Ok(None);
             };
             if loc.is_expired(now_ms) {
                 return Ok(None);
             }
+            if word != NO_CARRY {
+                return Ok(Some(Prior::Remembered { word }));
+            }
             let stored = Prior::Stored {
                 version: loc.version,
                 written_at_ms: 0,
-                file: None,
+                record: None,
             };
             if !with_meta {
                 return Ok(Some(stored));
@@ -863,7 +881,7 @@ impl Writer {
             return Ok(Some(Prior::Stored {
                 version: header.seq,
                 written_at_ms: header.written_at_ms,
-                file: Some((seg.path.clone(), offset)),
+                record: Some((seg.id, offset)),
             }));
         }
         Err(Error::Internal(
@@ -874,9 +892,9 @@ impl Writer {
     /// The index entries of a large batch's keys, read together ([`Index::get_many`]),
     /// each with where its key sits (the batch's index update reuses it), and with
     /// `records`, the replaced records' lines prefetched: a bulk write reads
-    /// every key's entry (and, for a meta patch, its record) before it encodes, and one
-    /// at a time those reads are a few cache misses each, in a row, on the writer
-    /// thread. Empty for a small batch (the loop reads each entry as it goes).
+    /// every key's entry (and, for a meta carry without remembered words, its record)
+    /// before it encodes, and one at a time those reads are a few cache misses each,
+    /// in a row, on the writer thread. Empty for a small batch (the loop reads each entry as it goes).
     ///
     /// [`Index::get_many`]: crate::index::Index::get_many
     fn look_up_batch(&self, ops: &[Op], records: bool) -> Vec<(Located, Option<Location>)> {
@@ -902,16 +920,16 @@ impl Writer {
         found
     }
 
-    /// Runs the batch's meta patch over `meta` (into `self.scratch`) with `prior`.
-    fn patch(
-        &mut self,
-        patch: crate::batch::MetaPatchFn,
-        meta: &[u8],
-        prior: &Prior,
-    ) -> Result<()> {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(meta);
-        let (previous, at) = match prior {
+    /// Writes into a copy of `meta` (in `self.scratch`) the word `carry` takes from
+    /// `prior`.
+    fn carry_over(&mut self, carry: MetaCarry, meta: &[u8], prior: &Prior) -> Result<()> {
+        let damaged = |(segment, offset): (u32, u64), reason: &str| Error::Corrupt {
+            file: self.shared.dir.join(segment::file_name(segment)),
+            offset,
+            reason: format!("the meta section of the entry a put replaces: {reason}"),
+        };
+        let word = match prior {
+            Prior::Remembered { word } => Ok(*word),
             Prior::Staged(at) => {
                 let bytes = &self.buf[*at..];
                 // Encoded by this writer moments ago: failing to decode it is a bug.
@@ -923,40 +941,44 @@ impl Writer {
                     version: header.seq,
                     written_at_ms: header.written_at_ms,
                 };
-                let file = self.shared.dir.join(segment::file_name(self.active.id));
-                (previous, (file, self.len + *at as u64))
+                (carry.word)(&previous)
+                    .map_err(|reason| damaged((self.active.id, self.len + *at as u64), reason))
             }
             Prior::Stored {
                 version,
                 written_at_ms,
-                file,
-            } => (
-                Previous {
+                record,
+            } => {
+                let previous = Previous {
                     meta: &self.prior_meta,
                     version: *version,
                     written_at_ms: *written_at_ms,
-                },
-                // Read with its meta whenever a patch runs.
-                file.clone().unwrap_or_default(),
-            ),
-        };
-        let (file, offset) = at;
-        patch(&previous, &mut self.scratch).map_err(|reason| Error::Corrupt {
-            file,
-            offset,
-            reason: format!("the meta section of the entry a put replaces: {reason}"),
+                };
+                // Read with its meta whenever a carry runs.
+                (carry.word)(&previous)
+                    .map_err(|reason| damaged(record.unwrap_or_default(), reason))
+            }
+        }?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(meta);
+        (carry.write)(word, &mut self.scratch).map_err(|reason| {
+            Error::Internal(format!(
+                "a put's meta section does not take its carried word: {reason}"
+            ))
         })
     }
 
     /// Encodes a checked batch into the group buffer. When the batch wants the entries
-    /// its operations replace (a detailed answer, a meta patch) and reading one fails,
+    /// its operations replace (a detailed answer, a meta carry) and reading one fails,
     /// the batch is taken back out of the buffer and fails alone.
     fn encode(&mut self, batch: Batch, done: Done, now_ms: u64) {
         let detailed = matches!(done, Done::Detailed(_));
-        let patch = batch.meta_patch.map(|p| p.0);
+        let carry = batch.meta_carry;
+        // The index remembers the words of the first carry a batch used.
+        let remembered = carry.is_some_and(|c| self.carry.get_or_insert(c).same_as(&c));
         // Only a batch that reads the group's state keeps the overlay up to date, for
         // its own later operations too.
-        let reads_group = patch.is_some() || detailed;
+        let reads_group = carry.is_some() || detailed;
         if reads_group {
             self.fold_overlay(now_ms);
         }
@@ -968,7 +990,7 @@ impl Writer {
         let last = batch.ops.len() - 1;
         let mut replaced = Vec::with_capacity(if detailed { batch.ops.len() } else { 0 });
         let mut looked_up = if reads_group {
-            self.look_up_batch(&batch.ops, patch.is_some())
+            self.look_up_batch(&batch.ops, carry.is_some() && !remembered)
         } else {
             Vec::new()
         }
@@ -983,9 +1005,9 @@ impl Writer {
                 Some((located, found)) => (Some(located), Some(found)),
                 None => (None, None),
             };
-            let prior = if detailed || (patch.is_some() && is_put) {
-                let with_meta = patch.is_some() && is_put;
-                match self.previous(op.key(), now_ms, with_meta, found) {
+            let prior = if detailed || (carry.is_some() && is_put) {
+                let with_meta = carry.is_some() && is_put;
+                match self.previous(op.key(), now_ms, (with_meta, remembered), found) {
                     Ok(prior) => prior,
                     Err(e) => return self.take_back(undo_from, undo, &batch.ops, done, e),
                 }
@@ -995,15 +1017,29 @@ impl Writer {
             if detailed {
                 replaced.push(prior.is_some());
             }
-            let meta: &[u8] = match (op, patch, &prior) {
-                (Op::Put { options, .. }, Some(patch), Some(prior)) => {
-                    if let Err(e) = self.patch(patch, &options.meta, prior) {
+            let meta: &[u8] = match (op, carry, &prior) {
+                (Op::Put { options, .. }, Some(carry), Some(prior)) => {
+                    if let Err(e) = self.carry_over(carry, &options.meta, prior) {
                         return self.take_back(undo_from, undo, &batch.ops, done, e);
                     }
                     &self.scratch
                 }
                 (Op::Put { options, .. }, _, _) => &options.meta,
                 (Op::Delete { .. }, _, _) => &[],
+            };
+            // The word this put passes on, remembered for the next put of its key. A
+            // section the carry cannot read is not remembered: that next put reads
+            // the record and fails there.
+            let word = match carry {
+                Some(carry) if remembered && is_put => (carry.word)(&Previous {
+                    meta,
+                    version: seq,
+                    written_at_ms: now_ms,
+                })
+                .ok()
+                .filter(|&w| w != NO_CARRY)
+                .unwrap_or(NO_CARRY),
+                _ => NO_CARRY,
             };
             let update = encode_op(
                 &mut self.buf,
@@ -1021,6 +1057,7 @@ impl Writer {
             }
             self.updates.push(Update {
                 loc: update,
+                carry: word,
                 at,
                 located,
             });
@@ -1038,7 +1075,7 @@ impl Writer {
     }
 
     /// Brings the overlay up to date with every batch staged so far, for a batch that
-    /// reads the group's state (its conditions, a detailed answer, a meta patch). An
+    /// reads the group's state (its conditions, a detailed answer, a meta carry). An
     /// entry that has expired by `now_ms` counts as absent.
     fn fold_overlay(&mut self, now_ms: u64) {
         for p in &self.pending[self.folded..] {
@@ -1095,8 +1132,10 @@ impl Writer {
                         }
                         let key = op.key();
                         match (update.loc, update.located) {
-                            (Some(loc), Some(at)) => index.insert_located(key, at, loc),
-                            (Some(loc), None) => index.insert(key, loc),
+                            (Some(loc), Some(at)) => {
+                                index.insert_located(key, at, loc, update.carry)
+                            }
+                            (Some(loc), None) => index.insert(key, loc, update.carry),
                             (None, _) => index.remove(key),
                         };
                     }
@@ -1357,15 +1396,19 @@ impl Writer {
 }
 
 /// The live entry an operation replaces: staged in this group (its record's start in
-/// the group buffer), or stored (its meta read into `Writer::prior_meta` only when a
-/// patch needs it).
+/// the group buffer), stored with its carried word remembered by the index, or stored
+/// (its meta read into `Writer::prior_meta` only when a carry needs it).
 enum Prior {
     Staged(usize),
-    /// `file`: the segment and offset of its record, when it was read (`with_meta`).
+    Remembered {
+        word: u64,
+    },
+    /// `record`: the segment id and offset of its record, when it was read
+    /// (`with_meta`).
     Stored {
         version: u64,
         written_at_ms: u64,
-        file: Option<(std::path::PathBuf, u64)>,
+        record: Option<(u32, u64)>,
     },
 }
 

@@ -553,17 +553,21 @@ fn conditions_and_detailed_answers_see_plain_writes_earlier_in_their_group() {
 
 /// Groups that fill up (4 MiB) while more batches are queued: what does not fit is
 /// staged by the next group, in order, and a group sealing its segment part-way goes
-/// on in the next one. Every put here patches its meta from the entry it replaces, so
+/// on in the next one. Every put here carries into its meta from the entry it replaces, so
 /// a replaced entry read from the wrong place (an earlier group's, a stale lookup)
 /// would show: each key's last record must name the version of the put just before
 /// it, and every answer must say whether its put replaced anything.
 #[test]
 fn batches_queued_past_a_full_group_are_staged_in_order_with_their_replaced_entries() {
-    use caskade_engine::{Batch, Previous};
-    fn carry_version(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
-        meta.copy_from_slice(&previous.version.to_le_bytes());
-        Ok(())
-    }
+    use caskade_engine::{Batch, MetaCarry};
+    /// A put's meta names the version of the entry it replaced.
+    const CARRY_VERSION: MetaCarry = MetaCarry {
+        word: |entry| Ok(entry.version),
+        write: |version, meta| {
+            meta.copy_from_slice(&version.to_le_bytes());
+            Ok(())
+        },
+    };
     const KEYS: usize = 5;
     const PUTS: usize = 160;
     let dir = tempfile::tempdir().unwrap();
@@ -584,7 +588,7 @@ fn batches_queued_past_a_full_group_are_staged_in_order_with_their_replaced_entr
                     ..WriteOptions::default()
                 },
             )
-            .patch_meta(carry_version);
+            .carry_meta(CARRY_VERSION);
         let tx = tx.clone();
         engine.apply_detailed_then(batch, move |r| {
             let _ = tx.send((i, r));

@@ -1,38 +1,51 @@
-//! `Batch::patch_meta` and `Engine::apply_detailed_then`: a put carries part of the
+//! `Batch::carry_meta` and `Engine::apply_detailed_then`: a put carries part of the
 //! entry it replaces into its own meta, and each operation reports whether it replaced
 //! a live entry, decided by the writer atomically with the write (no read, no
-//! condition on the caller's side).
+//! condition on the caller's side). The writer remembers each entry's carried word;
+//! the tests here cover both the remembered words and the reads of records written
+//! before an open or without the carry.
 
 mod common;
 
 use std::sync::{Arc, Barrier};
 
-use caskade_engine::{Applied, Batch, Engine, Error, Previous, SyncPolicy, WriteOptions};
+use caskade_engine::{Applied, Batch, Engine, Error, MetaCarry, SyncPolicy, WriteOptions};
 use common::{ManualClock, options};
 
-/// The test's meta layout: one u64, a counter each patched put sets to its
+/// The test's meta layout: one u64, a counter each carried put sets to its
 /// predecessor's plus one.
 fn counter(meta: &[u8]) -> u64 {
     u64::from_le_bytes(meta.try_into().expect("8-byte meta"))
 }
 
-fn count_up(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
-    let before: [u8; 8] = previous.meta.try_into().map_err(|_| "not 8 bytes")?;
-    meta.copy_from_slice(&(u64::from_le_bytes(before) + 1).to_le_bytes());
+/// Sets the meta to the word.
+fn set(word: u64, meta: &mut [u8]) -> Result<(), &'static str> {
+    let meta: &mut [u8; 8] = meta.try_into().map_err(|_| "not 8 bytes")?;
+    *meta = word.to_le_bytes();
     Ok(())
 }
 
+/// Counts up: an entry passes on its counter plus one.
+const COUNT_UP: MetaCarry = MetaCarry {
+    word: |entry| {
+        let before: [u8; 8] = entry.meta.try_into().map_err(|_| "not 8 bytes")?;
+        Ok(u64::from_le_bytes(before) + 1)
+    },
+    write: set,
+};
+
 /// Keeps the creation time: the predecessor's, or its write time when it has none.
-fn keep_created(previous: &Previous<'_>, meta: &mut [u8]) -> Result<(), &'static str> {
-    let before = counter(previous.meta);
-    let created = if before == 0 {
-        previous.written_at_ms
-    } else {
-        before
-    };
-    meta.copy_from_slice(&created.to_le_bytes());
-    Ok(())
-}
+const KEEP_CREATED: MetaCarry = MetaCarry {
+    word: |entry| {
+        let before = counter(entry.meta);
+        Ok(if before == 0 {
+            entry.written_at_ms
+        } else {
+            before
+        })
+    },
+    write: set,
+};
 
 fn zero_meta(expires_at_ms: Option<u64>) -> WriteOptions {
     WriteOptions {
@@ -49,16 +62,16 @@ fn apply_detailed(engine: &Engine, batch: Batch) -> caskade_engine::Result<Vec<A
     rx.recv().expect("the writer answers")
 }
 
-fn patched_put(engine: &Engine, key: &str, patch: caskade_engine::MetaPatchFn) -> Applied {
+fn carried_put(engine: &Engine, key: &str, carry: MetaCarry) -> Applied {
     let mut batch = Batch::new();
     batch
         .put(key.to_owned(), "v", zero_meta(None))
-        .patch_meta(patch);
+        .carry_meta(carry);
     apply_detailed(engine, batch).expect("put")[0]
 }
 
 #[test]
-fn a_put_keeps_what_its_patch_takes_from_the_entry_it_replaces() {
+fn a_put_keeps_what_its_carry_takes_from_the_entry_it_replaces() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let engine = Engine::open(
@@ -69,14 +82,14 @@ fn a_put_keeps_what_its_patch_takes_from_the_entry_it_replaces() {
         },
     )
     .unwrap();
-    let first = patched_put(&engine, "k", keep_created);
+    let first = carried_put(&engine, "k", KEEP_CREATED);
     assert!(
         !first.replaced,
         "nothing to replace: the meta stays as given"
     );
     assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
     clock.advance(5_000);
-    let second = patched_put(&engine, "k", keep_created);
+    let second = carried_put(&engine, "k", KEEP_CREATED);
     assert!(second.replaced);
     assert!(second.version > first.version);
     assert_eq!(
@@ -85,16 +98,16 @@ fn a_put_keeps_what_its_patch_takes_from_the_entry_it_replaces() {
         "the first write's time, from its record"
     );
     clock.advance(5_000);
-    patched_put(&engine, "k", keep_created);
+    carried_put(&engine, "k", KEEP_CREATED);
     assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1_000_000);
 
     // A deleted key and an expired one have nothing to carry over.
     engine.delete("k").unwrap();
-    assert!(!patched_put(&engine, "k", keep_created).replaced);
+    assert!(!carried_put(&engine, "k", KEEP_CREATED).replaced);
     assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
     engine.put("e", "v", zero_meta(Some(1_020_000))).unwrap();
     clock.advance(20_000);
-    assert!(!patched_put(&engine, "e", keep_created).replaced);
+    assert!(!carried_put(&engine, "e", KEEP_CREATED).replaced);
     assert_eq!(counter(&engine.get(b"e").unwrap().unwrap().meta), 0);
 }
 
@@ -111,7 +124,7 @@ fn operations_of_one_batch_see_the_earlier_ones() {
         .delete("b")
         .delete("b")
         .put("a", "2", zero_meta(None))
-        .patch_meta(count_up);
+        .carry_meta(COUNT_UP);
     let applied = apply_detailed(&engine, batch).unwrap();
     let replaced: Vec<bool> = applied.iter().map(|a| a.replaced).collect();
     assert_eq!(replaced, [true, false, true, true, false, true]);
@@ -121,10 +134,10 @@ fn operations_of_one_batch_see_the_earlier_ones() {
 }
 
 #[test]
-fn a_failing_patch_fails_its_batch_alone_and_writes_nothing_of_it() {
+fn a_failing_carry_fails_its_batch_alone_and_writes_nothing_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let engine = common::open(dir.path(), 1 << 20);
-    // A predecessor whose meta the patch refuses (not 8 bytes).
+    // A predecessor whose meta the carry refuses (not 8 bytes).
     engine
         .put(
             "bad",
@@ -139,15 +152,15 @@ fn a_failing_patch_fails_its_batch_alone_and_writes_nothing_of_it() {
     batch
         .put("fresh", "new", zero_meta(None))
         .put("bad", "new", zero_meta(None))
-        .patch_meta(count_up);
-    let err = apply_detailed(&engine, batch).expect_err("the patch refuses");
+        .carry_meta(COUNT_UP);
+    let err = apply_detailed(&engine, batch).expect_err("the carry refuses");
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     assert!(engine.get(b"fresh").unwrap().is_none());
     assert_eq!(&engine.get(b"bad").unwrap().unwrap().value[..], b"old");
     // The writer goes on: the next batches are written, with their versions after
     // the last one handed out.
     let before = engine.stats().last_version;
-    let ok = patched_put(&engine, "fresh", count_up);
+    let ok = carried_put(&engine, "fresh", COUNT_UP);
     assert!(!ok.replaced);
     assert_eq!(ok.version, before + 1);
     assert_eq!(counter(&engine.get(b"fresh").unwrap().unwrap().meta), 0);
@@ -158,12 +171,12 @@ fn a_failing_patch_fails_its_batch_alone_and_writes_nothing_of_it() {
     assert_eq!(&engine.get(b"bad").unwrap().unwrap().value[..], b"old");
 }
 
-/// Many threads patch the same keys at once under `always`: batches share groups
+/// Many threads put the same keys with a carry at once under `always`: batches share groups
 /// (the predecessor is then still in the group buffer), segments rotate (sealed,
 /// mapped predecessors), and no update is lost: each key's counter ends at the
 /// number of writes minus one, and exactly one write per key replaced nothing.
 #[test]
-fn concurrent_patched_puts_lose_no_update_across_groups_and_segments() {
+fn concurrent_carried_puts_lose_no_update_across_groups_and_segments() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), options(16 * 1024, SyncPolicy::Always)).unwrap();
     const THREADS: usize = 8;
@@ -182,7 +195,7 @@ fn concurrent_patched_puts_lose_no_update_across_groups_and_segments() {
                     for k in 0..KEYS {
                         batch.put(format!("k{k}"), vec![7u8; 200], zero_meta(None));
                     }
-                    batch.patch_meta(count_up);
+                    batch.carry_meta(COUNT_UP);
                     let applied = apply_detailed(&engine, batch).expect("apply");
                     created += applied.iter().filter(|a| !a.replaced).count();
                 }
@@ -209,15 +222,15 @@ fn concurrent_patched_puts_lose_no_update_across_groups_and_segments() {
     drop(engine);
     // After a reopen the predecessor comes from a recovered segment.
     let engine = common::open(dir.path(), 16 * 1024);
-    assert!(patched_put(&engine, "k0", count_up).replaced);
+    assert!(carried_put(&engine, "k0", COUNT_UP).replaced);
     assert_eq!(counter(&engine.get(b"k0").unwrap().unwrap().meta), writes);
 }
 
-/// A stored predecessor whose bytes fail their CRC is never used: the patched put
+/// A stored predecessor whose bytes fail their CRC is never used: the carried put
 /// fails with the same corruption a read of the key gets, naming the damaged
 /// record's own segment and offset, and writes nothing.
 #[test]
-fn a_damaged_predecessor_fails_the_patched_put_with_its_own_file_and_offset() {
+fn a_damaged_predecessor_fails_the_carried_put_with_its_own_file_and_offset() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let engine = common::open(dir.path(), 1 << 20);
@@ -260,7 +273,7 @@ fn a_damaged_predecessor_fails_the_patched_put_with_its_own_file_and_offset() {
     batch
         .put("fresh", "new", zero_meta(None))
         .put("bad", "new", zero_meta(None))
-        .patch_meta(keep_created);
+        .carry_meta(KEEP_CREATED);
     match apply_detailed(&engine, batch).expect_err("the damage is seen") {
         Error::Corrupt {
             file,
@@ -280,7 +293,7 @@ fn a_damaged_predecessor_fails_the_patched_put_with_its_own_file_and_offset() {
 /// The writer reads a predecessor from a sealed (mapped) segment too: corruption
 /// there names that segment, not the active one.
 #[test]
-fn a_failing_patch_over_a_sealed_segment_names_that_segment() {
+fn a_failing_carry_over_a_sealed_segment_names_that_segment() {
     let dir = tempfile::tempdir().unwrap();
     let engine = common::open(dir.path(), 4 * 1024);
     engine
@@ -303,8 +316,8 @@ fn a_failing_patch_over_a_sealed_segment_names_that_segment() {
     let mut batch = Batch::new();
     batch
         .put("bad", "new", zero_meta(None))
-        .patch_meta(count_up);
-    match apply_detailed(&engine, batch).expect_err("the patch refuses") {
+        .carry_meta(COUNT_UP);
+    match apply_detailed(&engine, batch).expect_err("the carry refuses") {
         Error::Corrupt { file, offset, .. } => {
             assert_eq!(file, sealed);
             assert!(offset > 0, "the record's offset, not the file's start");
@@ -313,10 +326,10 @@ fn a_failing_patch_over_a_sealed_segment_names_that_segment() {
     }
 }
 
-/// A batch whose patch fails is taken back out of a group it shares with others:
+/// A batch whose carry fails is taken back out of a group it shares with others:
 /// the batches around it are written whole, with their own versions.
 #[test]
-fn a_failed_patch_leaves_its_group_mates_intact() {
+fn a_failed_carry_leaves_its_group_mates_intact() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), options(1 << 20, SyncPolicy::Always)).unwrap();
     engine
@@ -340,7 +353,7 @@ fn a_failed_patch_leaves_its_group_mates_intact() {
             let mut batch = Batch::new();
             if i == 3 {
                 // Counts up on the shared key first, then fails: the count-up is
-                // taken back with it, and the batches after it patch from the one
+                // taken back with it, and the batches after it carry from the one
                 // before it.
                 batch.put(format!("k{round}"), "v", zero_meta(None)).put(
                     "bad",
@@ -354,7 +367,7 @@ fn a_failed_patch_leaves_its_group_mates_intact() {
                     zero_meta(None),
                 );
             }
-            batch.patch_meta(count_up);
+            batch.carry_meta(COUNT_UP);
             let tx = tx.clone();
             engine.apply_detailed_then(batch, move |r| {
                 let _ = tx.send((i, r));
@@ -400,12 +413,12 @@ fn small_segments_with_keys(dir: &std::path::Path, keys: usize) -> Engine {
     engine
 }
 
-/// Compaction retires the segments the writer reads predecessors from while patched
-/// puts go on: every patch still sees its key's latest entry (its copy in the new
+/// Compaction retires the segments the writer reads predecessors from while carried
+/// puts go on: every carry still sees its key's latest entry (its copy in the new
 /// segment, or the old one before the switch), so no update is lost or doubled and
 /// no write fails.
 #[test]
-fn patched_puts_read_their_predecessors_while_compaction_moves_them() {
+fn carried_puts_read_their_predecessors_while_compaction_moves_them() {
     const WRITERS: usize = 2;
     const KEYS: usize = 60;
     const COMPACTIONS: usize = 6;
@@ -424,8 +437,8 @@ fn patched_puts_read_their_predecessors_while_compaction_moves_them() {
                         let mut batch = Batch::new();
                         batch
                             .put(format!("k{k}"), vec![2u8; 100], zero_meta(None))
-                            .patch_meta(count_up);
-                        let applied = apply_detailed(&engine, batch).expect("patched put");
+                            .carry_meta(COUNT_UP);
+                        let applied = apply_detailed(&engine, batch).expect("carried put");
                         assert!(applied[0].replaced, "k{k}");
                     }
                     rounds += 1;
@@ -475,7 +488,7 @@ fn operations_of_a_large_batch_see_the_earlier_ones() {
             model[k] = Some(model[k].map_or(0, |c| c + 1));
         }
     }
-    batch.patch_meta(count_up);
+    batch.carry_meta(COUNT_UP);
     let applied = apply_detailed(&engine, batch).unwrap();
     let replaced: Vec<bool> = applied.iter().map(|a| a.replaced).collect();
     assert_eq!(replaced, expected);
@@ -485,11 +498,11 @@ fn operations_of_a_large_batch_see_the_earlier_ones() {
     }
 }
 
-/// As `patched_puts_read_their_predecessors_while_compaction_moves_them`, with every
+/// As `carried_puts_read_their_predecessors_while_compaction_moves_them`, with every
 /// batch large: the entries the writer reads for a whole batch before encoding it may
 /// point into a segment that compaction retires before the batch's operation gets there.
 #[test]
-fn large_patched_batches_read_their_predecessors_while_compaction_moves_them() {
+fn large_carried_batches_read_their_predecessors_while_compaction_moves_them() {
     const WRITERS: usize = 2;
     const KEYS: usize = 120;
     const ROUNDS: u64 = 200;
@@ -509,8 +522,8 @@ fn large_patched_batches_read_their_predecessors_while_compaction_moves_them() {
                     {
                         batch.put(format!("k{k}"), vec![2u8; 100], zero_meta(None));
                     }
-                    batch.patch_meta(count_up);
-                    let applied = apply_detailed(&engine, batch).expect("patched batch");
+                    batch.carry_meta(COUNT_UP);
+                    let applied = apply_detailed(&engine, batch).expect("carried batch");
                     assert!(applied.iter().all(|a| a.replaced), "writer {w}");
                 }
             })
@@ -531,5 +544,121 @@ fn large_patched_batches_read_their_predecessors_while_compaction_moves_them() {
         // Each half of a writer's keys was written in ROUNDS / 2 rounds.
         let entry = engine.get(format!("k{k}").as_bytes()).unwrap().unwrap();
         assert_eq!(counter(&entry.meta), ROUNDS / 2, "k{k}");
+    }
+}
+
+/// Counts up as [`COUNT_UP`] does, counting the calls of its `word` in `WORD_CALLS`
+/// (for the one test that uses it).
+static WORD_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const COUNTED: MetaCarry = MetaCarry {
+    word: |entry| {
+        WORD_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (COUNT_UP.word)(entry)
+    },
+    write: set,
+};
+
+/// The writer remembers the word of each record it writes with the store's carry:
+/// a put replacing such a record asks `word` only of its own new record, never of the
+/// one it replaces (no read of it). After a reopen the words are gone: the first put
+/// of each key reads its predecessor again (two calls), the next ones do not.
+#[test]
+fn a_remembered_word_spares_the_read_of_the_replaced_record_until_a_reopen() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path(), 1 << 20);
+    let calls = || WORD_CALLS.load(Ordering::Relaxed);
+    carried_put(&engine, "k", COUNTED);
+    assert_eq!(calls(), 1, "a create: only its own record's word");
+    for n in 1..=5 {
+        carried_put(&engine, "k", COUNTED);
+        assert_eq!(calls(), 1 + n, "put {n} did not read its predecessor");
+    }
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 5);
+    drop(engine);
+    let engine = common::open(dir.path(), 1 << 20);
+    carried_put(&engine, "k", COUNTED);
+    assert_eq!(calls(), 8, "after a reopen the predecessor is read");
+    carried_put(&engine, "k", COUNTED);
+    assert_eq!(calls(), 9, "and its successor's word is remembered again");
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 7);
+}
+
+/// A remembered word never outlives its record: a write of the key without the carry
+/// (a plain put, a delete, an expiry, another carry) leaves the next carried put to
+/// read what that write stored.
+#[test]
+fn a_remembered_word_is_forgotten_by_any_other_write_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let engine = Engine::open(
+        dir.path(),
+        caskade_engine::Options {
+            clock: clock.clone(),
+            ..options(1 << 20, SyncPolicy::Never)
+        },
+    )
+    .unwrap();
+    let counted = |n: u64| WriteOptions {
+        expires_at_ms: None,
+        meta: n.to_le_bytes().to_vec().into(),
+    };
+    carried_put(&engine, "k", COUNT_UP);
+    carried_put(&engine, "k", COUNT_UP);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1);
+    // A plain put: its own meta, nothing remembered.
+    engine.put("k", "v", counted(100)).unwrap();
+    carried_put(&engine, "k", COUNT_UP);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 101);
+    // A batch with another carry: its own rule, and the store's carry reads its
+    // record afterwards.
+    const TIMES_TEN: MetaCarry = MetaCarry {
+        word: |entry| Ok(counter(entry.meta) * 10),
+        write: set,
+    };
+    carried_put(&engine, "k", TIMES_TEN);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1_010);
+    carried_put(&engine, "k", COUNT_UP);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1_011);
+    // A delete, then a create in the slot the key may get back.
+    engine.delete("k").unwrap();
+    assert!(!carried_put(&engine, "k", COUNT_UP).replaced);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
+    // An expired entry passes nothing on.
+    let mut batch = Batch::new();
+    batch
+        .put(
+            "k",
+            "v",
+            WriteOptions {
+                expires_at_ms: Some(2_000),
+                meta: 50u64.to_le_bytes().to_vec().into(),
+            },
+        )
+        .carry_meta(COUNT_UP);
+    apply_detailed(&engine, batch).unwrap();
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 1);
+    clock.advance(1_000);
+    assert!(!carried_put(&engine, "k", COUNT_UP).replaced);
+    assert_eq!(counter(&engine.get(b"k").unwrap().unwrap().meta), 0);
+    // Many keys created and removed: reused slots start with nothing remembered.
+    for round in 0..3u64 {
+        for i in 0..200 {
+            engine
+                .put(format!("r{i}"), "v", counted(round * 1_000 + i))
+                .unwrap();
+            carried_put(&engine, &format!("r{i}"), COUNT_UP);
+        }
+        for i in 0..200u64 {
+            let meta = engine
+                .get(format!("r{i}").as_bytes())
+                .unwrap()
+                .unwrap()
+                .meta;
+            assert_eq!(counter(&meta), round * 1_000 + i + 1, "r{i}");
+            engine.delete(format!("r{i}")).unwrap();
+        }
+        // Counting merges the key order, which frees the removed keys' slots.
+        assert_eq!(engine.count_prefix(b"r"), 0);
     }
 }

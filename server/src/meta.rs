@@ -115,24 +115,33 @@ impl<'a> RecordMeta<'a> {
     }
 }
 
-/// A bulk put's [`caskade_engine::MetaPatchFn`]: the put's section is written with
+/// Every put's [`caskade_engine::MetaCarry`]: the put's section is written with
 /// [`CREATED_BY_THIS_RECORD`]; when the put replaces a live entry, the engine's writer
-/// calls this to carry that entry's creation time over, so an update keeps
-/// `created_at` without the server reading the key first.
-pub fn carry_created_at(
-    previous: &caskade_engine::Previous<'_>,
-    meta: &mut [u8],
-) -> Result<(), &'static str> {
-    let before = RecordMeta::decode(previous.meta).map_err(|e| e.0)?;
-    let created_at_ms = before.created_at(previous.written_at_ms);
+/// carries that entry's creation time over, so an update keeps `created_at` without
+/// the server reading the key first. The engine remembers each key's word, so an
+/// update reads the replaced record only when it was written before the store opened.
+pub const CARRY_CREATED_AT: caskade_engine::MetaCarry = caskade_engine::MetaCarry {
+    word: created_at_of,
+    write: write_created_at,
+};
+
+/// When the key of a stored entry was created: the word of [`CARRY_CREATED_AT`].
+pub fn created_at_of(entry: &caskade_engine::Previous<'_>) -> Result<u64, &'static str> {
+    let meta = RecordMeta::decode(entry.meta).map_err(|e| e.0)?;
+    let created_at_ms = meta.created_at(entry.written_at_ms);
     // A key cannot have been created after the record that holds it was written:
     // such a section is damaged (the engine checked the record's CRC, so this is a bug
     // or damage the CRC missed), and its time must not live on in the new record.
     // Wall-clock steps back (NTP) can make an update's write time earlier than the
     // creation it carries, so a margin keeps those keys writable.
-    if created_at_ms > previous.written_at_ms.saturating_add(CLOCK_STEP_MARGIN_MS) {
+    if created_at_ms > entry.written_at_ms.saturating_add(CLOCK_STEP_MARGIN_MS) {
         return Err("the replaced entry's created_at is later than its own write time");
     }
+    Ok(created_at_ms)
+}
+
+/// Writes a carried creation time into a put's section, in place.
+pub fn write_created_at(created_at_ms: u64, meta: &mut [u8]) -> Result<(), &'static str> {
     if meta.first() != Some(&META_FORMAT_VERSION) {
         return Err("the new meta section is not of this format");
     }
@@ -145,7 +154,7 @@ pub fn carry_created_at(
 
 /// How far a carried `created_at` may lie after the write time of the record holding
 /// it (a wall clock stepped back between the key's creation and an update) before
-/// [`carry_created_at`] takes it for damage: one day.
+/// [`created_at_of`] takes it for damage: one day.
 pub const CLOCK_STEP_MARGIN_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Where `created_at` sits in the section (see the layout above).
@@ -211,8 +220,17 @@ mod tests {
         );
     }
 
+    /// What the engine's writer does with [`CARRY_CREATED_AT`] for a put replacing
+    /// `previous`.
+    fn carry_created_at(
+        previous: &caskade_engine::Previous<'_>,
+        meta: &mut [u8],
+    ) -> Result<(), &'static str> {
+        write_created_at((CARRY_CREATED_AT.word)(previous)?, meta)
+    }
+
     #[test]
-    fn a_patched_section_carries_the_creation_time_over() {
+    fn a_carried_section_keeps_the_creation_time() {
         let section = |created_at_ms| {
             RecordMeta {
                 kind: Kind::Json,
@@ -231,13 +249,13 @@ mod tests {
             version: 1,
             written_at_ms: 5_000,
         };
-        carry_created_at(&previous(&first), &mut new).expect("patches");
+        carry_created_at(&previous(&first), &mut new).expect("carries");
         let decoded = RecordMeta::decode(&new).expect("decodes");
         assert_eq!(decoded.created_at_ms, 5_000);
         assert_eq!(decoded.metadata, Some(&b"{}"[..]));
         // A predecessor that kept an older creation time passes it on.
         let older = section(1_000);
-        carry_created_at(&previous(&older), &mut new).expect("patches");
+        carry_created_at(&previous(&older), &mut new).expect("carries");
         assert_eq!(
             RecordMeta::decode(&new).expect("decodes").created_at_ms,
             1_000
@@ -250,16 +268,16 @@ mod tests {
         assert!(carry_created_at(&previous(&future), &mut new).is_err());
         // Within a clock step back it is kept: the key stays writable.
         let stepped = section(5_000 + CLOCK_STEP_MARGIN_MS);
-        carry_created_at(&previous(&stepped), &mut new).expect("patches");
+        carry_created_at(&previous(&stepped), &mut new).expect("carries");
         assert_eq!(
             RecordMeta::decode(&new).expect("decodes").created_at_ms,
             5_000 + CLOCK_STEP_MARGIN_MS
         );
-        carry_created_at(&previous(&older), &mut new).expect("patches");
+        carry_created_at(&previous(&older), &mut new).expect("carries");
         assert_eq!(
             RecordMeta::decode(&new).expect("decodes").created_at_ms,
             1_000,
-            "a refused patch leaves the section as it was"
+            "a refused carry leaves the section as it was"
         );
         assert!(carry_created_at(&previous(&older), &mut new[..4]).is_err());
     }

@@ -16,7 +16,7 @@
 //! without `If-Match` ([`delete_if_live`]). Nothing needs deciding before their write.
 //! The engine's writer reports, per operation, whether it replaced a live entry
 //! (`created`, `deleted`) and carries the replaced entry's `created_at` into the new
-//! record ([`carry_created_at`]), at the moment it writes the batch; a plain DELETE
+//! record ([`CARRY_CREATED_AT`]), at the moment it writes the batch; a plain DELETE
 //! carries the engine condition `Expect::Present`, which the writer checks as it
 //! writes (a 404 when it fails, nothing written). So these requests neither read
 //! their keys nor lock them, never lose a race and never retry, and many of them
@@ -39,7 +39,7 @@ use caskade_engine::{Applied, Batch, Error as EngineError, Expect, WriteOptions}
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::envelope::PutSpec;
-use crate::meta::{CREATED_BY_THIS_RECORD, RecordMeta, carry_created_at};
+use crate::meta::{CARRY_CREATED_AT, CREATED_BY_THIS_RECORD, RecordMeta};
 use crate::names::Entity;
 use crate::problem::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -285,7 +285,7 @@ pub async fn apply_unconditional(
             }
         }
     }
-    batch.patch_meta(carry_created_at);
+    batch.carry_meta(CARRY_CREATED_AT);
     let (tx, rx) = oneshot::channel();
     state.engine.apply_detailed_then(batch, move |result| {
         let _ = tx.send(result);
