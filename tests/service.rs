@@ -85,6 +85,68 @@ fn each_request_logs_one_line_with_method_route_status_latency_and_id() {
     assert_eq!(line["span"]["request_id"], "log-line-check-1", "{line}");
 }
 
+/// The reads of one key served without the router (GET and HEAD of the envelope's
+/// route and of `…/value`) log and count under their own method and route template, as
+/// the router's requests do; a GET with a body, which the router serves, too.
+#[test]
+fn reads_of_one_key_log_and_count_under_their_method_and_route() {
+    const KEY: &str = "/v1/kv/{entity}/{key}";
+    const VALUE: &str = "/v1/kv/{entity}/{key}/value";
+    let mut server = Server::start(&["--log-format", "json"]);
+    let put = server.put_json("/v1/kv/user/r", &serde_json::json!({"value": "v"}), &[]);
+    assert_eq!(put.status, 201);
+    let reads: [(&str, &str, &[u8], &str, u16); 6] = [
+        ("GET", "/v1/kv/user/r", b"", KEY, 200),
+        ("HEAD", "/v1/kv/user/r", b"", KEY, 200),
+        ("GET", "/v1/kv/user/r/value", b"", VALUE, 200),
+        ("HEAD", "/v1/kv/user/r/value", b"", VALUE, 200),
+        ("GET", "/v1/kv/user/absent/value", b"", VALUE, 404),
+        ("GET", "/v1/kv/user/r/value", b"ignored", VALUE, 200),
+    ];
+    for (i, (method, path, body, _, status)) in reads.iter().enumerate() {
+        let id = format!("read-route-{i}");
+        let got = server.request(method, path, &[("x-request-id", &id)], body.to_vec());
+        assert_eq!(got.status, *status, "{method} {path}");
+        assert_eq!(got.header("x-request-id"), Some(id.as_str()));
+    }
+    let metrics = server.get("/metrics").text();
+    for (method, route, status, count) in [
+        ("GET", KEY, 200, 1),
+        ("HEAD", KEY, 200, 1),
+        ("GET", VALUE, 200, 2),
+        ("HEAD", VALUE, 200, 1),
+        ("GET", VALUE, 404, 1),
+    ] {
+        let series = format!(
+            r#"caskade_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {count}"#
+        );
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "no {series} in\n{metrics}"
+        );
+    }
+    assert!(
+        server
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+    let logs = server.logs();
+    for (i, (method, path, _, route, status)) in reads.iter().enumerate() {
+        let id = format!("read-route-{i}");
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .filter(|l| l.contains(&format!("\"{id}\"")))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(lines.len(), 1, "{id}: {logs}");
+        let line = &lines[0];
+        assert_eq!(line["method"], *method, "{line}");
+        assert_eq!(line["route"], *route, "{line}");
+        assert_eq!(line["path"], *path, "{line}");
+        assert_eq!(line["status"], *status, "{line}");
+    }
+}
+
 /// With stderr on a regular file the logger thread also starts the writeback of what it
 /// wrote every mebibyte (so that a busy log does not reach the disk in one burst that
 /// stalls the data's fsync): every request's line still lands in the file, whole and in

@@ -25,6 +25,10 @@ function get_request()
    return wrk.format("GET", "/v1/kv/user/" .. random_key())
 end
 
+function value_request()
+   return wrk.format("GET", "/v1/kv/user/" .. random_key() .. "/value")
+end
+
 function put_request()
    return wrk.format("PUT", "/v1/kv/user/" .. random_key(), JSON, ENVELOPE)
 end

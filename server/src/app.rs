@@ -1,9 +1,10 @@
 //! The request path every request takes, in API.md's stage order: request id and
 //! logging around everything, then auth (for `/v1`), then route and method from
 //! [`crate::routes::ROUTES`], then the in-flight cap and readiness, then the handler.
-//! The two requests served most, a bodiless GET and a PUT of one key, take the same
-//! stages without axum's router ([`App::get_key`], [`App::put_key`]): no boxed body,
-//! no copies of the URI and headers, no `tracing` span unless a line is logged.
+//! The requests served most, a bodiless GET or HEAD of one key (its envelope or its
+//! raw value) and a PUT of one key, take the same stages without axum's router
+//! ([`App::get_key`], [`App::put_key`]): no boxed body, no copies of the URI and
+//! headers, no `tracing` span unless a line is logged.
 
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
@@ -126,41 +127,41 @@ impl App {
         response
     }
 
-    /// `GET /v1/kv/{entity}/{key}` without a body, the request served most, or `None`
-    /// for any other request ([`App::handle`] serves those). The same stages as
-    /// [`App::dispatch`] and the router (auth, in-flight cap, readiness, the handler),
-    /// called directly: no router, no copies of the URI and headers, no span (an
-    /// error line builds one), no future.
+    /// A bodiless read of one key — `GET /v1/kv/{entity}/{key}` (the envelope, the
+    /// request served most), `GET …/value` (the raw bytes) or a `HEAD` of either — or
+    /// `None` for any other request ([`App::handle`] serves those). The same stages as
+    /// [`App::dispatch`] and the router (auth, in-flight cap, readiness, the handler,
+    /// HEAD's body dropped after its `Content-Length` is set), called directly: no
+    /// router, no copies of the URI and headers, no span (an error line builds one), no
+    /// future.
     pub fn get_key<B: HttpBody>(&self, req: &Request<B>) -> Option<Response> {
-        let bodiless = req.body().is_end_stream();
-        if req.method() != Method::GET || !bodiless || !routes::is_kv_key(req.uri().path()) {
-            return None;
-        }
+        let read = KeyRead::of(req)?;
         let started = Instant::now();
         let id = request_id::header_or_fresh(req.headers());
         let id_text = id.to_str().unwrap_or_default();
         let path = req.uri().path();
-        let mut response = self.serve_get_key(req, path, id_text);
+        let mut response = self.serve_get_key(req, read, path, id_text);
+        if read.head {
+            drop_body(&mut response);
+        }
         stamp(&mut response, &id, true);
-        self.finish(
-            &Method::GET,
-            routes::KV_KEY,
-            path,
-            id_text,
-            &response,
-            started,
-        );
+        self.finish(req.method(), read.route, path, id_text, &response, started);
         Some(response)
     }
 
-    fn serve_get_key<B>(&self, req: &Request<B>, path: &str, id: &str) -> Response {
+    fn serve_get_key<B>(&self, req: &Request<B>, read: KeyRead, path: &str, id: &str) -> Response {
         let (_permit, state) = match self.admit(req.method(), req.headers(), path) {
             Ok(admitted) => admitted,
             Err(refused) => return *refused,
         };
+        let handler = if read.envelope {
+            crate::kv::get_envelope_now
+        } else {
+            crate::kv::get_value_now
+        };
         logging::with_request(id, || {
             let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                crate::kv::get_envelope_now(state, req.uri(), req.headers())
+                handler(state, req.uri(), req.headers())
             }));
             match served {
                 Ok(Ok(response)) => response,
@@ -392,6 +393,59 @@ fn stamp(response: &mut Response, id: &HeaderValue, body_read: bool) {
     if response.status() == StatusCode::NOT_MODIFIED {
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
+}
+
+/// Which read of one key [`App::get_key`] serves without the router.
+#[derive(Clone, Copy, Debug)]
+struct KeyRead {
+    /// The route's template, for metrics and the access line.
+    route: &'static str,
+    /// GET's envelope rather than the raw value.
+    envelope: bool,
+    /// A HEAD: the answer's headers only.
+    head: bool,
+}
+
+impl KeyRead {
+    /// The read a request asks for, or `None` when it is not a bodiless GET or HEAD of
+    /// one key. As the router's table says: `GET /v1/kv/{entity}/{key}` is the envelope;
+    /// `HEAD` of it, and `GET` or `HEAD` of `…/value`, the raw value.
+    fn of<B: HttpBody>(req: &Request<B>) -> Option<KeyRead> {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
+        if !req.body().is_end_stream() {
+            return None;
+        }
+        let path = req.uri().path();
+        let route = if routes::is_kv_key(path) {
+            routes::KV_KEY
+        } else if routes::is_kv_value(path) {
+            routes::KV_VALUE
+        } else {
+            return None;
+        };
+        Some(KeyRead {
+            route,
+            envelope: route == routes::KV_KEY && !head,
+            head,
+        })
+    }
+}
+
+/// What the router does to every HEAD answer: `Content-Length` set from the body's
+/// exact size, unless the answer has one, then the body dropped.
+fn drop_body(response: &mut Response) {
+    if let Some(len) = response.body().size_hint().exact()
+        && !response.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *response.body_mut() = Body::empty();
 }
 
 /// Wraps the request body so the caller learns whether it was read to its end.

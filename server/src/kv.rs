@@ -552,14 +552,26 @@ fn append_base64(bytes: &[u8], out: &mut Vec<u8>) {
     out.truncate(start + written);
 }
 
-/// `GET /v1/kv/{entity}/{key}/value` and `HEAD /v1/kv/{entity}/{key}`: the stored bytes
-/// with their content type (HEAD drops the body, keeping `Content-Length`).
+/// `GET /v1/kv/{entity}/{key}/value` and `HEAD /v1/kv/{entity}/{key}` through the
+/// router (a request with a body; see [`get_value_now`]).
 async fn get_value(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, read) = read_key(&state, &uri, &headers)?;
+    get_value_now(&state, &uri, &headers)
+}
+
+/// `GET /v1/kv/{entity}/{key}/value` and `HEAD /v1/kv/{entity}/{key}`: the stored bytes
+/// with their content type, the value's mapped bytes as the body without a copy (the
+/// caller of a HEAD drops the body, keeping `Content-Length`). The dispatcher calls
+/// this directly for a request without a body (`App::get_key`).
+pub fn get_value_now(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, _, read) = read_key(state, uri, headers)?;
     let entry = match read {
         Read::NotModified(version) => return Ok(not_modified(version)),
         Read::Found(entry) => entry,
@@ -567,7 +579,7 @@ async fn get_value(
     let meta = decode_meta(uri.path(), &entry.meta)?;
     let content_type =
         HeaderValue::from_str(meta.content_type).map_err(|e| mutation::internal(uri.path(), &e))?;
-    let mut response = Response::new(Body::from(entry.value.clone()));
+    let mut response = Response::new(Body::from(entry.value));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::ETAG, etag(entry.version));

@@ -55,6 +55,15 @@ pub fn is_kv_key(path: &str) -> bool {
         .is_some_and(|(entity, key)| !entity.is_empty() && !key.is_empty() && !key.contains('/'))
 }
 
+/// The template of one key's raw value (`GET …/value`).
+pub const KV_VALUE: &str = "/v1/kv/{entity}/{key}/value";
+
+/// Whether `path` fits [`KV_VALUE`], i.e. `template_of(path) == Some(KV_VALUE)`,
+/// without walking the table: a [`KV_KEY`] path followed by `/value`.
+pub fn is_kv_value(path: &str) -> bool {
+    path.strip_suffix("/value").is_some_and(is_kv_key)
+}
+
 /// Label used for requests that match no template, so metrics stay bounded.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -166,6 +175,27 @@ mod tests {
         }
         proptest::proptest!(|(path in "(/|v1|kv|user|a|value|%2F){0,8}")| {
             proptest::prop_assert_eq!(is_kv_key(&path), table(&path), "{}", path);
+        });
+    }
+
+    #[test]
+    fn the_kv_value_shortcut_agrees_with_the_table() {
+        let table = |p: &str| template_of(p) == Some(KV_VALUE);
+        for path in [
+            "/v1/kv/user/alice/value",
+            "/v1/kv/user/value/value",
+            "/v1/kv/user/alice",
+            "/v1/kv/user//value",
+            "/v1/kv//a/value",
+            "/v1/kv/user/value",
+            "/v1/kv/a/b/value/",
+            "/v1/kv/a/b/c/value",
+            "/v2/kv/user/a/value",
+        ] {
+            assert_eq!(is_kv_value(path), table(path), "{path}");
+        }
+        proptest::proptest!(|(path in "(/|v1|kv|user|a|value|%2F){0,9}")| {
+            proptest::prop_assert_eq!(is_kv_value(&path), table(&path), "{}", path);
         });
     }
 

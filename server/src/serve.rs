@@ -277,8 +277,9 @@ async fn serve_connection(
         activity: activity.clone(),
     });
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        // The common GET is answered at once, before its body is boxed or a future
-        // holding the app is made; a PUT of one key skips the router too.
+        // A read of one key (GET or HEAD, envelope or raw value) is answered at once,
+        // before its body is boxed or a future holding the app is made; a PUT of one
+        // key skips the router too.
         let answered = app.get_key(&req);
         let app = app.clone();
         async move {
