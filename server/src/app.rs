@@ -154,7 +154,7 @@ impl App {
             Ok(admitted) => admitted,
             Err(refused) => return *refused,
         };
-        let handler = if read.envelope {
+        let handler = if read.is_envelope() {
             crate::kv::get_envelope_now
         } else {
             crate::kv::get_value_now
@@ -400,8 +400,6 @@ fn stamp(response: &mut Response, id: &HeaderValue, body_read: bool) {
 struct KeyRead {
     /// The route's template, for metrics and the access line.
     route: &'static str,
-    /// GET's envelope rather than the raw value.
-    envelope: bool,
     /// A HEAD: the answer's headers only.
     head: bool,
 }
@@ -427,11 +425,12 @@ impl KeyRead {
         } else {
             return None;
         };
-        Some(KeyRead {
-            route,
-            envelope: route == routes::KV_KEY && !head,
-            head,
-        })
+        Some(KeyRead { route, head })
+    }
+
+    /// GET's envelope; every other read answers the raw value.
+    fn is_envelope(self) -> bool {
+        self.route == routes::KV_KEY && !self.head
     }
 }
 
