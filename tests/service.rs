@@ -108,6 +108,10 @@ fn reads_of_one_key_log_and_count_under_their_method_and_route() {
         let got = server.request(method, path, &[("x-request-id", &id)], body.to_vec());
         assert_eq!(got.status, *status, "{method} {path}");
         assert_eq!(got.header("x-request-id"), Some(id.as_str()));
+        // Only the router's path leaves a body unread, which closes the connection:
+        // the GET with a body really was sent with it and served by the router.
+        let closes = got.header("connection") == Some("close");
+        assert_eq!(closes, !body.is_empty(), "{method} {path}");
     }
     let metrics = server.get("/metrics").text();
     for (method, route, status, count) in [
