@@ -166,7 +166,7 @@ enum Step<'a> {
 /// and a borrow only starts at such a byte and only runs upwards, so the lowest flagged
 /// byte is the first wanted one. `plain_run_matches_the_bytewise_scan` holds it to
 /// the byte loop.
-fn plain_run(bytes: &[u8]) -> usize {
+pub fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
@@ -601,25 +601,27 @@ pub fn to_compact(value: &Value) -> Vec<u8> {
 
 /// Writes `s` as a JSON string: `\"`, `\\`, the short escapes `\b \f \n \r \t`, and
 /// lowercase `\u00xx` for other control characters; everything else as UTF-8.
+/// Member names, keys, content types and most stored text escape nothing: the runs
+/// between escapes are found eight bytes at a time ([`plain_run`]) and copied whole.
 pub fn write_string(s: &str, out: &mut Vec<u8>) {
+    write_utf8_string(s.as_bytes(), out);
+}
+
+/// [`write_string`] of bytes the caller has checked are UTF-8 (escaping works byte by
+/// byte; bytes that are not UTF-8 would make the output invalid JSON, nothing worse).
+pub fn write_utf8_string(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    // Member names, keys and content types escape nothing: one pass over the bytes
-    // without a branch per byte, and one copy.
-    let plain = bytes.iter().fold(true, |plain, &b| {
-        plain & (b >= 0x20 && b != b'"' && b != b'\\')
-    });
-    if plain {
-        out.reserve(bytes.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    out.reserve(s.len() + 2);
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut at = 0;
+    loop {
+        let run = plain_run(&bytes[at..]);
+        out.extend_from_slice(&bytes[at..at + run]);
+        at += run;
+        let Some(&b) = bytes.get(at) else {
+            break;
+        };
+        at += 1;
         let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -628,20 +630,15 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                continue;
+            }
         };
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(short);
-        }
+        out.extend_from_slice(short);
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 

@@ -520,7 +520,7 @@ pub fn write_entry_head(
             w.raw(&entry.value);
         }
         Kind::Text => {
-            w.str(std::str::from_utf8(&entry.value)?);
+            w.text(&entry.value)?;
         }
         Kind::Binary => {
             let out = w.value_buffer();
