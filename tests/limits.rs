@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,112 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
         200,
         "others are still served"
     );
+}
+
+/// Reads one response with a `Content-Length` body off a keep-alive connection.
+fn read_one_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("a Content-Length");
+            if all.len() >= end + 4 + length {
+                return all;
+            }
+        }
+        let n = stream.read(&mut buf).expect("the response arrives");
+        assert!(n > 0, "closed mid-response after {} bytes", all.len());
+        all.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn the_header_read_timeout_also_bounds_the_wait_between_keep_alive_requests() {
+    let server = Server::start(&[
+        "--header-read-timeout-ms",
+        "300",
+        "--idle-timeout-ms",
+        "60000",
+    ]);
+    let mut conn = connect(&server);
+    for _ in 0..2 {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("sent");
+        let answer = read_one_response(&mut conn);
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+    let answered = Instant::now();
+    let rest = read_until_closed(&mut conn);
+    assert_eq!(
+        rest.as_deref(),
+        Some(&b""[..]),
+        "a keep-alive connection waiting for headers stayed open"
+    );
+    assert!(
+        answered.elapsed() >= Duration::from_millis(250),
+        "cut too early"
+    );
+}
+
+/// A client slower than the header read timeout, once its headers are in (a body sent
+/// in pieces, a large answer read late), is not cut by it: the idle timeout is what
+/// bounds those, and bytes keep moving or hyper is still writing.
+#[test]
+fn requests_and_answers_slower_than_the_header_read_timeout_complete() {
+    let server = Server::start(&[
+        "--header-read-timeout-ms",
+        "300",
+        "--idle-timeout-ms",
+        "60000",
+    ]);
+    let mut slow_body = connect(&server);
+    let body = br#"{"value": "sent in pieces, slower than the header read timeout"}"#;
+    slow_body
+        .write_all(
+            format!(
+                "PUT /v1/kv/user/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .expect("head sent");
+    for piece in body.chunks(body.len() / 6 + 1) {
+        // The pause is the behaviour under test (a slow sender), not a wait for the server.
+        std::thread::sleep(Duration::from_millis(120));
+        slow_body.write_all(piece).expect("piece sent");
+    }
+    let answer = read_one_response(&mut slow_body);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // More than the socket buffers hold, so hyper still has bytes to write while the
+    // client reads nothing.
+    let big = vec![b'x'; 16 << 20];
+    let put = server.request(
+        "PUT",
+        "/v1/kv/user/big",
+        &[("Content-Type", "application/octet-stream")],
+        big.clone(),
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let mut late_reader = connect(&server);
+    late_reader
+        .write_all(b"GET /v1/kv/user/big/value HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("sent");
+    // The pause is the behaviour under test (a client that reads its answer late).
+    std::thread::sleep(Duration::from_millis(700));
+    let answer = read_one_response(&mut late_reader);
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", &answer[..64]);
+    assert!(answer.ends_with(&big[..1024]), "the value arrived whole");
+    assert!(answer.len() > big.len(), "the value arrived whole");
 }
 
 #[test]
