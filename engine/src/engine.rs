@@ -248,9 +248,13 @@ fn entry_of(
     if header.seq != loc.version || bytes[header.key_range()] != *key {
         return Err(mismatch(seg, loc));
     }
+    // Meta and value are adjacent: one view of both, split in two, so a get of the
+    // active segment (whose views each box a reference to its window) allocates once.
+    let (meta, value) = (header.meta_range(), header.value_range());
+    let both = slice(meta.start..value.end);
     Ok(Entry {
-        value: slice(header.value_range()),
-        meta: slice(header.meta_range()),
+        value: both.slice(meta.len()..),
+        meta: both.slice(..meta.len()),
         expires_at_ms: header.expires_at(),
         version: header.seq,
         written_at_ms: header.written_at_ms,

@@ -122,8 +122,8 @@ impl App {
         req.extensions_mut().insert(RequestId(id_text.to_owned()));
         let span = info_span!("request", request_id = %id_text);
         let mut response = self.dispatch(req, &path, found).instrument(span).await;
-        stamp(&mut response, &id, body_read.load(Ordering::Relaxed));
         self.finish(&method, route, &path, id_text, &response, started);
+        stamp(&mut response, id, body_read.load(Ordering::Relaxed));
         response
     }
 
@@ -144,8 +144,8 @@ impl App {
         if read.head {
             drop_body(&mut response);
         }
-        stamp(&mut response, &id, true);
         self.finish(req.method(), read.route, path, id_text, &response, started);
+        stamp(&mut response, id, true);
         Some(response)
     }
 
@@ -196,7 +196,6 @@ impl App {
         };
         let served = logging::in_request(id_text, self.serve_put_key(&parts, path, body));
         let mut response = served.await;
-        stamp(&mut response, &id, body_read.load(Ordering::Relaxed));
         self.finish(
             &Method::PUT,
             routes::KV_KEY,
@@ -205,6 +204,7 @@ impl App {
             &response,
             started,
         );
+        stamp(&mut response, id, body_read.load(Ordering::Relaxed));
         response
     }
 
@@ -379,10 +379,10 @@ fn handler_panicked(path: &str) -> ApiError {
 /// Adds the request id, and `Connection: close` when the body was left unread: its
 /// bytes are still on the wire, so the connection cannot carry another request, and
 /// the client should hear that rather than find out. A 304 carries no `Content-Length`.
-fn stamp(response: &mut Response, id: &HeaderValue, body_read: bool) {
-    response
-        .headers_mut()
-        .insert(request_id::HEADER, id.clone());
+/// Called after [`App::finish`] has logged the request, so that the id moves into the
+/// response rather than being cloned (a clone of a fresh id allocates).
+fn stamp(response: &mut Response, id: HeaderValue, body_read: bool) {
+    response.headers_mut().insert(request_id::HEADER, id);
     if !body_read {
         response
             .headers_mut()

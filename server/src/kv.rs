@@ -422,9 +422,8 @@ fn read_key(
     let (Some((entity, key)), true) = (target.valid(), problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
-    let entry = state
-        .engine
-        .get(&entity.engine_key(&key))
+    let entry = entity
+        .with_engine_key(&key, |k| state.engine.get(k))
         .map_err(|e| engine_error(path, e))?;
     let live = entry.as_ref().map(|e| e.version);
     if pre.if_match.as_ref().is_some_and(|c| !c.matches(live)) {

@@ -44,6 +44,23 @@ impl Entity {
         out.extend_from_slice(key.as_bytes());
         out
     }
+
+    /// Calls `f` with [`Entity::engine_key`] of `key` built on the stack: a read needs
+    /// the engine key only for its lookup, and a GET then allocates nothing for it. A
+    /// key longer than the rule allows (callers check keys first) takes the heap.
+    pub fn with_engine_key<R>(self, key: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+        const ENGINE_KEY_MAX: usize = "event/".len() + KEY_CHARS_MAX;
+        let entity = self.as_str().as_bytes();
+        let len = entity.len() + 1 + key.len();
+        if len > ENGINE_KEY_MAX {
+            return f(&self.engine_key(key));
+        }
+        let mut buf = [0u8; ENGINE_KEY_MAX];
+        buf[..entity.len()].copy_from_slice(entity);
+        buf[entity.len()] = b'/';
+        buf[entity.len() + 1..len].copy_from_slice(key.as_bytes());
+        f(&buf[..len])
+    }
 }
 
 /// True for a key API.md accepts: `^[A-Za-z0-9_-]{1,256}$`.
@@ -159,5 +176,16 @@ mod tests {
         assert_eq!(Entity::parse("User"), None);
         assert_eq!(Entity::parse("users"), None);
         assert_eq!(Entity::Event.engine_key("k"), b"event/k".to_vec());
+        for key in [
+            "",
+            "k",
+            &"k".repeat(KEY_CHARS_MAX),
+            &"k".repeat(KEY_CHARS_MAX + 10),
+        ] {
+            for entity in [Entity::User, Entity::Event] {
+                let on_stack = entity.with_engine_key(key, <[u8]>::to_vec);
+                assert_eq!(on_stack, entity.engine_key(key), "{entity:?} {}", key.len());
+            }
+        }
     }
 }
