@@ -3,6 +3,8 @@
 //! headers, body) so that every bad input becomes the problem API.md names, checked in
 //! API.md's stage order, and never a framework's plain-text rejection.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::State;
@@ -162,7 +164,11 @@ where
     else {
         return Err(ApiError::new(path, problems));
     };
-    let ops = [WriteOp::Put { entity, key, spec }];
+    let ops = [WriteOp::Put {
+        entity,
+        key: key.into_owned(),
+        spec,
+    }];
     // Without If-Match / If-None-Match nothing needs deciding before the write: the
     // put goes the way of bulk (no read, no key lock, the writer decides `created`
     // and carries `created_at`), so it never loses a race and never retries.
@@ -409,11 +415,11 @@ enum Read {
 
 /// The common part of GET and HEAD of one key: path, query and headers checked (422),
 /// then the entry read: 412 for a failed `If-Match`, 404 when absent, 304 on a match.
-fn read_key(
+fn read_key<'u>(
     state: &AppState,
-    uri: &Uri,
+    uri: &'u Uri,
     headers: &HeaderMap,
-) -> Result<(Entity, String, Read), ApiError> {
+) -> Result<(Entity, Cow<'u, str>, Read), ApiError> {
     let path = uri.path();
     let mut problems = Vec::new();
     let target = KeyPath::from_path(path, &mut problems);
@@ -622,7 +628,7 @@ async fn delete(
     }
     let ops = [WriteOp::Delete {
         entity,
-        key: key.clone(),
+        key: key.to_string(),
     }];
     mutation::apply(&state, path, &ops, |lives| {
         let live = lives.first().copied().flatten();

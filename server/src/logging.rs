@@ -342,9 +342,10 @@ fn write_latency_ms(us: u64, out: &mut Vec<u8>) {
 /// `s` as Rust's `{:?}` writes it (what the text format does for string fields),
 /// without the formatting machinery when nothing needs escaping.
 fn debug_str(s: &str, out: &mut Vec<u8>) {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    // Printable ASCII but `"` and `\`, checked a word at a time (`plain_run` stops at
+    // `"`, `\` and control characters).
+    let bytes = s.as_bytes();
+    if crate::json::plain_run(bytes) == bytes.len() && bytes.is_ascii() && !bytes.contains(&0x7f) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -699,5 +700,18 @@ mod tests {
         write_out(&shared, &stop_rx);
         let pending = shared.lock();
         assert!(pending.closed && pending.lines.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The fast path of `debug_str` writes what `{:?}` writes, for paths of any
+        /// bytes a client can send (a DEL, quotes, escapes, non-ASCII included).
+        #[test]
+        fn debug_str_writes_what_debug_formatting_writes(
+            s in "(/v1/kv/[a-z]{0,5}|[\\x00-\\x7f]|[\"\\\\\u{7f}\u{80}é☃]|/k[0-9]{0,12}){0,12}"
+        ) {
+            let mut out = Vec::new();
+            debug_str(&s, &mut out);
+            proptest::prop_assert_eq!(String::from_utf8(out).expect("UTF-8"), format!("{s:?}"));
+        }
     }
 }

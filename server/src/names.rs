@@ -98,27 +98,29 @@ pub fn entity_problem(pointer: Option<String>) -> Problem {
 /// Percent-decodes a path segment; `None` when it does not decode to UTF-8. A `%`
 /// not followed by two hex digits stays as it is, and then fails the name rules.
 pub fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
+    // Most segments hold no escape: then they are their own decoding, already UTF-8.
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
+    }
     percent_decode_str(raw).decode_utf8().ok()
 }
 
 /// An entity and key taken from a request path, with every problem they have.
-pub struct KeyPath {
+pub struct KeyPath<'a> {
     /// The entity, when valid.
     pub entity: Option<Entity>,
-    /// The decoded key, when valid.
-    pub key: Option<String>,
+    /// The decoded key, when valid: a slice of the path unless it was percent-encoded.
+    pub key: Option<Cow<'a, str>>,
 }
 
-impl KeyPath {
+impl<'a> KeyPath<'a> {
     /// Decodes and checks the raw segments, pushing a problem for each bad one.
-    pub fn parse(raw_entity: &str, raw_key: &str, problems: &mut Vec<Problem>) -> KeyPath {
+    pub fn parse(raw_entity: &str, raw_key: &'a str, problems: &mut Vec<Problem>) -> KeyPath<'a> {
         let entity = decode_segment(raw_entity).and_then(|e| Entity::parse(&e));
         if entity.is_none() {
             problems.push(entity_problem(None));
         }
-        let key = decode_segment(raw_key)
-            .filter(|k| is_valid_key(k))
-            .map(Cow::into_owned);
+        let key = decode_segment(raw_key).filter(|k| is_valid_key(k));
         if key.is_none() {
             problems.push(key_problem(None));
         }
@@ -127,7 +129,7 @@ impl KeyPath {
 
     /// Checks the first two raw segments of `path` after `/v1/kv/` (missing ones are
     /// invalid; a path that does not start so has none).
-    pub fn from_path(path: &str, problems: &mut Vec<Problem>) -> KeyPath {
+    pub fn from_path(path: &'a str, problems: &mut Vec<Problem>) -> KeyPath<'a> {
         let mut segments = path.strip_prefix("/v1/kv/").unwrap_or_default().split('/');
         let entity = segments.next().unwrap_or_default();
         let key = segments.next().unwrap_or_default();
@@ -135,7 +137,7 @@ impl KeyPath {
     }
 
     /// Both parts, when both are valid.
-    pub fn valid(self) -> Option<(Entity, String)> {
+    pub fn valid(self) -> Option<(Entity, Cow<'a, str>)> {
         Some((self.entity?, self.key?))
     }
 }
@@ -164,6 +166,10 @@ mod tests {
 
     #[test]
     fn segments_are_percent_decoded() {
+        assert!(matches!(
+            decode_segment("plain_key-1"),
+            Some(Cow::Borrowed("plain_key-1"))
+        ));
         assert_eq!(decode_segment("a%2Db").as_deref(), Some("a-b"));
         assert_eq!(decode_segment("a%2Fb").as_deref(), Some("a/b"));
         assert_eq!(decode_segment("%zz").as_deref(), Some("%zz"));
