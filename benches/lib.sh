@@ -1,4 +1,4 @@
-# Shared by the server benchmark scripts (server.sh, server-cpu.sh, get-ratio.sh,
+# Shared by the server benchmark scripts (server.sh, server-cpu.sh, get-ratio.sh, ab-cpu.sh,
 # p99.sh, redis-cpu.sh); sourced, not run. Expects ROOT (the repository) to be set.
 
 # bench_setup NAME: a temp dir in TMP (under TMPDIR) for the run's stores and outputs;
