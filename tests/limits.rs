@@ -38,6 +38,14 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
 }
 
+/// A header read timeout short enough to test, and an idle timeout that cannot cut first.
+const SHORT_HEADER_WAIT: [&str; 4] = [
+    "--header-read-timeout-ms",
+    "300",
+    "--idle-timeout-ms",
+    "60000",
+];
+
 /// Reads one response with a `Content-Length` body off a keep-alive connection.
 fn read_one_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
@@ -62,12 +70,7 @@ fn read_one_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
 
 #[test]
 fn the_header_read_timeout_also_bounds_the_wait_between_keep_alive_requests() {
-    let server = Server::start(&[
-        "--header-read-timeout-ms",
-        "300",
-        "--idle-timeout-ms",
-        "60000",
-    ]);
+    let server = Server::start(&SHORT_HEADER_WAIT);
     let mut conn = connect(&server);
     for _ in 0..2 {
         conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -93,12 +96,7 @@ fn the_header_read_timeout_also_bounds_the_wait_between_keep_alive_requests() {
 /// bounds those, and bytes keep moving or hyper is still writing.
 #[test]
 fn requests_and_answers_slower_than_the_header_read_timeout_complete() {
-    let server = Server::start(&[
-        "--header-read-timeout-ms",
-        "300",
-        "--idle-timeout-ms",
-        "60000",
-    ]);
+    let server = Server::start(&SHORT_HEADER_WAIT);
     let mut slow_body = connect(&server);
     let body = br#"{"value": "sent in pieces, slower than the header read timeout"}"#;
     slow_body
