@@ -609,7 +609,7 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
 
 /// [`write_string`] of bytes the caller has checked are UTF-8 (escaping works byte by
 /// byte; bytes that are not UTF-8 would make the output invalid JSON, nothing worse).
-pub fn write_utf8_string(bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn write_utf8_string(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() + 2);
     out.push(b'"');
