@@ -117,6 +117,15 @@ impl Batch {
         Self::default()
     }
 
+    /// An empty batch with room for `ops` puts and deletes (a caller that knows how
+    /// many it will add spares the list's regrowth).
+    pub fn with_capacity(ops: usize) -> Self {
+        Batch {
+            ops: Vec::with_capacity(ops),
+            ..Self::default()
+        }
+    }
+
     /// Adds a put.
     pub fn put(
         &mut self,

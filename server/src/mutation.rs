@@ -91,7 +91,7 @@ impl KeyLocks {
 }
 
 /// One write of a request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
     /// Store a value.
     Put {
@@ -229,7 +229,7 @@ pub async fn apply_unconditional(
         all_keys.extend_from_slice(key.as_bytes());
     }
     let mut all_keys = Bytes::from(all_keys);
-    let mut batch = Batch::new();
+    let mut batch = Batch::with_capacity(ops.len());
     let mut outcomes = Vec::with_capacity(ops.len());
     // Puts of one request mostly share their meta section (same content type, no
     // metadata): one handle for a run of equal sections, the last op's moved.
