@@ -19,6 +19,8 @@ use crate::reply::{JsonWriter, json_response};
 use crate::state::{AppState, BULK_BODY_BYTES_MAX, BULK_OPS_MAX, Limits};
 use crate::timefmt::rfc3339_seconds;
 
+mod common;
+
 /// `POST /v1/bulk`.
 pub async fn bulk(
     State(state): State<AppState>,
@@ -36,7 +38,14 @@ pub async fn bulk(
         Ok(bytes) => bytes,
         Err(problem) => return Err(ApiError::new(path, vec![problem])),
     };
-    let ops = decode_bulk(&bytes, &state.limits, &mut problems);
+    // The common shape in one pass; anything else (and every invalid body) through the
+    // general decoder, which names every problem.
+    let ops = if problems.is_empty() {
+        common::decode(&bytes, &state.limits)
+    } else {
+        None
+    };
+    let ops = ops.or_else(|| decode_bulk(&bytes, &state.limits, &mut problems));
     let (Some(ops), true) = (ops, problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
@@ -286,6 +295,7 @@ fn op_target(op: &Value<'_>, base: &str, problems: &mut Vec<Problem>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn problems_of(body: &str) -> Vec<(u16, Option<String>)> {
         let mut problems = Vec::new();
@@ -382,6 +392,252 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_slice(&fast).expect("JSON");
         assert_eq!(parsed[2]["content_type"], "image/png; x=\"q\\\"\"");
+    }
+
+    /// JSON whitespace, sometimes none.
+    fn ws() -> impl Strategy<Value = &'static str> {
+        prop_oneof![4 => Just(""), 1 => Just(" "), 1 => Just("\n  "), 1 => Just("\t\r\n")]
+    }
+
+    /// A valid member of a put or delete, as (name, JSON text).
+    fn valid_member(name: &'static str) -> BoxedStrategy<(String, String)> {
+        let text: BoxedStrategy<String> = match name {
+            "entity" => prop_oneof![Just("\"user\""), Just("\"event\"")]
+                .prop_map(str::to_owned)
+                .boxed(),
+            "key" => "[A-Za-z0-9_-]{1,12}"
+                .prop_map(|k| format!("\"{k}\""))
+                .boxed(),
+            "value" => prop_oneof!["[ -!#-\\[\\]-~]{0,40}", "[a-zé€😀 ]{0,8}"]
+                .prop_map(|v| format!("\"{v}\""))
+                .boxed(),
+            _ => prop_oneof![Just(60u64), Just(TTL_MAX), 61u64..100_000]
+                .prop_map(|t| t.to_string())
+                .boxed(),
+        };
+        text.prop_map(move |t| (name.to_owned(), t)).boxed()
+    }
+
+    const TTL_MAX: u64 = crate::envelope::TTL_SECONDS_MAX;
+
+    /// A valid operation of the common shape, its members in any order.
+    fn common_op() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop_oneof![
+            (
+                valid_member("entity"),
+                valid_member("key"),
+                valid_member("value"),
+                proptest::option::of(valid_member("ttl"))
+            )
+                .prop_map(|(e, k, v, t)| {
+                    let mut members = vec![("op".to_owned(), "\"put\"".to_owned()), e, k, v];
+                    members.extend(t);
+                    members
+                }),
+            (valid_member("entity"), valid_member("key")).prop_map(|(e, k)| vec![
+                ("op".to_owned(), "\"delete\"".to_owned()),
+                e,
+                k
+            ]),
+        ]
+        .prop_shuffle()
+    }
+
+    /// Names and values just off the common shape or invalid: escapes, other types,
+    /// other members, out-of-range numbers, bad keys and entities.
+    fn odd_member() -> impl Strategy<Value = (String, String)> {
+        let name = prop_oneof![
+            Just("op"),
+            Just("entity"),
+            Just("key"),
+            Just("value"),
+            Just("ttl"),
+            Just("content_type"),
+            Just("metadata"),
+            Just("x"),
+            Just("v\\u0061lue"),
+            Just("k\\u0065y"),
+        ];
+        let text = prop_oneof![
+            Just("\"put\""),
+            Just("\"delete\""),
+            Just("\"merge\""),
+            Just("\"pu\\u0074\""),
+            Just("\"users\""),
+            Just("\"a.b\""),
+            Just("\"\""),
+            Just("\"k\\\"y\""),
+            Just("\"\\ud800\""),
+            Just("\"text/plain\""),
+            Just("\"application/octet-stream\""),
+            Just("\"AAE\""),
+            Just("59"),
+            Just("0"),
+            Just("060"),
+            Just("60.0"),
+            Just("6e1"),
+            Just("-60"),
+            Just("31536001"),
+            Just("123456789012345678901"),
+            Just("null"),
+            Just("true"),
+            Just("[1]"),
+            Just("{\"a\": 1}"),
+            Just("{\"a\": 1, \"a\": 2}"),
+            Just("\"x\ty\""),
+        ];
+        (name, text).prop_map(|(n, t)| (n.to_owned(), t.to_owned()))
+    }
+
+    /// An operation of the common shape, sometimes changed: a member replaced, added,
+    /// dropped or given twice.
+    fn near_common_op() -> impl Strategy<Value = Vec<(String, String)>> {
+        (
+            common_op(),
+            0usize..6,
+            any::<prop::sample::Index>(),
+            odd_member(),
+        )
+            .prop_map(|(mut members, change, at, odd)| {
+                let i = at.index(members.len());
+                match change {
+                    0 => members[i] = odd,
+                    1 => members.insert(i, odd),
+                    2 => {
+                        members.remove(i);
+                    }
+                    3 => {
+                        let again = members[i].clone();
+                        members.push(again);
+                    }
+                    4 => members[i].1 = odd.1,
+                    _ => {}
+                }
+                members
+            })
+    }
+
+    /// A bulk body of `ops`, with whitespace from `gaps` between its tokens.
+    fn body_of(ops: &[Vec<(String, String)>], gaps: &[&str]) -> String {
+        let mut gap = gaps.iter().cycle();
+        let mut g = || *gap.next().unwrap_or(&"");
+        let mut out = format!("{}{{{}\"operations\"{}:{}[", g(), g(), g(), g());
+        for (i, op) in ops.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&format!("{},{}", g(), g()));
+            }
+            out.push_str(&format!("{}{{", g()));
+            for (j, (name, text)) in op.iter().enumerate() {
+                let comma = if j > 0 { "," } else { "" };
+                out.push_str(&format!(
+                    "{comma}{}\"{name}\"{}:{}{text}{}",
+                    g(),
+                    g(),
+                    g(),
+                    g()
+                ));
+            }
+            out.push('}');
+        }
+        out.push_str(&format!("{}]{}}}{}", g(), g(), g()));
+        out
+    }
+
+    fn general(body: &Bytes, limits: &Limits) -> Option<Vec<WriteOp>> {
+        let mut problems = Vec::new();
+        let ops = decode_bulk(body, limits, &mut problems);
+        ops.filter(|_| problems.is_empty())
+    }
+
+    proptest! {
+        /// The one-pass decoder takes every valid body of the common shape, and gives
+        /// the general decoder's operations.
+        #[test]
+        fn common_bodies_take_the_one_pass_decoder(
+            ops in prop::collection::vec(common_op(), 1..12),
+            gaps in prop::collection::vec(ws(), 1..16),
+        ) {
+            let body = Bytes::from(body_of(&ops, &gaps));
+            let limits = Limits::default();
+            let fast = common::decode(&body, &limits);
+            prop_assert!(fast.is_some(), "declined {:?}", body);
+            prop_assert_eq!(fast, general(&body, &limits));
+        }
+
+        /// Whatever the one-pass decoder accepts, the general decoder accepts without a
+        /// problem and decodes to the same operations; it declines the rest.
+        #[test]
+        fn the_one_pass_decoder_accepts_only_what_the_general_one_does(
+            ops in prop::collection::vec(near_common_op(), 1..6),
+            gaps in prop::collection::vec(ws(), 1..16),
+            tiny_values in any::<bool>(),
+            tail in prop_oneof![4 => Just(""), 1 => Just(","), 1 => Just("x"), 1 => Just("}")],
+        ) {
+            let mut body = body_of(&ops, &gaps);
+            body.push_str(tail);
+            let body = Bytes::from(body);
+            let limits = Limits {
+                value_bytes_max: if tiny_values { 8 } else { Limits::default().value_bytes_max },
+                ..Limits::default()
+            };
+            if let Some(fast) = common::decode(&body, &limits) {
+                prop_assert_eq!(Some(fast), general(&body, &limits), "{:?}", body);
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_pass_decoder_declines_bodies_off_its_shape() {
+        let op = r#"{"op":"delete","entity":"user","key":"k"}"#;
+        let limits = Limits::default();
+        for body in [
+            format!(r#"{{"operations":[{op}]}}"#),
+            format!(" {{ \"operations\" : [ {op} ] }} \n"),
+        ] {
+            assert!(common::decode(&Bytes::from(body), &limits).is_some());
+        }
+        let most = format!(r#"{{"operations":[{}]}}"#, vec![op; BULK_OPS_MAX].join(","));
+        assert!(common::decode(&Bytes::from(most), &limits).is_some());
+        for body in [
+            r#"{"operations":[]}"#.to_owned(),
+            format!(r#"{{"operations":[{}]}}"#, vec![op; BULK_OPS_MAX + 1].join(",")),
+            format!(r#"{{"operations":[{op}],"x":1}}"#),
+            format!(r#"{{"x":1,"operations":[{op}]}}"#),
+            format!(r#"{{"operations":[{op}]}}{{}}"#),
+            format!(r#"{{"operations":[{op},]}}"#),
+            format!(r#"{{"operations":[{op}]"#),
+            format!(r#"{{"operation\u0073":[{op}]}}"#),
+            format!("{{\"operations\":[{op}]}}\u{feff}"),
+            r#"{"operations":[{"op":"put","entity":"user","key":"k"}]}"#.to_owned(),
+            r#"{"operations":[{"op":"put","entity":"user","key":"k","value":"\u00e9"}]}"#.to_owned(),
+            r#"{"operations":[{"entity":"user","key":"k","value":"v"}]}"#.to_owned(),
+            // 2^64 + 60: must not wrap around to 60.
+            r#"{"operations":[{"op":"put","entity":"user","key":"k","value":"v","ttl":18446744073709551676}]}"#.to_owned(),
+        ] {
+            let bytes = Bytes::from(body.clone());
+            assert_eq!(common::decode(&bytes, &limits), None, "{body}");
+        }
+        let mut invalid_utf8 = format!(r#"{{"operations":[{op}]}}"#).into_bytes();
+        invalid_utf8.push(0xff);
+        assert_eq!(common::decode(&Bytes::from(invalid_utf8), &limits), None);
+    }
+
+    /// A value is stored as a view of the body, not a copy.
+    #[test]
+    fn the_one_pass_decoder_shares_the_body() {
+        let body = Bytes::from_static(
+            br#"{"operations":[{"op":"put","entity":"event","key":"k","value":"hello","ttl":60}]}"#,
+        );
+        let ops = common::decode(&body, &Limits::default()).expect("common shape");
+        let [WriteOp::Put { entity, key, spec }] = ops.as_slice() else {
+            panic!("{ops:?}");
+        };
+        assert_eq!((*entity, key.as_str()), (Entity::Event, "k"));
+        assert_eq!(
+            (&spec.value[..], spec.ttl_seconds),
+            (&b"hello"[..], Some(60))
+        );
+        assert!(body.as_ptr_range().contains(&spec.value.as_ptr()));
     }
 
     #[test]

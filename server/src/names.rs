@@ -19,6 +19,9 @@ pub enum Entity {
 }
 
 impl Entity {
+    /// Every entity.
+    pub const ALL: [Entity; 2] = [Entity::User, Entity::Event];
+
     /// The entity's name in paths, bodies and engine keys.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +181,9 @@ mod tests {
 
     #[test]
     fn entities_are_exact() {
+        for entity in Entity::ALL {
+            assert_eq!(Entity::parse(entity.as_str()), Some(entity));
+        }
         assert_eq!(Entity::parse("user"), Some(Entity::User));
         assert_eq!(Entity::parse("User"), None);
         assert_eq!(Entity::parse("users"), None);
