@@ -1,5 +1,7 @@
 //! `POST /v1/bulk`: many writes, validated together, applied as one atomic batch.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -143,11 +145,11 @@ fn media_problem(headers: &HeaderMap) -> Option<Problem> {
 }
 
 /// Checks the whole body; every problem of every operation is pushed.
-fn decode_bulk(
-    bytes: &Bytes,
+fn decode_bulk<'a>(
+    bytes: &'a Bytes,
     limits: &Limits,
     problems: &mut Vec<Problem>,
-) -> Option<Vec<WriteOp>> {
+) -> Option<Vec<WriteOp<'a>>> {
     let parsed = match json::parse(bytes) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -213,13 +215,13 @@ fn operation_base(pointer: &str) -> String {
 }
 
 /// Checks one operation at `base`.
-fn decode_op(
-    op: &Value<'_>,
+fn decode_op<'a>(
+    op: &Value<'a>,
     base: &str,
     limits: &Limits,
     body: &Bytes,
     problems: &mut Vec<Problem>,
-) -> Option<WriteOp> {
+) -> Option<WriteOp<'a>> {
     let Value::Object(members) = op else {
         problems.push(Problem::at(
             ErrorCode::InvalidBulk,
@@ -274,7 +276,11 @@ fn decode_op(
 }
 
 /// The entity and key of an operation, each checked against its rule.
-fn op_target(op: &Value<'_>, base: &str, problems: &mut Vec<Problem>) -> Option<(Entity, String)> {
+fn op_target<'a>(
+    op: &Value<'a>,
+    base: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(Entity, Cow<'a, str>)> {
     let entity = match op.get("entity") {
         Some(Value::String(s)) => Entity::parse(s),
         _ => None,
@@ -283,7 +289,7 @@ fn op_target(op: &Value<'_>, base: &str, problems: &mut Vec<Problem>) -> Option<
         problems.push(entity_problem(Some(format!("{base}/entity"))));
     }
     let key = match op.get("key") {
-        Some(Value::String(s)) if is_valid_key(s) => Some(s.to_string()),
+        Some(Value::String(s)) if is_valid_key(s) => Some(s.clone()),
         _ => None,
     };
     if key.is_none() {
@@ -543,7 +549,7 @@ mod tests {
         out
     }
 
-    fn general(body: &Bytes, limits: &Limits) -> Option<Vec<WriteOp>> {
+    fn general<'a>(body: &'a Bytes, limits: &Limits) -> Option<Vec<WriteOp<'a>>> {
         let mut problems = Vec::new();
         let ops = decode_bulk(body, limits, &mut problems);
         ops.filter(|_| problems.is_empty())
@@ -622,7 +628,7 @@ mod tests {
         assert_eq!(common::decode(&Bytes::from(invalid_utf8), &limits), None);
     }
 
-    /// A value is stored as a view of the body, not a copy.
+    /// The key and value are views of the body, not copies.
     #[test]
     fn the_one_pass_decoder_shares_the_body() {
         let body = Bytes::from_static(
@@ -632,7 +638,8 @@ mod tests {
         let [WriteOp::Put { entity, key, spec }] = ops.as_slice() else {
             panic!("{ops:?}");
         };
-        assert_eq!((*entity, key.as_str()), (Entity::Event, "k"));
+        assert_eq!((*entity, key.as_ref()), (Entity::Event, "k"));
+        assert!(matches!(key, Cow::Borrowed(_)), "the key is copied");
         assert_eq!(
             (&spec.value[..], spec.ttl_seconds),
             (&b"hello"[..], Some(60))

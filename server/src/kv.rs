@@ -164,11 +164,7 @@ where
     else {
         return Err(ApiError::new(path, problems));
     };
-    let ops = [WriteOp::Put {
-        entity,
-        key: key.into_owned(),
-        spec,
-    }];
+    let ops = [WriteOp::Put { entity, key, spec }];
     // Without If-Match / If-None-Match nothing needs deciding before the write: the
     // put goes the way of bulk (no read, no key lock, the writer decides `created`
     // and carries `created_at`), so it never loses a race and never retries.
@@ -628,7 +624,7 @@ async fn delete(
     }
     let ops = [WriteOp::Delete {
         entity,
-        key: key.to_string(),
+        key: Cow::Borrowed(&key),
     }];
     mutation::apply(&state, path, &ops, |lives| {
         let live = lives.first().copied().flatten();

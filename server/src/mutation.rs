@@ -35,6 +35,8 @@ use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use std::borrow::Cow;
+
 use caskade_engine::{Applied, Batch, Error as EngineError, Expect, WriteOptions};
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 
@@ -90,15 +92,16 @@ impl KeyLocks {
     }
 }
 
-/// One write of a request.
+/// One write of a request. Its key borrows from the request (its path or body) where
+/// it can.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteOp {
+pub enum WriteOp<'a> {
     /// Store a value.
     Put {
         /// Namespace.
         entity: Entity,
         /// Key inside the namespace.
-        key: String,
+        key: Cow<'a, str>,
         /// The checked value and its attributes.
         spec: PutSpec,
     },
@@ -107,11 +110,11 @@ pub enum WriteOp {
         /// Namespace.
         entity: Entity,
         /// Key inside the namespace.
-        key: String,
+        key: Cow<'a, str>,
     },
 }
 
-impl WriteOp {
+impl WriteOp<'_> {
     /// The entity and key the operation writes.
     fn target(&self) -> (Entity, &str) {
         match self {
@@ -165,7 +168,7 @@ pub enum Outcome {
 pub async fn apply(
     state: &AppState,
     path: &str,
-    ops: &[WriteOp],
+    ops: &[WriteOp<'_>],
     check: impl Fn(&[Option<Live>]) -> Result<(), ApiError>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let (keys, slots) = distinct_keys(ops);
@@ -211,13 +214,13 @@ pub async fn apply(
 pub async fn apply_unconditional(
     state: &AppState,
     path: &str,
-    ops: &[WriteOp],
+    ops: &[WriteOp<'_>],
 ) -> Result<Vec<Outcome>, ApiError> {
     let now_ms = state.engine.clock().now_ms();
     // Every engine key of the request in one buffer, each op's key split off its
     // front: one allocation for all keys, none per key here nor when the writer keeps
     // a copy of the handle (and for a request of one key, no shared handle at all).
-    let key_len = |op: &WriteOp| {
+    let key_len = |op: &WriteOp<'_>| {
         let (entity, key) = op.target();
         entity.as_str().len() + 1 + key.len()
     };
@@ -348,7 +351,7 @@ pub async fn delete_if_live(
 
 /// Distinct engine keys in order of first appearance, and each op's index into them.
 /// One allocation per operation (its engine key); the map only borrows the keys.
-fn distinct_keys(ops: &[WriteOp]) -> (Vec<Bytes>, Vec<usize>) {
+fn distinct_keys(ops: &[WriteOp<'_>]) -> (Vec<Bytes>, Vec<usize>) {
     let all: Vec<Vec<u8>> = ops.iter().map(WriteOp::engine_key).collect();
     let mut slots = Vec::with_capacity(ops.len());
     let mut first = vec![false; ops.len()];
@@ -390,7 +393,7 @@ fn read_lives(state: &AppState, path: &str, keys: &[Bytes]) -> Result<Vec<Option
 /// Builds the batch and the outcomes (versions filled in later); later ops see the
 /// effect of earlier ones on the same key.
 fn plan(
-    ops: &[WriteOp],
+    ops: &[WriteOp<'_>],
     slots: &[usize],
     keys: &[Bytes],
     lives: &[Option<Live>],

@@ -25,13 +25,13 @@ use crate::state::{BULK_OPS_MAX, Limits};
 
 /// The operations of `body` when it is of the common shape and valid; `None` otherwise
 /// (then the general decoder decides).
-pub(super) fn decode(body: &Bytes, limits: &Limits) -> Option<Vec<WriteOp>> {
+pub(super) fn decode<'a>(body: &'a Bytes, limits: &Limits) -> Option<Vec<WriteOp<'a>>> {
     // The general parser refuses a body that is not UTF-8 as a whole; so does this path.
     let text = std::str::from_utf8(body).ok()?;
     let mut at = Cursor { text, pos: 0 };
     at.punct(b'{')?;
     at.skip_ws();
-    if !at.quoted("operations") {
+    if !at.eat(b"\"operations\"") {
         return None;
     }
     at.punct(b':')?;
@@ -70,22 +70,26 @@ const TTL: u8 = 16;
 
 /// One operation object, from its `{` to its `}`. Names and the words of `op` and
 /// `entity` are matched as the bytes they must be (quotes included), not read as
-/// strings first.
-fn operation(at: &mut Cursor<'_>, body: &Bytes, limits: &Limits) -> Option<WriteOp> {
+/// strings first: each comparison with a literal compiles to a load or two.
+fn operation<'a>(at: &mut Cursor<'a>, body: &Bytes, limits: &Limits) -> Option<WriteOp<'a>> {
     at.punct(b'{')?;
     let mut seen = 0u8;
     let (mut put, mut entity, mut key, mut value, mut ttl) = (false, None, None, None, None);
     loop {
         at.skip_ws();
-        let name = [
-            ("op", OP),
-            ("entity", ENTITY),
-            ("key", KEY),
-            ("value", VALUE),
-            ("ttl", TTL),
-        ]
-        .into_iter()
-        .find_map(|(word, bit)| at.quoted(word).then_some(bit))?;
+        let name = if at.eat(b"\"op\"") {
+            OP
+        } else if at.eat(b"\"entity\"") {
+            ENTITY
+        } else if at.eat(b"\"key\"") {
+            KEY
+        } else if at.eat(b"\"value\"") {
+            VALUE
+        } else if at.eat(b"\"ttl\"") {
+            TTL
+        } else {
+            return None;
+        };
         if seen & name != 0 {
             return None;
         }
@@ -93,10 +97,11 @@ fn operation(at: &mut Cursor<'_>, body: &Bytes, limits: &Limits) -> Option<Write
         at.punct(b':')?;
         at.skip_ws();
         match name {
-            OP if at.quoted("put") => put = true,
-            OP if at.quoted("delete") => put = false,
-            OP => return None,
-            ENTITY => entity = Some(Entity::ALL.into_iter().find(|e| at.quoted(e.as_str()))?),
+            OP if at.eat(b"\"put\"") => put = true,
+            OP if at.eat(b"\"delete\"") => put = false,
+            ENTITY if at.eat(b"\"user\"") => entity = Some(Entity::User),
+            ENTITY if at.eat(b"\"event\"") => entity = Some(Entity::Event),
+            OP | ENTITY => return None,
             KEY => key = Some(at.plain_string()?).filter(|k| is_valid_key(k)),
             VALUE => value = Some(at.plain_string()?),
             _ => ttl = Some(at.ttl()?),
@@ -107,7 +112,7 @@ fn operation(at: &mut Cursor<'_>, body: &Bytes, limits: &Limits) -> Option<Write
             _ => return None,
         }
     }
-    let (entity, key) = (entity?, key?.to_owned());
+    let (entity, key) = (entity?, Cow::Borrowed(key?));
     if !put {
         return (seen == OP | ENTITY | KEY).then_some(WriteOp::Delete { entity, key });
     }
@@ -152,15 +157,15 @@ impl<'a> Cursor<'a> {
         (self.next_punct()? == want).then_some(())
     }
 
-    /// `"word"` here (no whitespace skipped), consumed; false if it is not here.
-    fn quoted(&mut self, word: &str) -> bool {
+    /// `literal` here (no whitespace skipped), consumed; false if it is not here.
+    /// Inlined, so that the comparison with a literal of known length needs no
+    /// `memcmp` call.
+    #[inline(always)]
+    fn eat(&mut self, literal: &'static [u8]) -> bool {
         let rest = self.text.as_bytes().get(self.pos..).unwrap_or_default();
-        let n = word.len();
-        let found = rest.first() == Some(&b'"')
-            && rest.get(1..=n) == Some(word.as_bytes())
-            && rest.get(n + 1) == Some(&b'"');
+        let found = rest.starts_with(literal);
         if found {
-            self.pos += word.len() + 2;
+            self.pos += literal.len();
         }
         found
     }
