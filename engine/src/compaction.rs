@@ -10,7 +10,8 @@
 //!    exist; open tolerates that (records apply by version, duplicates are equal).
 //! 4. Map the outputs, then repoint the index from input to output locations — only
 //!    where it still points at the copied record.
-//! 5. Write the manifest `COMPACTION` naming the inputs (temp name, fsync, rename).
+//! 5. Write the manifest `COMPACTION` naming the inputs, with a checksum (temp name,
+//!    fsync, rename).
 //!    From here the deletion of the inputs is as good as done: open finishes it.
 //! 6. Drop the inputs from the segment map (readers that still hold one keep their
 //!    mapping), delete their files and hints, fsync the folder, delete the manifest.
@@ -43,7 +44,14 @@ use crate::segment::{self, Kind, SEGMENT_HEADER_BYTES, Segment, SegmentHeader, s
 
 /// Name of the manifest that makes deleting the inputs restartable.
 pub(crate) const MANIFEST: &str = "COMPACTION";
-pub(crate) const MANIFEST_FIRST_LINE: &str = "caskade compaction 1";
+/// The manifest's first line: format 2 ends with a checksum line.
+const MANIFEST_FIRST_LINE: &str = "caskade compaction 2";
+/// The first line of a manifest written before the checksum line existed (by an older
+/// build that a crash interrupted): still finished at open, as it was then.
+const MANIFEST_FIRST_LINE_V1: &str = "caskade compaction 1";
+/// How the last line of a format 2 manifest starts: `crc32 ` and eight lower-case hex
+/// digits, the CRC-32 of every byte before that line.
+const MANIFEST_CRC_PREFIX: &str = "crc32 ";
 /// Output records are written in chunks of this many bytes.
 const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -91,16 +99,9 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
         offset: 0,
         reason: reason.to_owned(),
     };
-    // Damaged bytes are corruption like any other, not an I/O failure.
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| corrupt("the manifest is not UTF-8 text"))?;
-    let mut lines = text.lines();
-    if lines.next() != Some(MANIFEST_FIRST_LINE) {
-        return Err(corrupt("unknown compaction manifest format"));
-    }
-    let ids: Vec<u32> = lines
-        .map(|l| l.parse().map_err(|_| corrupt("a line is not a segment id")))
-        .collect::<Result<_>>()?;
+    // Damaged bytes are corruption like any other, not an I/O failure: nothing is
+    // deleted on the word of a manifest that does not check.
+    let ids = parse_manifest(&bytes).map_err(corrupt)?;
     tracing::info!(segments = ids.len(), "finishing an interrupted compaction");
     delete_segments(dir, &ids)?;
     std::fs::remove_file(&path).map_err(|e| Error::io("removing the compaction manifest", e))?;
@@ -123,11 +124,55 @@ fn delete_segments(dir: &Path, ids: &[u32]) -> Result<()> {
     sync_dir(dir)
 }
 
-fn write_manifest(dir: &Path, ids: &[u32]) -> Result<()> {
+/// The text of a manifest naming `ids`: format 2, its last line the checksum of the
+/// lines before it.
+fn encode_manifest(ids: &[u32]) -> String {
     let mut text = format!("{MANIFEST_FIRST_LINE}\n");
     for id in ids {
         text.push_str(&format!("{id}\n"));
     }
+    let crc = crc32fast::hash(text.as_bytes());
+    text.push_str(&format!("{MANIFEST_CRC_PREFIX}{crc:08x}\n"));
+    text
+}
+
+/// The input segment ids a manifest names, or why it cannot be trusted. A format 2
+/// manifest must end with its checksum line, and the checksum must match: a flipped
+/// digit in an id would otherwise delete a live segment. Format 1 (no checksum) is
+/// read as before.
+pub(crate) fn parse_manifest(bytes: &[u8]) -> std::result::Result<Vec<u32>, &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8 text")?;
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let ids = match first {
+        MANIFEST_FIRST_LINE => {
+            let lines = rest
+                .strip_suffix('\n')
+                .ok_or("the manifest does not end with its checksum line")?;
+            let (ids, crc_line) = lines.rsplit_once('\n').unwrap_or(("", lines));
+            // Every byte before the checksum line (which is followed by one newline).
+            let covered_len = text.len().saturating_sub(crc_line.len() + 1);
+            let covered = bytes.get(..covered_len).unwrap_or_default();
+            let crc = crc_line
+                .strip_prefix(MANIFEST_CRC_PREFIX)
+                .filter(|hex| hex.len() == 8)
+                .filter(|hex| hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .ok_or("the manifest does not end with its checksum line")?;
+            if crc != crc32fast::hash(covered) {
+                return Err("the manifest's checksum does not match its lines");
+            }
+            ids
+        }
+        MANIFEST_FIRST_LINE_V1 => rest,
+        _ => return Err("unknown compaction manifest format"),
+    };
+    ids.lines()
+        .map(|l| l.parse().map_err(|_| "a line is not a segment id"))
+        .collect()
+}
+
+fn write_manifest(dir: &Path, ids: &[u32]) -> Result<()> {
+    let text = encode_manifest(ids);
     let tmp = dir.join(format!("{MANIFEST}.tmp"));
     File::create(&tmp)
         .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
@@ -505,5 +550,55 @@ impl<'a> Run<'a> {
                 .repoint(&m.key, m.from_segment, m.from_offset, m.to);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_back_the_ids_it_was_written_with() {
+        for ids in [vec![], vec![7], vec![1, 2, 4_294_967_295]] {
+            let text = encode_manifest(&ids);
+            assert!(text.starts_with("caskade compaction 2\n"), "{text}");
+            assert_eq!(parse_manifest(text.as_bytes()), Ok(ids));
+        }
+    }
+
+    /// A manifest is acted on (its segments deleted) only when it checks: any one
+    /// byte changed, or the file cut short, is refused.
+    #[test]
+    fn a_changed_or_cut_manifest_is_refused() {
+        let text = encode_manifest(&[12, 13, 140]).into_bytes();
+        for at in 0..text.len() {
+            for by in [b'0', b'1', b'4', b'9', b'a', b'A', b'\n', b' '] {
+                if text[at] == by {
+                    continue;
+                }
+                let mut changed = text.clone();
+                changed[at] = by;
+                assert!(
+                    parse_manifest(&changed).is_err(),
+                    "byte {at} as {:?}: {:?}",
+                    by as char,
+                    String::from_utf8_lossy(&changed)
+                );
+            }
+        }
+        for len in 0..text.len() {
+            assert!(parse_manifest(&text[..len]).is_err(), "cut to {len} bytes");
+        }
+    }
+
+    /// A manifest left by a build before the checksum line is still finished.
+    #[test]
+    fn a_format_1_manifest_is_still_read() {
+        assert_eq!(
+            parse_manifest(b"caskade compaction 1\n3\n5\n"),
+            Ok(vec![3, 5])
+        );
+        assert!(parse_manifest(b"caskade compaction 1\n3\nx\n").is_err());
+        assert!(parse_manifest(b"caskade compaction 3\n3\n").is_err());
     }
 }

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::append;
-use crate::compaction::{MANIFEST, MANIFEST_FIRST_LINE};
+use crate::compaction::{MANIFEST, parse_manifest};
 use crate::engine::lock_dir;
 use crate::error::{Error, Result};
 use crate::hint;
@@ -689,7 +689,7 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
     let mut manifest_damaged = false;
     if let Some(text) = manifest_text {
         match parse_manifest(&text) {
-            Some(ids) => {
+            Ok(ids) => {
                 report.warnings.push(Finding {
                     file: MANIFEST.into(),
                     offset: 0,
@@ -701,12 +701,14 @@ fn survey(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Survey> {
                 });
                 doomed.extend(ids);
             }
-            None => {
+            Err(why) => {
                 manifest_damaged = true;
                 report.damage.push(Finding {
                     file: MANIFEST.into(),
                     offset: 0,
-                    reason: "the compaction manifest is unreadable; open refuses the folder".into(),
+                    reason: format!(
+                        "the compaction manifest does not check ({why}); open refuses the folder"
+                    ),
                 });
             }
         }
@@ -1068,15 +1070,6 @@ fn parse_hint_name(name: &str) -> Option<u32> {
         return None;
     }
     stem.parse().ok()
-}
-
-fn parse_manifest(text: &[u8]) -> Option<Vec<u32>> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut lines = text.lines();
-    if lines.next() != Some(MANIFEST_FIRST_LINE) {
-        return None;
-    }
-    lines.map(|l| l.parse().ok()).collect()
 }
 
 fn map_file(path: &Path) -> Result<Mmap> {

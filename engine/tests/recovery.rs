@@ -187,6 +187,36 @@ fn a_manifest_that_is_not_text_is_a_corruption_error() {
     }
 }
 
+/// A manifest whose checksum does not match names segments that may be live (one
+/// flipped digit turns an input's id into a live segment's): open refuses the folder
+/// and deletes nothing.
+#[test]
+fn a_manifest_that_does_not_check_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 4096);
+    engine.put(&b"k"[..], &b"v"[..], wo()).unwrap();
+    engine.close().unwrap();
+    let before = segment_files(dir.path());
+    let live: u32 = before[0]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("a segment id");
+    let manifest = dir.path().join("COMPACTION");
+    // The checksum of a manifest naming no live segment, its id then "changed".
+    let crc = crc32fast::hash(format!("caskade compaction 2\n{}\n", live + 1).as_bytes());
+    let text = format!("caskade compaction 2\n{live}\ncrc32 {crc:08x}\n");
+    std::fs::write(&manifest, text).unwrap();
+    match Engine::open(dir.path(), Options::default()) {
+        Err(Error::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, manifest);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    assert_eq!(segment_files(dir.path()), before, "a segment was deleted");
+}
+
 /// Found by the `recover_dir` fuzz target: a segment whose header or records claim a
 /// version near `u64::MAX` opened, and the next write overflowed the version counter
 /// (a panic on the writer thread with overflow checks, wrapped versions without).
