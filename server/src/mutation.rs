@@ -29,14 +29,13 @@
 //! (412, the right answer); only `If-Match: *` or a tag list that matches every new
 //! version can keep losing until [`WRITE_ATTEMPTS_MAX`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use std::borrow::Cow;
-
 use caskade_engine::{Applied, Batch, Error as EngineError, Expect, WriteOptions};
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 

@@ -13,8 +13,9 @@
 //! What it accepts, it must decode exactly as the general decoder would: the property
 //! tests in `bulk.rs` hold every body this path accepts to the general decoder's ops.
 
-use bytes::Bytes;
 use std::borrow::Cow;
+
+use bytes::Bytes;
 
 use crate::envelope::{PutSpec, TTL_SECONDS_MAX, TTL_SECONDS_MIN};
 use crate::json::plain_run;
@@ -188,8 +189,8 @@ impl<'a> Cursor<'a> {
         self.text.get(start..end)
     }
 
-    /// A ttl here: an integer in the accepted range, written as JSON writes
-    /// it (no sign, fraction, exponent or leading zero).
+    /// A ttl here: an integer in the accepted range, in its plain form (digits only,
+    /// no leading zero); a sign, fraction or exponent declines.
     fn ttl(&mut self) -> Option<u64> {
         let rest = self.text.as_bytes().get(self.pos..)?;
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
