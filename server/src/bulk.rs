@@ -408,8 +408,10 @@ mod tests {
     /// A valid member of a put or delete, as (name, JSON text).
     fn valid_member(name: &'static str) -> BoxedStrategy<(String, String)> {
         let text: BoxedStrategy<String> = match name {
-            "entity" => prop_oneof![Just("\"user\""), Just("\"event\"")]
-                .prop_map(str::to_owned)
+            // Every entity there is: one the one-pass decoder does not know fails
+            // `common_bodies_take_the_one_pass_decoder`.
+            "entity" => prop::sample::select(Entity::ALL.to_vec())
+                .prop_map(|e| format!("\"{}\"", e.as_str()))
                 .boxed(),
             "key" => "[A-Za-z0-9_-]{1,12}"
                 .prop_map(|k| format!("\"{k}\""))
