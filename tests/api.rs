@@ -557,6 +557,16 @@ fn bulk_problems_point_into_the_operation_list() {
         problems(&s, &resp, 413),
         vec![(1009, "/v1/bulk#/operations/1/value".into())]
     );
+    // A body of the common shape (the one-pass decoder takes it) with an unknown
+    // query parameter: the query's problem alone, and nothing written.
+    let plain = br#"{"operations": [{"op": "put", "entity": "user", "key": "q", "value": "v"}]}"#;
+    expect(
+        &s,
+        ("POST", "/v1/bulk?x=1", &[JSON], plain),
+        422,
+        &[(1008, "")],
+    );
+    assert_eq!(s.get("/v1/kv/user/q").status, 404, "nothing was written");
     // Exactly 10000 operations is allowed.
     let op = json!({"op": "delete", "entity": "user", "key": "k"});
     let most = json!({"operations": vec![op; 10_000]}).to_string();

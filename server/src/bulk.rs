@@ -41,13 +41,10 @@ pub async fn bulk(
         Err(problem) => return Err(ApiError::new(path, vec![problem])),
     };
     // The common shape in one pass; anything else (and every invalid body) through the
-    // general decoder, which names every problem.
-    let ops = if problems.is_empty() {
-        common::decode(&bytes, &state.limits)
-    } else {
-        None
-    };
-    let ops = ops.or_else(|| decode_bulk(&bytes, &state.limits, &mut problems));
+    // general decoder, which names every problem. A body the one-pass decoder takes has
+    // none, so a query problem alone is still reported in full.
+    let ops = common::decode(&bytes, &state.limits)
+        .or_else(|| decode_bulk(&bytes, &state.limits, &mut problems));
     let (Some(ops), true) = (ops, problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
     };
