@@ -7,7 +7,7 @@
 # gets bound by cache misses, durable puts by the disk's fsync time); every round runs
 # the server part. A figure measured in several rounds is their median. After the
 # rounds, benches/put-ratio.sh takes caskade's durable PUT and Redis SET in turn (the
-# PUT target once more, drift-proof). About 30 minutes at the full N on a quiet
+# PUT target once more, drift-proof). About 35 minutes at the full N on a quiet
 # machine.
 #
 # Usage: benches/targets.sh [OUT_DIR]   (default: target/targets-<time>)
