@@ -15,13 +15,12 @@ use crate::kv::{syntax_problem, unknown_field};
 use crate::media;
 use crate::mutation::{self, Outcome, WriteOp};
 use crate::names::{Entity, entity_problem, is_valid_key, key_problem};
+use crate::plain;
 use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::query::Query;
 use crate::reply::{JsonWriter, json_response};
 use crate::state::{AppState, BULK_BODY_BYTES_MAX, BULK_OPS_MAX, Limits};
 use crate::timefmt::rfc3339_seconds;
-
-mod common;
 
 /// `POST /v1/bulk`.
 pub async fn bulk(
@@ -43,7 +42,7 @@ pub async fn bulk(
     // The common shape in one pass; anything else (and every invalid body) through the
     // general decoder, which names every problem. A body the one-pass decoder takes has
     // none, so a query problem alone is still reported in full.
-    let ops = common::decode(&bytes, &state.limits)
+    let ops = plain::bulk(&bytes, &state.limits)
         .or_else(|| decode_bulk(&bytes, &state.limits, &mut problems));
     let (Some(ops), true) = (ops, problems.is_empty()) else {
         return Err(ApiError::new(path, problems));
@@ -296,7 +295,7 @@ fn op_target<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -398,12 +397,12 @@ mod tests {
     }
 
     /// JSON whitespace, sometimes none.
-    fn ws() -> impl Strategy<Value = &'static str> {
+    pub(crate) fn ws() -> impl Strategy<Value = &'static str> {
         prop_oneof![4 => Just(""), 1 => Just(" "), 1 => Just("\n  "), 1 => Just("\t\r\n")]
     }
 
     /// A valid member of a put or delete, as (name, JSON text).
-    fn valid_member(name: &'static str) -> BoxedStrategy<(String, String)> {
+    pub(crate) fn valid_member(name: &'static str) -> BoxedStrategy<(String, String)> {
         let text: BoxedStrategy<String> = match name {
             // Every entity there is: one the one-pass decoder does not know fails
             // `common_bodies_take_the_one_pass_decoder`.
@@ -450,7 +449,7 @@ mod tests {
 
     /// Names and values just off the common shape or invalid: escapes, other types,
     /// other members, out-of-range numbers, bad keys and entities.
-    fn odd_member() -> impl Strategy<Value = (String, String)> {
+    pub(crate) fn odd_member() -> impl Strategy<Value = (String, String)> {
         let name = prop_oneof![
             Just("op"),
             Just("entity"),
@@ -564,7 +563,7 @@ mod tests {
         ) {
             let body = Bytes::from(body_of(&ops, &gaps));
             let limits = Limits::default();
-            let fast = common::decode(&body, &limits);
+            let fast = plain::bulk(&body, &limits);
             prop_assert!(fast.is_some(), "declined {:?}", body);
             prop_assert_eq!(fast, general(&body, &limits));
         }
@@ -585,7 +584,7 @@ mod tests {
                 value_bytes_max: if tiny_values { 8 } else { Limits::default().value_bytes_max },
                 ..Limits::default()
             };
-            if let Some(fast) = common::decode(&body, &limits) {
+            if let Some(fast) = plain::bulk(&body, &limits) {
                 prop_assert_eq!(Some(fast), general(&body, &limits), "{:?}", body);
             }
         }
@@ -599,10 +598,10 @@ mod tests {
             format!(r#"{{"operations":[{op}]}}"#),
             format!(" {{ \"operations\" : [ {op} ] }} \n"),
         ] {
-            assert!(common::decode(&Bytes::from(body), &limits).is_some());
+            assert!(plain::bulk(&Bytes::from(body), &limits).is_some());
         }
         let most = format!(r#"{{"operations":[{}]}}"#, vec![op; BULK_OPS_MAX].join(","));
-        assert!(common::decode(&Bytes::from(most), &limits).is_some());
+        assert!(plain::bulk(&Bytes::from(most), &limits).is_some());
         for body in [
             r#"{"operations":[]}"#.to_owned(),
             format!(r#"{{"operations":[{}]}}"#, vec![op; BULK_OPS_MAX + 1].join(",")),
@@ -620,11 +619,11 @@ mod tests {
             r#"{"operations":[{"op":"put","entity":"user","key":"k","value":"v","ttl":18446744073709551676}]}"#.to_owned(),
         ] {
             let bytes = Bytes::from(body.clone());
-            assert_eq!(common::decode(&bytes, &limits), None, "{body}");
+            assert_eq!(plain::bulk(&bytes, &limits), None, "{body}");
         }
         let mut invalid_utf8 = format!(r#"{{"operations":[{op}]}}"#).into_bytes();
         invalid_utf8.push(0xff);
-        assert_eq!(common::decode(&Bytes::from(invalid_utf8), &limits), None);
+        assert_eq!(plain::bulk(&Bytes::from(invalid_utf8), &limits), None);
     }
 
     /// The key and value are views of the body, not copies.
@@ -633,7 +632,7 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"operations":[{"op":"put","entity":"event","key":"k","value":"hello","ttl":60}]}"#,
         );
-        let ops = common::decode(&body, &Limits::default()).expect("common shape");
+        let ops = plain::bulk(&body, &Limits::default()).expect("common shape");
         let [WriteOp::Put { entity, key, spec }] = ops.as_slice() else {
             panic!("{ops:?}");
         };

@@ -23,6 +23,7 @@ use crate::media::{self, Kind};
 use crate::meta::RecordMeta;
 use crate::mutation::{self, Live, Outcome, PutOutcome, WriteOp, decode_meta, engine_error};
 use crate::names::{Entity, KeyPath};
+use crate::plain;
 use crate::problem::{ApiError, ErrorCode, Problem};
 use crate::query::Query;
 use crate::reply::{JsonWriter, etag, json_response};
@@ -278,6 +279,18 @@ pub fn write_put_result(
 /// Checks the envelope body: JSON (400), an object of the known fields (1007), and
 /// each field.
 fn decode_envelope(bytes: &Bytes, limits: &Limits, problems: &mut Vec<Problem>) -> Option<PutSpec> {
+    // The common shape in one pass; anything else (and every invalid body) through the
+    // general decoder, which names every problem.
+    plain::envelope(bytes, limits).or_else(|| decode_envelope_tree(bytes, limits, problems))
+}
+
+/// The general decoder of an envelope: parses the body into a JSON tree, checks it and
+/// names every problem.
+pub(crate) fn decode_envelope_tree(
+    bytes: &Bytes,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Option<PutSpec> {
     let parsed = match json::parse(bytes) {
         Ok(parsed) => parsed,
         Err(err) => {

@@ -19,6 +19,7 @@ pub mod mutation;
 pub mod names;
 pub mod offline;
 pub mod openapi;
+mod plain;
 pub mod problem;
 pub mod query;
 pub mod reply;
