@@ -33,13 +33,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use bytes::Bytes;
 use caskade_engine::{Applied, Batch, Error as EngineError, Expect, WriteOptions};
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::envelope::PutSpec;
+use crate::media::{Kind, TEXT_UTF8};
 use crate::meta::{CARRY_CREATED_AT, CREATED_BY_THIS_RECORD, RecordMeta};
 use crate::names::Entity;
 use crate::problem::{ApiError, ErrorCode};
@@ -208,6 +209,32 @@ pub async fn apply(
     ))
 }
 
+/// True for a put of text without metadata, the put of every body of the common shapes
+/// (`crate::plain`): its meta section is [`plain_text_meta`].
+fn is_plain_text(spec: &PutSpec) -> bool {
+    spec.kind == Kind::Text && spec.metadata.is_none() && spec.content_type == TEXT_UTF8
+}
+
+/// The meta section of a text put without metadata, encoded once. A static handle:
+/// a put takes it without an allocation, and the threads that pass it on and drop it
+/// share no reference count.
+fn plain_text_meta() -> Bytes {
+    static SECTION: OnceLock<Vec<u8>> = OnceLock::new();
+    let section = SECTION.get_or_init(|| {
+        let mut out = Vec::new();
+        // Cannot fail: the content type is short and there is no metadata.
+        let _ = RecordMeta {
+            kind: Kind::Text,
+            content_type: TEXT_UTF8,
+            metadata: None,
+            created_at_ms: CREATED_BY_THIS_RECORD,
+        }
+        .encode_into(&mut out);
+        out
+    });
+    Bytes::from_static(section)
+}
+
 /// Applies `ops` as one atomic batch without reading or locking their keys (see the
 /// module doc): for requests with no condition to check, i.e. bulk.
 pub async fn apply_unconditional(
@@ -241,25 +268,29 @@ pub async fn apply_unconditional(
         let key = all_keys.split_to(key_len(op));
         match op {
             WriteOp::Put { spec, .. } => {
-                meta_buf.clear();
-                RecordMeta {
-                    kind: spec.kind,
-                    content_type: spec.content_type.as_ref(),
-                    metadata: spec.metadata.as_deref(),
-                    created_at_ms: CREATED_BY_THIS_RECORD,
-                }
-                .encode_into(&mut meta_buf)
-                .map_err(|e| internal(path, &e))?;
-                if shared_meta[..] != meta_buf[..] {
-                    // The handle takes the buffer over without a copy (and, as the
-                    // section fills a fresh buffer exactly, without an allocation of
-                    // its own); the next section is encoded into a fresh one.
-                    shared_meta = Bytes::from(std::mem::take(&mut meta_buf));
-                }
-                let meta = if i + 1 == ops.len() {
-                    std::mem::take(&mut shared_meta)
+                let meta = if is_plain_text(spec) {
+                    plain_text_meta()
                 } else {
-                    shared_meta.clone()
+                    meta_buf.clear();
+                    RecordMeta {
+                        kind: spec.kind,
+                        content_type: spec.content_type.as_ref(),
+                        metadata: spec.metadata.as_deref(),
+                        created_at_ms: CREATED_BY_THIS_RECORD,
+                    }
+                    .encode_into(&mut meta_buf)
+                    .map_err(|e| internal(path, &e))?;
+                    if shared_meta[..] != meta_buf[..] {
+                        // The handle takes the buffer over without a copy (and, as the
+                        // section fills a fresh buffer exactly, without an allocation
+                        // of its own); the next section is encoded into a fresh one.
+                        shared_meta = Bytes::from(std::mem::take(&mut meta_buf));
+                    }
+                    if i + 1 == ops.len() {
+                        std::mem::take(&mut shared_meta)
+                    } else {
+                        shared_meta.clone()
+                    }
                 };
                 let expires_at_ms = spec
                     .ttl_seconds
@@ -489,4 +520,47 @@ pub fn internal(path: &str, err: &dyn std::fmt::Display) -> ApiError {
 /// The kind and bytes of an entry's meta section, or a logged 500.
 pub fn decode_meta<'a>(path: &str, meta: &'a [u8]) -> Result<RecordMeta<'a>, ApiError> {
     RecordMeta::decode(meta).map_err(|e| internal(path, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_text_section_is_what_a_plain_text_put_encodes() {
+        let spec = PutSpec {
+            value: Bytes::from_static(b"v"),
+            kind: Kind::Text,
+            content_type: Cow::Borrowed(TEXT_UTF8),
+            metadata: None,
+            ttl_seconds: None,
+        };
+        assert!(is_plain_text(&spec));
+        let section = plain_text_meta();
+        assert_eq!(
+            RecordMeta::decode(&section),
+            Ok(RecordMeta {
+                kind: Kind::Text,
+                content_type: TEXT_UTF8,
+                metadata: None,
+                created_at_ms: CREATED_BY_THIS_RECORD,
+            })
+        );
+        for other in [
+            PutSpec {
+                kind: Kind::Json,
+                ..spec.clone()
+            },
+            PutSpec {
+                metadata: Some(b"{}".to_vec()),
+                ..spec.clone()
+            },
+            PutSpec {
+                content_type: Cow::Borrowed("text/plain"),
+                ..spec.clone()
+            },
+        ] {
+            assert!(!is_plain_text(&other), "{other:?}");
+        }
+    }
 }
