@@ -36,12 +36,13 @@ pub fn header_or_fresh(headers: &HeaderMap) -> HeaderValue {
 
 /// A new id: a random (v4) UUID as 32 lowercase hex digits. Its 122 random bits come
 /// from a thread-local ChaCha generator seeded once from the OS (uuid's `fast-rng`), so
-/// ids stay unguessable without a `getrandom` syscall per request.
+/// ids stay unguessable without a `getrandom` syscall per request. The value is carved
+/// from a per-thread chunk ([`crate::reply::header_value`]), not allocated.
 fn fresh() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
     let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
     // Hex digits are always a valid header value.
-    HeaderValue::from_str(hex).unwrap_or(HeaderValue::from_static("0"))
+    crate::reply::header_value(hex.as_bytes()).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn is_sane(id: &[u8]) -> bool {
