@@ -342,16 +342,44 @@ fn write_latency_ms(us: u64, out: &mut Vec<u8>) {
 /// `s` as Rust's `{:?}` writes it (what the text format does for string fields),
 /// without the formatting machinery when nothing needs escaping.
 fn debug_str(s: &str, out: &mut Vec<u8>) {
-    // Printable ASCII but `"` and `\`, checked a word at a time (`plain_run` stops at
-    // `"`, `\` and control characters).
-    let bytes = s.as_bytes();
-    if crate::json::plain_run(bytes) == bytes.len() && bytes.is_ascii() && !bytes.contains(&0x7f) {
+    if is_debug_plain(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     } else {
         let _ = write!(out, "{s:?}");
     }
+}
+
+/// True when `bytes` are printable ASCII but `"` and `\\` (what `{:?}` writes as they
+/// are), checked a word at a time in one pass.
+fn is_debug_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Each test sets the high bit of a byte lane (or of some lane, when one matches)
+    // for: a zero byte (after xor: the byte equals the one xored with); a byte below
+    // 0x20; a byte of 0x7f or more ((b & 0x7f) + 1 reaches 0x80 only for 0x7f, and
+    // cannot carry into the next lane).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let stops = |w: u64| {
+        (zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w)
+            | (((w & !HIGH) + ONES) | w))
+            & HIGH
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if stops(u64::from_le_bytes(word)) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// `s` as a JSON string, escaped as `serde_json` does (what the JSON format uses).
@@ -850,6 +878,23 @@ mod tests {
                 let _ = shared.with_lane(|lane| assert!(lane.lock().closed));
             });
         });
+    }
+
+    /// The word-at-a-time check says what a byte-at-a-time one says, for every byte
+    /// value in every lane of a word and in the remainder after the words.
+    #[test]
+    fn the_plain_check_agrees_with_a_bytewise_one() {
+        for len in [1, 8, 9, 16, 23] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    let bytewise = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+                    assert_eq!(is_debug_plain(&bytes), bytewise, "{len} {at} {b:#x}");
+                }
+            }
+        }
+        assert!(is_debug_plain(b""));
     }
 
     proptest::proptest! {
