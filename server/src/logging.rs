@@ -3,17 +3,18 @@
 //!
 //! A line is formatted on the thread that logs it and appended to that thread's buffer
 //! (its lane); a logger thread writes the lanes to stderr every [`FLUSH_INTERVAL`], one
-//! `write(2)` for everything gathered. A request so never waits for stderr, pays no syscall for
-//! its access-log line (not even a wake-up of the logger thread, which sleeps on a
-//! timer rather than on the buffer), and a busy server writes hundreds of lines per
-//! syscall. Lines reach stderr at most about [`FLUSH_INTERVAL`] late.
+//! `write(2)` for everything gathered. A request so never waits for stderr, pays no
+//! syscall for its access-log line (not even a wake-up of the logger thread, which
+//! sleeps on a timer rather than on the buffers), takes no lock another core holds,
+//! and a busy server writes hundreds of lines per syscall. Lines reach stderr at most
+//! about [`FLUSH_INTERVAL`] late.
 //!
 //! When stderr is read more slowly than lines come in and [`PENDING_BYTES_MAX`] are
-//! waiting in a thread's lane, its new lines are dropped rather than making requests wait; [`dropped_lines`]
-//! counts them (exported as `caskade_log_lines_dropped_total`). Dropping the
-//! [`LogGuard`] (at the end of `serve`, after the runtime has stopped) writes out what
-//! is pending; lines logged after that go straight to stderr. A `kill -9` loses at most
-//! the last [`FLUSH_INTERVAL`] of lines.
+//! waiting in a thread's lane, its new lines are dropped rather than making requests
+//! wait; [`dropped_lines`] counts them (exported as `caskade_log_lines_dropped_total`).
+//! Dropping the [`LogGuard`] (at the end of `serve`, after the runtime has stopped)
+//! writes out what is pending; lines logged after that go straight to stderr. A `kill
+//! -9` loses at most the last [`FLUSH_INTERVAL`] of lines.
 //!
 //! (`tracing_appender::non_blocking` was measured first: its logger thread blocks on a
 //! channel, so nearly every line paid a futex wake-up on the request's thread, and the

@@ -12,9 +12,9 @@
 //! the general decoder, which accepts or refuses it and names every problem; so this
 //! path never has to report anything, and may decline whatever it likes.
 //!
-//! What it accepts, it must decode exactly as the general decoder would: the property
-//! tests in `bulk.rs` and `kv.rs` hold every body this path accepts to the general
-//! decoder's result.
+//! What it accepts, it must decode exactly as the general decoder would: property tests
+//! (bulk's in `bulk.rs`, beside its general decoder; the envelope's below) hold every
+//! body this path accepts to the general decoder's result.
 
 use std::borrow::Cow;
 
