@@ -493,11 +493,35 @@ pub(crate) mod tests {
         (name, text).prop_map(|(n, t)| (n.to_owned(), t.to_owned()))
     }
 
-    /// An operation of the common shape, sometimes changed: a member replaced, added,
-    /// dropped or given twice.
+    /// What may follow a body: nothing mostly, or a stray byte.
+    pub(crate) fn tail() -> impl Strategy<Value = &'static str> {
+        prop_oneof![4 => Just(""), 1 => Just(","), 1 => Just("x"), 1 => Just("}")]
+    }
+
+    /// The default limits, or with values of at most 8 bytes.
+    pub(crate) fn value_limit(tiny_values: bool) -> Limits {
+        Limits {
+            value_bytes_max: if tiny_values {
+                8
+            } else {
+                Limits::default().value_bytes_max
+            },
+            ..Limits::default()
+        }
+    }
+
+    /// An operation of the common shape, sometimes changed (see [`near`]).
     fn near_common_op() -> impl Strategy<Value = Vec<(String, String)>> {
+        near(common_op())
+    }
+
+    /// The members of `common` objects, sometimes changed: a member replaced, added,
+    /// dropped or given twice, or its value swapped for an odd one.
+    pub(crate) fn near(
+        common: impl Strategy<Value = Vec<(String, String)>>,
+    ) -> impl Strategy<Value = Vec<(String, String)>> {
         (
-            common_op(),
+            common,
             0usize..6,
             any::<prop::sample::Index>(),
             odd_member(),
@@ -530,21 +554,31 @@ pub(crate) mod tests {
             if i > 0 {
                 out.push_str(&format!("{},{}", g(), g()));
             }
-            out.push_str(&format!("{}{{", g()));
-            for (j, (name, text)) in op.iter().enumerate() {
-                let comma = if j > 0 { "," } else { "" };
-                out.push_str(&format!(
-                    "{comma}{}\"{name}\"{}:{}{text}{}",
-                    g(),
-                    g(),
-                    g(),
-                    g()
-                ));
-            }
-            out.push('}');
+            push_object(&mut out, op, &mut g);
         }
         out.push_str(&format!("{}]{}}}{}", g(), g(), g()));
         out
+    }
+
+    /// Appends an object of `members` (names and their JSON texts), with whitespace
+    /// from `g` before and between its tokens.
+    pub(crate) fn push_object<'g>(
+        out: &mut String,
+        members: &[(String, String)],
+        g: &mut impl FnMut() -> &'g str,
+    ) {
+        out.push_str(&format!("{}{{", g()));
+        for (j, (name, text)) in members.iter().enumerate() {
+            let comma = if j > 0 { "," } else { "" };
+            out.push_str(&format!(
+                "{comma}{}\"{name}\"{}:{}{text}{}",
+                g(),
+                g(),
+                g(),
+                g()
+            ));
+        }
+        out.push('}');
     }
 
     fn general<'a>(body: &'a Bytes, limits: &Limits) -> Option<Vec<WriteOp<'a>>> {
@@ -575,15 +609,12 @@ pub(crate) mod tests {
             ops in prop::collection::vec(near_common_op(), 1..6),
             gaps in prop::collection::vec(ws(), 1..16),
             tiny_values in any::<bool>(),
-            tail in prop_oneof![4 => Just(""), 1 => Just(","), 1 => Just("x"), 1 => Just("}")],
+            tail in tail(),
         ) {
             let mut body = body_of(&ops, &gaps);
             body.push_str(tail);
             let body = Bytes::from(body);
-            let limits = Limits {
-                value_bytes_max: if tiny_values { 8 } else { Limits::default().value_bytes_max },
-                ..Limits::default()
-            };
+            let limits = value_limit(tiny_values);
             if let Some(fast) = plain::bulk(&body, &limits) {
                 prop_assert_eq!(Some(fast), general(&body, &limits), "{:?}", body);
             }

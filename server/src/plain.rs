@@ -262,7 +262,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::bulk::tests::{odd_member, valid_member, ws};
+    use crate::bulk::tests::{near, push_object, tail, valid_member, value_limit, ws};
     use crate::kv::decode_envelope_tree;
 
     /// A valid envelope of the common shape, its members in any order.
@@ -279,50 +279,13 @@ mod tests {
             .prop_shuffle()
     }
 
-    /// An envelope of the common shape, sometimes changed: a member replaced, added,
-    /// dropped or given twice, or a value swapped for an odd one.
-    fn near_common_envelope() -> impl Strategy<Value = Vec<(String, String)>> {
-        (
-            common_envelope(),
-            0usize..6,
-            any::<prop::sample::Index>(),
-            odd_member(),
-        )
-            .prop_map(|(mut members, change, at, odd)| {
-                let i = at.index(members.len());
-                match change {
-                    0 => members[i] = odd,
-                    1 => members.insert(i, odd),
-                    2 => {
-                        members.remove(i);
-                    }
-                    3 => {
-                        let again = members[i].clone();
-                        members.push(again);
-                    }
-                    4 => members[i].1 = odd.1,
-                    _ => {}
-                }
-                members
-            })
-    }
-
     /// An object of `members`, with whitespace from `gaps` between its tokens.
     fn object_of(members: &[(String, String)], gaps: &[&str]) -> String {
         let mut gap = gaps.iter().cycle();
         let mut g = || *gap.next().unwrap_or(&"");
-        let mut out = format!("{}{{", g());
-        for (j, (name, text)) in members.iter().enumerate() {
-            let comma = if j > 0 { "," } else { "" };
-            out.push_str(&format!(
-                "{comma}{}\"{name}\"{}:{}{text}{}",
-                g(),
-                g(),
-                g(),
-                g()
-            ));
-        }
-        out.push_str(&format!("}}{}", g()));
+        let mut out = String::new();
+        push_object(&mut out, members, &mut g);
+        out.push_str(g());
         out
     }
 
@@ -350,18 +313,15 @@ mod tests {
         /// problem and decodes to the same put; it declines the rest.
         #[test]
         fn the_envelope_decoder_accepts_only_what_the_general_one_does(
-            members in near_common_envelope(),
+            members in near(common_envelope()),
             gaps in prop::collection::vec(ws(), 1..8),
             tiny_values in any::<bool>(),
-            tail in prop_oneof![4 => Just(""), 1 => Just(","), 1 => Just("x"), 1 => Just("}")],
+            tail in tail(),
         ) {
             let mut body = object_of(&members, &gaps);
             body.push_str(tail);
             let body = Bytes::from(body);
-            let limits = Limits {
-                value_bytes_max: if tiny_values { 8 } else { Limits::default().value_bytes_max },
-                ..Limits::default()
-            };
+            let limits = value_limit(tiny_values);
             if let Some(fast) = envelope(&body, &limits) {
                 prop_assert_eq!(Some(fast), general(&body, &limits), "{:?}", body);
             }
