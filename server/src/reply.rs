@@ -204,7 +204,7 @@ const HEADER_CHUNK_BYTES: usize = 4096;
 
 /// `bytes` as a header value (`None` when they are not a valid one), copied into a
 /// chunk of this thread's rather than an allocation of its own: a GET's ETag and
-/// request id took two of its nine allocations. Each value holds a share of its
+/// request id took two of its eight allocations. Each value holds a share of its
 /// chunk, which is freed with the last value carved out of it.
 pub fn header_value(bytes: &[u8]) -> Option<HeaderValue> {
     thread_local! {
