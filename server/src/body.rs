@@ -36,9 +36,6 @@ where
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(too_large(limit_bytes));
-            }
             Err(err) if find_length_limit(err.as_ref()) => return Err(too_large(limit_bytes)),
             Err(_) => {
                 return Err(Problem::new(
@@ -69,7 +66,7 @@ where
     Ok(Bytes::from(joined))
 }
 
-/// True when a length-limit error hides somewhere in the error's source chain.
+/// True when `err`, or an error in its source chain, is the length limit's.
 fn find_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(e) = current {

@@ -236,7 +236,8 @@ fn plain_text_meta() -> Bytes {
 }
 
 /// Applies `ops` as one atomic batch without reading or locking their keys (see the
-/// module doc): for requests with no condition to check, i.e. bulk.
+/// module doc): for requests with no condition to check, i.e. bulk and PUTs without
+/// If-Match / If-None-Match.
 pub async fn apply_unconditional(
     state: &AppState,
     path: &str,
